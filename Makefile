@@ -1,0 +1,44 @@
+# Two entry points for a fresh clone (see README):
+#   make demo   set everything up, then run the main job on the embedded synthetic data
+#   make test   set everything up, then run the whole test suite
+# Set-up is idempotent: the virtual environment and the extension are rebuilt only when
+# requirements.txt, setup.py or the extension sources change.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SHELL  := /bin/bash
+# -qq keeps pip to errors: the machine's extra local indexes make -q print hundreds of warnings.
+PIP    := $(PY) -m pip install -qq --disable-pip-version-check
+NMS_SRC := $(wildcard lib/nms/*.cpp lib/nms/*.h lib/nms/*.cu)
+
+.PHONY: setup demo test test-fast cuda-check benchmark clean
+
+setup: $(VENV)/.built
+
+$(VENV)/.deps: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) -r requirements.txt
+	$(PY) -c "import torch, torchvision, pycocotools, cv2, omegaconf"
+	touch $@
+
+$(VENV)/.built: $(VENV)/.deps setup.py $(NMS_SRC)
+	$(PIP) --no-build-isolation --no-deps -e .
+	$(PY) -c "import posenet.ops as o; assert o.has_compiled_nms(), 'compiled NMS failed to load'"
+	touch $@
+
+demo: setup
+	$(PY) scripts/demo.py
+
+test: setup
+	$(PY) -m pytest
+
+# CUDA half of the extension: compile (and link-check) it without a GPU, so it cannot rot.
+cuda-check: setup
+	$(PY) scripts/check_cuda_build.py
+
+benchmark: setup
+	$(PY) scripts/benchmark.py nms
+
+clean:
+	rm -rf build *.egg-info posenet/_C*.so
