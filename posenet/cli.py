@@ -1,0 +1,40 @@
+"""What every script shares: ``--config FILE`` plus trailing ``key.sub=value`` overrides, and
+one-line errors instead of tracebacks for problems the user can fix."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from omegaconf import DictConfig
+
+from posenet.config import load_config
+from posenet.errors import PosenetError
+
+
+def config_parser(description: str, config_required: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=description,
+        epilog="Trailing key.sub=value arguments override config keys, e.g. synthetic.seed=3.",
+    )
+    parser.add_argument("--config", required=config_required, help="YAML config file (may use _base_ inheritance)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    return parser
+
+
+def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, DictConfig]:
+    args = parser.parse_args(argv)
+    return args, load_config(args.config, args.overrides)
+
+
+def run(main: Callable[[], int | None]) -> None:
+    """Run a script's ``main``; a :class:`PosenetError` becomes one line on stderr and exit 2."""
+    try:
+        code = main()
+    except PosenetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)

@@ -1,0 +1,149 @@
+"""Read COCO-format person keypoint annotations (2017 and 2014 layouts) with pycocotools."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pycocotools.coco import COCO
+
+from posenet.data.keypoints import KeypointLayout
+from posenet.errors import DataError
+
+LAYOUTS = ("coco2017", "coco2014")
+_SPLITS = {
+    "coco2017": ("train2017", "val2017"),
+    "coco2014": ("train2014", "val2014", "minival2014", "valminusminival2014"),
+}
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    """Where one split lives; ``images`` is a slice of the annotation file's image list."""
+
+    annotation_file: Path
+    image_dir: Path
+    images: slice = field(default_factory=lambda: slice(None))
+
+
+def split_files(root: str | Path, split: str, layout: str = "coco2017", minival_size: int = 2644) -> SplitFiles:
+    """The annotation file and image folder of ``split`` under ``root``.
+
+    The 2014 layout's minival2014 is the first ``minival_size`` images of val2014 in
+    annotation-file order, and valminusminival2014 the rest of val2014.
+    """
+    if layout not in _SPLITS:
+        raise DataError(f"unknown dataset layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    if split not in _SPLITS[layout]:
+        raise DataError(f"unknown split {split!r} for the {layout} layout; expected one of {', '.join(_SPLITS[layout])}")
+    root = Path(root)
+    if split in ("minival2014", "valminusminival2014"):
+        images = slice(None, minival_size) if split == "minival2014" else slice(minival_size, None)
+        split_on_disk = "val2014"
+    else:
+        images, split_on_disk = slice(None), split
+    return SplitFiles(root / "annotations" / f"person_keypoints_{split_on_disk}.json", root / split_on_disk, images)
+
+
+class CocoPersons:
+    """The person annotations of one split of a COCO-format keypoint dataset.
+
+    Images keep the annotation file's order. ``annotations(image_id)`` returns the person
+    annotations of an image, crowd regions included (``iscrowd`` 1).
+    """
+
+    def __init__(self, root: str | Path, split: str, layout: str = "coco2017", minival_size: int = 2644):
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"dataset root not found: {root} (expected the {layout} layout, see README 'Data')")
+        self.root = root
+        self.split = split
+        self.files = split_files(root, split, layout, minival_size)
+        self.coco = _load_coco(self.files.annotation_file)
+        if not self.files.image_dir.is_dir():
+            raise DataError(f"image folder not found: {self.files.image_dir}")
+        self.category_id, self.keypoint_layout = _person_category(self.coco, self.files.annotation_file)
+        all_ids = [img["id"] for img in self.coco.dataset["images"]]
+        self.image_ids: list[int] = all_ids[self.files.images]
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def image_info(self, image_id: int) -> dict:
+        return self.coco.imgs[image_id]
+
+    def image_path(self, image_id: int) -> Path:
+        return self.files.image_dir / self.coco.imgs[image_id]["file_name"]
+
+    def annotations(self, image_id: int) -> list[dict]:
+        return [a for a in self.coco.imgToAnns.get(image_id, []) if a["category_id"] == self.category_id]
+
+    def summary(self) -> dict:
+        """Counts of what this split holds."""
+        persons = [a for i in self.image_ids for a in self.annotations(i)]
+        crowd = [a for a in persons if a.get("iscrowd", 0)]
+        single = [a for a in persons if not a.get("iscrowd", 0)]
+        flags = [v for a in single for v in a.get("keypoints", [])[2::3]]
+        with_people = sum(1 for i in self.image_ids if any(not a.get("iscrowd", 0) for a in self.annotations(i)))
+        sizes = {(self.coco.imgs[i]["width"], self.coco.imgs[i]["height"]) for i in self.image_ids}
+        return {
+            "split": self.split,
+            "images": len(self.image_ids),
+            "images_with_persons": with_people,
+            "images_without_persons": len(self.image_ids) - with_people,
+            "persons": len(persons),
+            "persons_with_keypoints": sum(1 for a in single if a.get("num_keypoints", 0) > 0),
+            "crowd_regions": len(crowd),
+            "keypoints_visible": flags.count(2),
+            "keypoints_occluded": flags.count(1),
+            "distinct_image_sizes": len(sizes),
+        }
+
+
+def format_summary(summary: dict) -> str:
+    s = summary
+    return (
+        f"{s['split']}: {s['images']} images ({s['images_without_persons']} without persons), "
+        f"{s['persons']} person annotations ({s['persons_with_keypoints']} with keypoints, "
+        f"{s['crowd_regions']} crowd), keypoints {s['keypoints_visible']} visible / "
+        f"{s['keypoints_occluded']} occluded, {s['distinct_image_sizes']} distinct image sizes"
+    )
+
+
+def _load_coco(path: Path) -> COCO:
+    if not path.is_file():
+        raise DataError(f"annotation file not found: {path}")
+    try:
+        with open(path) as f:
+            dataset = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a COCO annotation file (invalid JSON: {e})") from None
+    if not isinstance(dataset, dict):
+        raise DataError(f"{path}: not a COCO annotation file (top level is not an object)")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(dataset.get(key), list):
+            raise DataError(f"{path}: not a COCO annotation file (no '{key}' list)")
+    for i, img in enumerate(dataset["images"]):
+        if not isinstance(img, dict) or not {"id", "file_name", "width", "height"} <= img.keys():
+            raise DataError(f"{path}: image entry {i} lacks one of id, file_name, width, height")
+    for i, ann in enumerate(dataset["annotations"]):
+        if not isinstance(ann, dict) or not {"id", "image_id", "category_id"} <= ann.keys():
+            raise DataError(f"{path}: annotation entry {i} lacks one of id, image_id, category_id")
+    coco = COCO()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
+        coco.createIndex()
+    return coco
+
+
+def _person_category(coco: COCO, path: Path) -> tuple[int, KeypointLayout]:
+    cats = [c for c in coco.dataset["categories"] if c.get("keypoints")]
+    person = [c for c in cats if c.get("name") == "person"] or cats
+    if not person:
+        raise DataError(f"{path}: no category with keypoints; is this a person_keypoints file?")
+    try:
+        return person[0]["id"], KeypointLayout.from_coco_category(person[0])
+    except ValueError as e:
+        raise DataError(f"{path}: invalid keypoint category: {e}") from None
