@@ -1,0 +1,97 @@
+"""A toy regression model and dataset for the engine tests (importable by spawned processes).
+
+Run as a script under torchrun it trains the toy model and saves the final weights:
+``torchrun --nproc_per_node 2 tests/_engine_toy.py OUT_DIR BATCH_SIZE EPOCHS [dropout=P] [resume=1]``.
+"""
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from posenet.errors import DataError
+
+TRUE_W = torch.linspace(-1.0, 1.0, 8)
+
+
+class ToyRegression(Dataset):
+    """y = x . w + 0.5 with mildly "augmented" inputs: random draws from Python, numpy and
+    torch, so the data order and augmentation seeding is exercised. Indices in ``bad`` raise
+    DataError, indices in ``missing`` return None."""
+
+    def __init__(self, n: int = 64, bad=(), missing=()):
+        g = torch.Generator().manual_seed(1234)
+        self.x = torch.randn(n, 8, generator=g)
+        self.y = self.x @ TRUE_W + 0.5
+        self.bad, self.missing = set(bad), set(missing)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        if i in self.bad:
+            raise DataError(f"/data/toy/{i:04d}.jpg: cannot decode image")
+        if i in self.missing:
+            return None
+        jitter = 0.01 * (random.random() - 0.5) + 0.01 * float(np.random.randn()) + 0.01 * float(torch.randn(()))
+        return self.x[i] + jitter, self.y[i].reshape(1)
+
+
+class ToyModel(nn.Module):
+    """Linear regression with an optional dropout; returns two losses in train mode."""
+
+    def __init__(self, dropout: float = 0.0, width: int = 8):
+        super().__init__()
+        self.hidden = nn.Linear(8, width)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(width, 1)
+
+    def forward(self, x, y=None):
+        pred = self.head(self.drop(self.hidden(x)))
+        if self.training:
+            return {"mse": ((pred.float() - y) ** 2).mean(), "l1": 0.1 * (pred.float() - y).abs().mean()}
+        return pred
+
+
+def make_model(seed: int = 0, **kw) -> ToyModel:
+    torch.manual_seed(seed)
+    return ToyModel(**kw)
+
+
+def evaluate(model, epoch) -> dict:
+    data = ToyRegression(16)
+    return {"neg_mse": -float(((model(data.x).squeeze(1) - data.y) ** 2).mean())}
+
+
+def main(out_dir: str, batch_size: int, epochs: int, dropout: float = 0.0, resume: bool = False) -> None:
+    from posenet.engine import Trainer
+
+    torch.set_num_threads(1)
+    trainer = Trainer(
+        model=make_model(dropout=dropout),
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.5),
+        train_dataset=ToyRegression(64),
+        evaluate=evaluate,
+        metric="neg_mse",
+        metric_mode="max",
+        epochs=epochs,
+        batch_size=batch_size,
+        out_dir=out_dir,
+        seed=3,
+        resume=resume,
+        progress=False,
+        tensorboard=False,
+    )
+    trainer.fit()
+    if trainer.dist.rank == 0:
+        torch.save(trainer.module.state_dict(), Path(out_dir) / "final.pt")
+
+
+if __name__ == "__main__":
+    options = dict(arg.split("=") for arg in sys.argv[4:])
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(options.get("dropout", 0)), options.get("resume") == "1")
