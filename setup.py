@@ -20,18 +20,36 @@ def _want_cuda() -> bool:
     return CUDA_HOME is not None and torch.version.cuda is not None and torch.cuda.is_available()
 
 
+def _cuda_wheel_includes():
+    """Headers of the nvidia-* wheels (cusparse.h, ...) that torch's CUDA headers include,
+    needed only when the toolkit in CUDA_HOME lacks them (a bare nvcc install)."""
+    if CUDA_HOME is None or os.path.exists(os.path.join(CUDA_HOME, "include", "cusparse.h")):
+        return []
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    found = []
+    for root in getattr(nvidia, "__path__", []):
+        found += sorted(glob.glob(os.path.join(root, "cu*", "include")))
+    return found
+
+
 def extensions():
     src = os.path.join("lib", "nms")
     cpp = sorted(glob.glob(os.path.join(src, "*.cpp")))
     cu = sorted(glob.glob(os.path.join(src, "*.cu")))
-    cxx = ["-O3", "-std=c++17"]
+    # No -std flag: torch adds the C++ standard its own headers need (C++20 for torch 2.14).
+    # No FMA contraction and no fast-math: the kernels must round exactly like torchvision's.
+    cxx = ["-O3", "-ffp-contract=off"]
     if _want_cuda() and cu:
         return [
             CUDAExtension(
                 "posenet._C",
                 cpp + cu,
                 define_macros=[("WITH_CUDA", None)],
-                extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17"]},
+                include_dirs=_cuda_wheel_includes(),
+                extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--fmad=false"]},
             )
         ]
     return [CppExtension("posenet._C", cpp, extra_compile_args={"cxx": cxx})]

@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""posenet benchmarks. One subcommand per benchmark; the logic lives in posenet.utils.benchmark.
+
+    python scripts/benchmark.py nms [--device cuda] [--threads 1] [--markdown-out FILE]
+
+To add a benchmark, write ``add_<name>_parser(subparsers)`` that registers its options and a
+``run`` function (``parser.set_defaults(run=...)``), and list it in SUBCOMMANDS.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _emit(markdown: str, path: str | None) -> None:
+    print(markdown, end="")
+    if path:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            f.write(markdown)
+        os.replace(tmp, path)
+        print(f"\nwritten to {path}")
+
+
+# --------------------------------------------------------------------------- nms
+
+
+def run_nms(args: argparse.Namespace) -> int:
+    import torch
+
+    from posenet.utils import benchmark as bench
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("benchmark nms: --device cuda needs a CUDA GPU, and none is available", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    timing = dict(
+        warmup=args.warmup, repeats=args.repeats, min_repeats=min(5, args.repeats), budget_s=args.budget
+    )
+    rows = bench.benchmark_nms(
+        args.sizes,
+        args.distributions,
+        iou_threshold=args.iou,
+        device=args.device,
+        fallback=not args.no_fallback,
+        seed=args.seed,
+        **timing,
+    )
+    protocol = bench.nms_protocol(iou_threshold=args.iou, device=args.device, **timing)
+    _emit(bench.format_nms_table(rows, bench.machine_info(args.device), protocol), args.markdown_out)
+    return 0
+
+
+def add_nms_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "nms",
+        help="posenet's compiled NMS vs torchvision.ops.nms vs the pure-torch fallback",
+        description="Compare posenet.ops.nms (compiled), torchvision.ops.nms and posenet's "
+        "pure-torch fallback on clustered and scattered boxes; prints a markdown table.",
+    )
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="numbers of boxes")
+    p.add_argument(
+        "--distributions", nargs="+", default=["clustered", "scattered"],
+        choices=["clustered", "scattered"],
+    )
+    p.add_argument("--iou", type=float, default=0.5, help="IoU threshold (default: 0.5)")
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default: 1)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per cell (default: 2)")
+    p.add_argument("--repeats", type=int, default=25, help="timed calls per cell, at most (default: 25)")
+    p.add_argument("--budget", type=float, default=5.0,
+                   help="seconds per cell after which timing stops, once 5 calls are done (default: 5)")
+    p.add_argument("--no-fallback", action="store_true", help="skip the slow pure-torch fallback")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--markdown-out", metavar="FILE", help="also write the table to FILE")
+    p.set_defaults(run=run_nms)
+
+
+SUBCOMMANDS = [add_nms_parser]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="posenet benchmarks")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
