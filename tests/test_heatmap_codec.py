@@ -184,7 +184,7 @@ def test_other_refinements_stay_within_a_cell(refine):
     peaks = codec.decode(torch.from_numpy(codec.encode(kps)))
     found = peaks.coords[peaks.valid].view(K, 3, 2).numpy()
     dist = np.linalg.norm(found[:, :, None] - kps.transpose(1, 0, 2)[:, None, :, :2], axis=-1)
-    assert dist.min(axis=1).max() < 4 * np.sqrt(2) / 2 + 1e-4
+    assert dist.min(axis=1).max() < 4 * np.sqrt(2)
 
 
 def test_invalid_arguments():
