@@ -470,6 +470,50 @@ def test_fallback_is_blockwise_exact_across_blocks(monkeypatch):
         )
 
 
+ISA_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch, torchvision
+    import posenet._C
+    sys.path.insert(0, sys.argv[1])
+    from test_nms import batched_reference, random_cases
+
+    torch.set_num_threads(1)
+    assert posenet._C.cpu_isa() == sys.argv[2], posenet._C.cpu_isa()
+    bad = []
+    for case, kind, boxes, scores, idxs, thr in random_cases(seed=12, count=300):
+        for dtype in (torch.float32, torch.float64):
+            b, s = boxes.to(dtype), scores.to(dtype)
+            if not torch.equal(torch.ops.posenet.nms(b, s, thr), torchvision.ops.nms(b, s, thr)):
+                bad.append((case, kind, str(dtype)))
+        got = torch.ops.posenet.batched_nms(boxes, scores, idxs, thr)
+        if not torch.equal(got, batched_reference(boxes, scores, idxs, thr)):
+            bad.append((case, kind, "batched"))
+    print("mismatches", bad[:10])
+    sys.exit(1 if bad else 0)
+    """
+)
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2"])
+def test_narrower_simd_variants_of_the_cpu_kernel(isa):
+    # The CPU kernel runs its inner loop in the widest instruction set available;
+    # POSENET_NMS_ISA forces a narrower one, which must give the same answers.
+    if not ops.has_compiled_nms():
+        pytest.skip("posenet._C is not built")
+    from posenet import _C
+
+    order = ["baseline", "avx2", "avx512"]
+    if order.index(_C.cpu_isa()) < order.index(isa):
+        pytest.skip(f"this CPU has no {isa}")
+    env = dict(os.environ, POSENET_NMS_ISA=isa, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    result = subprocess.run(
+        [sys.executable, "-c", ISA_SCRIPT, os.path.dirname(os.path.abspath(__file__)), isa],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 # --------------------------------------------------------------------------- CUDA
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -13,10 +13,19 @@ TORCH_LIBRARY(posenet, m) {
 }
 
 // A minimal Python module so that `import posenet._C` loads the library (and so registers
-// the operators); everything is reached through torch.ops.posenet.
+// the operators); the operators are reached through torch.ops.posenet.
+static PyObject* cpu_isa(PyObject*, PyObject*) {
+  return PyUnicode_FromString(posenet::ops::cpu_isa());
+}
+
+static PyMethodDef posenet_c_methods[] = {
+    {"cpu_isa", cpu_isa, METH_NOARGS,
+     "Instruction set of the CPU NMS kernel's inner loop: avx512, avx2 or baseline."},
+    {nullptr, nullptr, 0, nullptr}};
+
 static struct PyModuleDef posenet_c_module = {
     PyModuleDef_HEAD_INIT, "_C", "Compiled operators of posenet (see torch.ops.posenet).", -1,
-    nullptr};
+    posenet_c_methods};
 
 PyMODINIT_FUNC PyInit__C(void) {
   return PyModule_Create(&posenet_c_module);

@@ -15,6 +15,9 @@
 namespace posenet {
 namespace ops {
 
+// The instruction set the CPU kernel's inner loop runs in: "avx512", "avx2" or "baseline".
+const char* cpu_isa();
+
 at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold);
 at::Tensor batched_nms_cpu(
     const at::Tensor& boxes,

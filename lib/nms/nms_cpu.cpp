@@ -1,7 +1,8 @@
 // CPU kernels of posenet::nms and posenet::batched_nms.
 //
-// Same result as torchvision's CPU kernel (same sort, same IoU arithmetic, same comparison),
-// organised for speed:
+// Same result as torchvision's CPU kernel (same score order, same IoU arithmetic, same
+// comparison), organised for speed:
+//   * the score order comes from an exact stable radix sort instead of a comparison sort;
 //   * boxes are gathered once into contiguous arrays in score order, with their areas, so the
 //     inner loop streams memory instead of indexing through the sort order;
 //   * the inner loop has no branches (suppression is a mask update), so the compiler
@@ -16,14 +17,27 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include "nms.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define POSENET_NMS_X86 1
+#if defined(__clang__)
+#define POSENET_AVX512_TARGET "avx512f,avx512vl,avx512dq,avx512bw"
+#else
+#define POSENET_AVX512_TARGET "avx512f,avx512vl,avx512dq,avx512bw,prefer-vector-width=512"
+#endif
+#endif
+
+#if defined(__GNUC__)
+#define POSENET_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define POSENET_ALWAYS_INLINE inline
 #endif
 
 namespace posenet {
@@ -59,7 +73,7 @@ struct Candidates {
 // inter / (area_b + area_j - inter), compared with '>'. No reassociation or contraction is
 // allowed (-ffp-contract=off, no -ffast-math), so every SIMD lane rounds like the scalar code.
 template <typename T, typename M>
-__attribute__((always_inline)) inline M suppress_pass_body(
+POSENET_ALWAYS_INLINE M suppress_pass_body(
     const T* __restrict x1,
     const T* __restrict y1,
     const T* __restrict x2,
@@ -130,30 +144,39 @@ __attribute__((target("avx2"))) typename MaskOf<T>::type pass_avx2(POSENET_PASS_
 }
 
 template <typename T>
-__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,prefer-vector-width=512")))
+__attribute__((target(POSENET_AVX512_TARGET)))
 typename MaskOf<T>::type pass_avx512(POSENET_PASS_ARGS) {
   return suppress_pass_body<T, typename MaskOf<T>::type>(POSENET_PASS_CALL);
 }
 #endif
 
-template <typename T>
-PassFn<T> select_pass() {
+// The widest instruction set the CPU has, unless POSENET_NMS_ISA (baseline, avx2, avx512)
+// asks for a narrower one: the tests use it to check every variant on one machine. Read once.
+const char* choose_isa() {
+  const char* env = std::getenv("POSENET_NMS_ISA");
+  const std::string want = env != nullptr ? env : "";
+  if (want == "baseline") return "baseline";
 #ifdef POSENET_NMS_X86
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw")) {
-    return &pass_avx512<T>;
-  }
-  if (__builtin_cpu_supports("avx2")) {
-    return &pass_avx2<T>;
-  }
+  const bool avx2 = __builtin_cpu_supports("avx2");
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+  if (avx512 && want != "avx2") return "avx512";
+  if (avx2) return "avx2";
 #endif
-  return &pass_baseline<T>;
+  return "baseline";
 }
 
 template <typename T>
 PassFn<T> pass_fn() {
-  static const PassFn<T> fn = select_pass<T>();
+  static const PassFn<T> fn = [] {
+    const std::string isa = cpu_isa();
+#ifdef POSENET_NMS_X86
+    if (isa == "avx512") return &pass_avx512<T>;
+    if (isa == "avx2") return &pass_avx2<T>;
+#endif
+    return &pass_baseline<T>;
+  }();
   return fn;
 }
 
@@ -423,6 +446,11 @@ at::Tensor batched_nms_impl(
 }
 
 }  // namespace
+
+const char* cpu_isa() {
+  static const char* isa = choose_isa();
+  return isa;
+}
 
 at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
   detail::check_inputs(boxes, scores, nullptr, iou_threshold);

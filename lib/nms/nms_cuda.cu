@@ -129,7 +129,8 @@ __global__ void mask_kernel(
 // Greedy pass over the mask in one thread block. For each group of 64 sorted boxes, every
 // thread resolves the group identically from its diagonal words (broadcast reads of shared
 // memory), then the threads OR the kept rows into the later groups' "removed" words in
-// parallel (coalesced reads of the mask rows).
+// parallel (coalesced reads of the mask rows). Each removed[j] has one writer per group, and
+// the __syncthreads() between groups orders those writes before the next group reads them.
 __global__ void reduce_kernel(
     const Word* __restrict__ mask,
     int64_t n,
@@ -151,13 +152,16 @@ __global__ void reduce_kernel(
     if (t < rows) diag[t] = mask[(base + t) * col_blocks + nb];
     __syncthreads();
 
+    // Visit only the boxes still standing: one step per kept box, not one per box.
+    const Word valid = rows == kWordBits ? ~Word(0) : ((Word(1) << rows) - 1);
     Word word = removed[nb];
     Word kept = 0;
-    for (int b = 0; b < rows; ++b) {
-      if (!((word >> b) & 1)) {
-        kept |= Word(1) << b;
-        word |= diag[b];
-      }
+    Word standing = ~word & valid;
+    while (standing != 0) {
+      const int b = __ffsll(static_cast<long long>(standing)) - 1;
+      kept |= Word(1) << b;
+      word |= diag[b];                                 // diag[b] only has bits above b
+      standing = ~word & valid & ~((Word(2) << b) - 1);  // b == 63: (2 << 63) - 1 is all ones
     }
     if (t < rows && ((kept >> t) & 1)) {
       const Word below = t == 0 ? Word(0) : (kept & ((Word(1) << t) - 1));

@@ -76,6 +76,12 @@ def machine_info(device: torch.device | str = "cpu") -> Dict[str, str]:
         "torchvision": torchvision.__version__,
         "python": platform.python_version(),
     }
+    try:
+        from posenet import _C
+
+        info["posenet CPU kernel"] = _C.cpu_isa()
+    except ImportError:
+        info["posenet CPU kernel"] = "not built"
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = str(torch.version.cuda)
