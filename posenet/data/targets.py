@@ -1,0 +1,151 @@
+"""Training targets of one image from its COCO person annotations, built on the fly.
+
+* ignore mask: 0 on crowd regions and on persons without keypoints (non-crowd,
+  ``num_keypoints == 0``), whose joints are in the image but not in the heatmaps; 1 elsewhere,
+  including the padding outside the image (it is plainly background).
+* segmentation: the union of the non-crowd person masks (with or without keypoints).
+* boxes: x1, y1, x2, y2 of every non-crowd person (with or without keypoints; later detection
+  targets), and the crowd boxes apart, as regions that detection ignores.
+
+Masks come from the annotations' polygons or RLEs through pycocotools, are merged into two
+full-resolution layers (ignore regions, persons) and warped once, straight onto the stride-4
+grid (``grid_matrix``), so a sample never holds a full-resolution warped mask. An annotation
+without a usable segmentation falls back to its box.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from posenet.data.transforms import grid_matrix
+
+
+class ImagePersons(NamedTuple):
+    """The person annotations of one image as arrays.
+
+    ``keypoints`` (P, K, 3) and ``boxes`` (P, 4, x1 y1 x2 y2, pixel-edge frame) are aligned, one
+    row per non-crowd person; ``num_keypoints`` (P,) counts each person's labelled keypoints;
+    ``crowd_boxes`` (C, 4); ``annotations`` the non-crowd annotation dicts, ``crowd`` the crowd ones.
+    """
+
+    keypoints: np.ndarray
+    boxes: np.ndarray
+    num_keypoints: np.ndarray
+    crowd_boxes: np.ndarray
+    annotations: list
+    crowd: list
+
+
+def image_persons(annotations: Sequence[dict], num_keypoints: int) -> ImagePersons:
+    """Split an image's person annotations into arrays (see :class:`ImagePersons`)."""
+    singles = [a for a in annotations if not a.get("iscrowd", 0)]
+    crowd = [a for a in annotations if a.get("iscrowd", 0)]
+    kps = np.zeros((len(singles), num_keypoints, 3), dtype=np.float64)
+    for i, a in enumerate(singles):
+        values = a.get("keypoints") or ()
+        if values:
+            if len(values) != 3 * num_keypoints:
+                raise ValueError(
+                    f"annotation {a.get('id')}: {len(values) // 3} keypoints, the layout has {num_keypoints}"
+                )
+            kps[i] = np.asarray(values, dtype=np.float64).reshape(num_keypoints, 3)
+    kps[..., 2] = np.where(kps[..., 2] > 0, kps[..., 2], 0.0)
+    counted = (kps[..., 2] > 0).sum(axis=1)
+    return ImagePersons(
+        keypoints=kps,
+        boxes=_xyxy([a.get("bbox") for a in singles]),
+        num_keypoints=counted,
+        crowd_boxes=_xyxy([a.get("bbox") for a in crowd]),
+        annotations=singles,
+        crowd=crowd,
+    )
+
+
+def _xyxy(bboxes: list) -> np.ndarray:
+    out = np.zeros((len(bboxes), 4), dtype=np.float64)
+    for i, b in enumerate(bboxes):
+        if b is not None and len(b) == 4:
+            x, y, w, h = (float(v) for v in b)
+            out[i] = (x, y, x + max(w, 0.0), y + max(h, 0.0))
+    return out
+
+
+def has_keypoints(annotation: dict) -> bool:
+    """Whether a non-crowd annotation has labelled keypoints (``num_keypoints``, else its flags)."""
+    if "num_keypoints" in annotation:
+        return annotation["num_keypoints"] > 0
+    return any(v > 0 for v in (annotation.get("keypoints") or ())[2::3])
+
+
+def annotation_rle(annotation: dict, height: int, width: int):
+    """An annotation's region as one pycocotools RLE (polygons, uncompressed or compressed RLE),
+    or its box when it has no usable segmentation; None when it has neither."""
+    seg = annotation.get("segmentation")
+    if isinstance(seg, list):
+        polygons = [p for p in seg if isinstance(p, (list, tuple)) and len(p) >= 6]
+        if polygons:
+            rles = mask_utils.frPyObjects(polygons, height, width)
+            return mask_utils.merge(rles) if len(rles) > 1 else rles[0]
+    elif isinstance(seg, dict) and "counts" in seg and "size" in seg:
+        if list(seg["size"]) != [height, width]:
+            raise ValueError(f"annotation {annotation.get('id')}: RLE size {seg['size']} is not the image's {[height, width]}")
+        if isinstance(seg["counts"], list):
+            return mask_utils.frPyObjects(seg, height, width)
+        counts = seg["counts"]
+        return {"size": seg["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
+    box = annotation.get("bbox")
+    if box is not None and len(box) == 4 and box[2] > 0 and box[3] > 0:
+        x, y, w, h = (float(v) for v in box)
+        return mask_utils.frPyObjects([[x, y, x + w, y, x + w, y + h, x, y + h]], height, width)[0]
+    return None
+
+
+def region_masks(annotations: Sequence[dict], height: int, width: int) -> np.ndarray | None:
+    """Full-resolution (height, width, 2) uint8, 255 inside and 0 outside: [..., 0] the regions
+    to ignore (crowd, persons without keypoints), [..., 1] the union of non-crowd persons;
+    None when the image has neither."""
+    ignore, persons = [], []
+    for a in annotations:
+        rle = annotation_rle(a, height, width)
+        if rle is None:
+            continue
+        if a.get("iscrowd", 0):
+            ignore.append(rle)
+            continue
+        persons.append(rle)
+        if not has_keypoints(a):
+            ignore.append(rle)
+    if not ignore and not persons:
+        return None
+    out = np.zeros((height, width, 2), dtype=np.uint8)
+    for channel, rles in ((0, ignore), (1, persons)):
+        if rles:
+            out[..., channel] = mask_utils.decode(mask_utils.merge(rles) if len(rles) > 1 else rles[0])
+    out *= 255
+    return out
+
+
+def grid_masks(
+    regions: np.ndarray | None, matrix, grid_size: Sequence[int], stride: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ignore mask and segmentation (1, h, w) float32 on the stride-``stride`` grid of the crop.
+
+    ``regions`` (from :func:`region_masks`) is warped with ``matrix`` composed with the
+    input -> grid map, bilinearly, sampling each cell at its centre. A cell is a person where
+    the interpolated value is at least 1/2; it is ignored wherever any ignored pixel
+    contributes to it: ignoring a little too much costs nothing, while an unlabelled person's
+    border marked as background teaches the network to suppress people.
+    """
+    h, w = grid_size
+    if regions is None:
+        return np.ones((1, h, w), np.float32), np.zeros((1, h, w), np.float32)
+    warped = cv2.warpAffine(
+        regions, grid_matrix(matrix, stride), (w, h),
+        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+    )
+    ignore = (warped[..., 0] == 0).astype(np.float32)[None]
+    segmentation = (warped[..., 1] >= 128).astype(np.float32)[None]
+    return ignore, segmentation
