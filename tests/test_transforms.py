@@ -177,6 +177,20 @@ def test_warp_image_agrees_with_transform_points():
     np.testing.assert_allclose(found, transform_points(m, centre[None])[0], atol=0.1)
 
 
+def test_warp_image_keeps_an_enlarged_image_exact_up_to_its_edge():
+    tiny = np.full((2, 3), 50, np.uint8)
+    m = fit_matrix((2, 3), (96, 96))  # x 32: the image covers rows 0..63 of the output
+    out = warp_image(tiny, m, (96, 96), border_value=200)
+    assert (out[:64] == 50).all()
+    # Beyond the edge: the replicated pixel's half, then the blend into the border over one
+    # source pixel (32 output pixels).
+    assert (out[64:80] == 50).all() and (np.diff(out[80:, 0].astype(int)) > 0).all() and out[95, 0] < 200
+    # Shrinking needs no extension: the edge blends within one output pixel.
+    big = np.full((200, 300), 50, np.uint8)
+    out = warp_image(big, fit_matrix((200, 300), (96, 96)), (96, 96), border_value=200)
+    assert (out[:63] == 50).all() and (out[65:] == 200).all()
+
+
 def test_grid_masks_sample_the_cell_centres():
     regions = np.zeros((48, 64, 2), np.uint8)
     regions[8:24, 8:24, 0] = 255  # an ignored block

@@ -14,6 +14,7 @@ without a usable segmentation falls back to its box.
 """
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple, Sequence
 
 import cv2
@@ -91,7 +92,9 @@ def annotation_rle(annotation: dict, height: int, width: int):
             return mask_utils.merge(rles) if len(rles) > 1 else rles[0]
     elif isinstance(seg, dict) and "counts" in seg and "size" in seg:
         if list(seg["size"]) != [height, width]:
-            raise ValueError(f"annotation {annotation.get('id')}: RLE size {seg['size']} is not the image's {[height, width]}")
+            raise ValueError(
+                f"annotation {annotation.get('id')}: RLE size {seg['size']} is not the image's {[height, width]}"
+            )
         if isinstance(seg["counts"], list):
             return mask_utils.frPyObjects(seg, height, width)
         counts = seg["counts"]
@@ -123,9 +126,17 @@ def region_masks(annotations: Sequence[dict], height: int, width: int) -> np.nda
     out = np.zeros((height, width, 2), dtype=np.uint8)
     for channel, rles in ((0, ignore), (1, persons)):
         if rles:
-            out[..., channel] = mask_utils.decode(mask_utils.merge(rles) if len(rles) > 1 else rles[0])
+            out[..., channel] = _decode(mask_utils.merge(rles) if len(rles) > 1 else rles[0])
     out *= 255
     return out
+
+
+def _decode(rle) -> np.ndarray:
+    # pycocotools 2.0.x's compiled decode trips numpy 2's __array__(copy=...) deprecation on
+    # every call; the result is right, the warning is noise from inside the library.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
+        return mask_utils.decode(rle)
 
 
 def grid_masks(

@@ -184,11 +184,20 @@ def transform_keypoints(matrix, keypoints, output_size: Sequence[int], flip_inde
 
 
 def warp_image(image: np.ndarray, matrix, output_size: Sequence[int], border_value=0) -> np.ndarray:
-    """Bilinear warp of an (h, w[, c]) image to ``output_size`` (H, W); outside is ``border_value``."""
+    """Bilinear warp of an (h, w[, c]) image to ``output_size`` (H, W); outside is ``border_value``.
+
+    Bilinear sampling between an edge pixel's centre and the image's edge, half a pixel
+    further, mixes in the border colour; when the warp enlarges the image that half pixel
+    becomes many output pixels (all of a tiny image), so the image is then first extended by
+    one replicated pixel per side: the colour stays exact up to the edge, the blend lies outside.
+    """
     H, W = output_size
+    m = np.asarray(matrix, dtype=np.float64)
+    if linear_scale(m) > 1.0:
+        image = cv2.copyMakeBorder(image, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
+        m = compose(m, translation(-1.0, -1.0))
     return cv2.warpAffine(
-        image, np.asarray(matrix, dtype=np.float64), (W, H),
-        flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=border_value,
+        image, m, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=border_value,
     )
 
 
