@@ -10,7 +10,9 @@
 Masks come from the annotations' polygons or RLEs through pycocotools, are merged into two
 full-resolution layers (ignore regions, persons) and warped once, straight onto the stride-4
 grid (``grid_matrix``), so a sample never holds a full-resolution warped mask. An annotation
-without a usable segmentation falls back to its box.
+without a usable segmentation falls back to its box. Nothing is cached: building both layers
+costs about 0.5 ms for a COCO image with persons (nothing for the half without), less than
+what a per-worker cache would save, and loader workers do not outlive an epoch anyway.
 """
 from __future__ import annotations
 
