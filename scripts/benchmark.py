@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """posenet benchmarks. One subcommand per benchmark; the logic lives in posenet.utils.benchmark.
 
-    python scripts/benchmark.py nms [--device cuda] [--threads 1] [--markdown-out FILE]
+    python scripts/benchmark.py nms [--device cuda] [--threads 1] [--markdown-out FILE] [--update-readme]
+    python scripts/benchmark.py data [--root DIR] [--workers 2] [--input-size 480]
 
 To add a benchmark, write ``add_<name>_parser(subparsers)`` that registers its options and a
 ``run`` function (``parser.set_defaults(run=...)``), and list it in SUBCOMMANDS.
@@ -12,17 +13,28 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
 
-def _emit(markdown: str, path: str | None) -> None:
+def _emit(markdown: str, args: argparse.Namespace) -> None:
+    from posenet.utils.benchmark import replace_readme_section
+
     print(markdown, end="")
-    if path:
-        tmp = f"{path}.tmp"
+    if args.markdown_out:
+        tmp = f"{args.markdown_out}.tmp"
         with open(tmp, "w") as f:
             f.write(markdown)
-        os.replace(tmp, path)
-        print(f"\nwritten to {path}")
+        os.replace(tmp, args.markdown_out)
+        print(f"\nwritten to {args.markdown_out}")
+    if args.update_readme:
+        replace_readme_section(README, args.command, markdown)
+        print(f"\nREADME.md section '{args.command}' updated")
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--markdown-out", metavar="FILE", help="also write the table to FILE")
+    p.add_argument("--update-readme", action="store_true",
+                   help="replace this benchmark's table in README.md (between its benchmark markers)")
 
 
 # --------------------------------------------------------------------------- nms
@@ -50,7 +62,7 @@ def run_nms(args: argparse.Namespace) -> int:
         **timing,
     )
     protocol = bench.nms_protocol(iou_threshold=args.iou, device=args.device, **timing)
-    _emit(bench.format_nms_table(rows, bench.machine_info(args.device), protocol), args.markdown_out)
+    _emit(bench.format_nms_table(rows, bench.machine_info(args.device), protocol), args)
     return 0
 
 
@@ -75,11 +87,45 @@ def add_nms_parser(subparsers) -> None:
                    help="seconds per cell after which timing stops, once 5 calls are done (default: 5)")
     p.add_argument("--no-fallback", action="store_true", help="skip the slow pure-torch fallback")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--markdown-out", metavar="FILE", help="also write the table to FILE")
+    _add_output_options(p)
     p.set_defaults(run=run_nms)
 
 
-SUBCOMMANDS = [add_nms_parser]
+# --------------------------------------------------------------------------- data
+
+
+def run_data(args: argparse.Namespace) -> int:
+    from posenet.data.bench import benchmark_data, format_data_benchmark
+
+    result = benchmark_data(
+        args.root, split=args.split, input_size=args.input_size, workers=args.workers,
+        num_samples=args.samples, batch_size=args.batch_size, train=not args.val, seed=args.seed,
+    )
+    _emit(format_data_benchmark(result), args)
+    return 0
+
+
+def add_data_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "data",
+        help="keypoint-stage training samples per second (decode, augment, targets)",
+        description="Samples per second of the keypoint-stage data pipeline through a DataLoader, "
+        "plus a single-process split of the time into decode, augmentation and targets.",
+    )
+    p.add_argument("--root", default=os.path.normpath(os.path.join(os.path.dirname(README), "..", "shared", "data", "coco-mini")),
+                   help="COCO-layout dataset root (default: ../shared/data/coco-mini)")
+    p.add_argument("--split", default="train2017")
+    p.add_argument("--input-size", type=int, default=480)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--samples", type=int, default=960, help="samples timed through the DataLoader")
+    p.add_argument("--val", action="store_true", help="validation samples (no augmentation)")
+    p.add_argument("--seed", type=int, default=0)
+    _add_output_options(p)
+    p.set_defaults(run=run_data)
+
+
+SUBCOMMANDS = [add_nms_parser, add_data_parser]
 
 
 def main(argv=None) -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader
 from posenet.data.coco import CocoPersons
 from posenet.data.dataset import CocoKeypointDataset, collate
 from posenet.engine.loader import SeededDataset, SkippingCollate, WorkerSeeder, derive_seed
+from posenet.utils.benchmark import cpu_model
 
 
 def _keys(indices: list[int], num_samples: int, seed: int) -> list[tuple[int, int]]:
@@ -39,17 +39,6 @@ def _keys(indices: list[int], num_samples: int, seed: int) -> list[tuple[int, in
         keys.extend((epoch, indices[i]) for i in order)
         epoch += 1
     return keys[:num_samples]
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def benchmark_data(
@@ -157,7 +146,7 @@ def benchmark_data(
         "targets_ms": ms.get("targets", 0.0),
         "sample_ms": 1e3 * total / n_profile,
         "collate_ms": 1e3 * collate_s / collated if collated else float("nan"),
-        "cpu": f"{_cpu_model()} ({os.cpu_count()} logical cores)",
+        "cpu": f"{cpu_model()} ({os.cpu_count()} logical cores)",
         "torch": torch.__version__,
         "opencv": cv2.__version__,
         "numpy": np.__version__,

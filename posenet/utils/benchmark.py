@@ -227,3 +227,19 @@ def format_nms_table(rows: List[Dict[str, object]], info: Dict[str, str], protoc
     used = dict.fromkeys(r["distribution"] for r in rows)
     lines += [f"- {name}: {NMS_DISTRIBUTIONS[name]}." for name in used]
     return "\n".join(lines) + "\n"
+
+
+def replace_readme_section(readme: str, name: str, markdown: str) -> None:
+    """Replace the text between ``<!-- benchmark:NAME -->`` and ``<!-- /benchmark:NAME -->``
+    in ``readme`` (atomically), so the README's tables come from the command, not from typing."""
+    begin, end = f"<!-- benchmark:{name} -->", f"<!-- /benchmark:{name} -->"
+    with open(readme) as f:
+        text = f.read()
+    if begin not in text or end not in text:
+        raise ValueError(f"{readme} has no {begin} ... {end} markers")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    tmp = readme + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{head}{begin}\n{markdown.strip()}\n{end}{tail}")
+    os.replace(tmp, readme)
