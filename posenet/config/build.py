@@ -40,3 +40,83 @@ def synthetic_generator(cfg: DictConfig):
         min_size=cfg.min_size,
         max_size=cfg.max_size,
     )
+
+
+def posenet_model(cfg: DictConfig, num_keypoints: int):
+    """``model`` → :class:`posenet.models.PoseNet`."""
+    from posenet.models import PoseNet
+
+    m = cfg.model
+    return PoseNet(
+        num_keypoints=num_keypoints,
+        backbone_depth=m.backbone_depth,
+        pretrained=m.pretrained,
+        frozen_bn=m.frozen_bn,
+        trainable_layers=m.trainable_layers,
+        fpn_channels=m.fpn_channels,
+        subnet_channels=m.subnet_channels,
+        fuse_channels=m.fuse_channels,
+        intermediate_supervision=m.intermediate_supervision,
+        segmentation_weight=m.segmentation_weight,
+        intermediate_weight=m.intermediate_weight,
+    )
+
+
+def keypoint_dataset(cfg: DictConfig, split: str, train: bool):
+    """``data`` + ``keypoint`` → :class:`posenet.data.dataset.CocoKeypointDataset` of a split."""
+    from posenet.data.dataset import CocoKeypointDataset
+
+    k = cfg.keypoint
+    layout = keypoint_layout(cfg.data.keypoints)
+    persons = coco_split(cfg.data, split)
+    if persons.keypoint_layout.names != layout.names:
+        raise ConfigError(
+            f"{persons.files.annotation_file}: its keypoints ({', '.join(persons.keypoint_layout.names)}) "
+            f"differ from data.keypoints.names"
+        )
+    size = k.input_size if train else k.val_input_size
+    return CocoKeypointDataset(
+        persons,
+        input_size=(size, size),
+        train=train,
+        layout=layout,
+        sigma=k.sigma,
+        scale_range=tuple(k.scale_range),
+        max_rotation=k.max_rotation,
+        center_jitter=k.center_jitter,
+        flip_prob=k.flip_prob,
+    )
+
+
+def trainer_options(cfg: DictConfig) -> dict:
+    """``train`` → the keyword arguments of :class:`posenet.engine.Trainer` (and its optimizer
+    and schedule) that come from the config."""
+    from functools import partial
+
+    from posenet.engine.schedules import build_optimizer
+
+    t = cfg.train
+    schedule_kw = {
+        "plateau": dict(factor=t.plateau_factor, patience=t.plateau_patience),
+        "step": dict(milestones=list(t.milestones), gamma=t.gamma),
+        "cosine": dict(warmup_epochs=t.warmup_epochs, warmup_factor=t.warmup_factor, min_lr_ratio=t.min_lr_ratio),
+        "none": {},
+    }[t.schedule]
+    return dict(
+        optimizer=partial(build_optimizer, t.optimizer, lr=t.lr, weight_decay=t.weight_decay, momentum=t.momentum),
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        num_workers=t.num_workers,
+        scheduler=t.schedule,
+        scheduler_kw=schedule_kw,
+        amp=None if t.amp == "none" else t.amp,
+        grad_clip=t.grad_clip,
+        log_every=t.log_every,
+        checkpoint_every_steps=t.checkpoint_every_steps,
+        eval_every=t.eval_every,
+        metric=t.metric,
+        metric_mode=t.metric_mode,
+        visualize_every=t.visualize_every,
+        deterministic=t.deterministic,
+        seed=cfg.seed,
+    )

@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from posenet.config.schema import PosenetConfig
 from posenet.errors import ConfigError
+from posenet.utils.io import write_text_atomic
 
 BASE_KEY = "_base_"
 RESOLVED_NAME = "config.yaml"
@@ -44,13 +45,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
 
 def save_config(cfg: DictConfig, out_dir: str | os.PathLike, name: str = RESOLVED_NAME) -> Path:
     """Write the fully resolved config next to a run's outputs (atomically); returns its path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / name
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    os.replace(tmp, target)
-    return target
+    return write_text_atomic(Path(out_dir) / name, OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def _read_yaml(file: Path) -> dict:

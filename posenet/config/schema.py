@@ -60,6 +60,85 @@ class SyntheticConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The network (``posenet.models.PoseNet``)."""
+
+    backbone_depth: int = choice(50, 18, 34, 50, 101, 152)
+    # "none" (random initialisation), "imagenet" (torchvision's weights, from the torch hub
+    # cache) or the path of a ResNet state_dict file.
+    pretrained: str = "imagenet"
+    # Frozen batch-norm statistics suit pretrained trunks and small per-GPU batches; a trunk
+    # trained from scratch needs them trainable.
+    frozen_bn: bool = True
+    trainable_layers: int = 5
+    fpn_channels: int = 256
+    subnet_channels: int = 128
+    fuse_channels: int = 256
+    intermediate_supervision: bool = True
+    segmentation_weight: float = 1.0
+    intermediate_weight: float = 1.0
+
+
+@dataclass
+class KeypointDataConfig:
+    """Keypoint-stage samples: input size, heatmap targets and training augmentation."""
+
+    input_size: int = 480
+    sigma: float = 7.0
+    scale_range: List[float] = field(default_factory=lambda: [0.8, 1.2])
+    max_rotation: float = 40.0
+    center_jitter: float = 40.0
+    flip_prob: float = 0.5
+    # Validation input: the longer side of each image is scaled to this.
+    val_input_size: int = 480
+
+
+@dataclass
+class TrainConfig:
+    """The shared training engine (``posenet.engine.Trainer``)."""
+
+    epochs: int = 60
+    batch_size: int = 6
+    num_workers: int = 2
+    optimizer: str = choice("adam", "sgd", "adam", "adamw")
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: str = choice("plateau", "none", "plateau", "step", "cosine")
+    plateau_factor: float = 0.1
+    plateau_patience: int = 5
+    milestones: List[int] = field(default_factory=list)
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    warmup_factor: float = 0.001
+    min_lr_ratio: float = 0.0
+    amp: str = choice("none", "none", "bf16", "fp16")
+    grad_clip: Optional[float] = None
+    log_every: int = 20
+    checkpoint_every_steps: int = 0
+    eval_every: int = 1
+    # The validation metric that picks best.pt, and whether larger is better.
+    metric: str = "AP"
+    metric_mode: str = choice("max", "min", "max")
+    visualize_every: int = 200
+    deterministic: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """Validation: batch size, flip test, and the grouping of keypoints into people."""
+
+    batch_size: int = 4
+    flip: bool = False
+    # Ground-truth boxes are enlarged by this fraction per side before keypoints are taken.
+    box_margin: float = 0.1
+    # Keypoints below this heatmap value count as not found (confidence 0 in the results).
+    keypoint_threshold: float = 0.05
+    # Evaluate at most this many validation images (0: all).
+    max_images: int = 0
+
+
+@dataclass
 class PosenetConfig:
     name: str = "posenet"
     # Every run writes its outputs, and its resolved config, under this folder.
@@ -67,3 +146,7 @@ class PosenetConfig:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    keypoint: KeypointDataConfig = field(default_factory=KeypointDataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

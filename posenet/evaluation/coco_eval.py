@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +18,8 @@ from typing import Sequence
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from posenet.utils.io import write_json_atomic
 
 KEYPOINT_METRICS = ("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL")
 BOX_METRICS = ("AP", "AP50", "AP75", "APS", "APM", "APL", "AR1", "AR10", "AR100", "ARS", "ARM", "ARL")
@@ -39,12 +40,7 @@ def keypoint_results(image_ids, keypoints, keypoint_scores, scores, category_id:
 
 def write_results(results: Sequence[dict], path: str | os.PathLike) -> Path:
     """Write a results file atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(list(results)))
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(path, list(results))
 
 
 def evaluate_keypoints(gt: COCO, results: Sequence[dict], image_ids: Sequence[int] | None = None,

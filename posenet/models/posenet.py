@@ -13,14 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from posenet.models.backbone import KeypointFPN, ResNetTrunk
+from posenet.models.backbone import KeypointFPN, ResNetTrunk, normalize_image
 from posenet.models.keypoint_head import KeypointSubnet
 
 
 class PoseNet(nn.Module):
-    """Keypoint heatmaps and person segmentation at stride 4 from normalised images.
+    """Keypoint heatmaps and person segmentation at stride 4 from RGB images.
 
-    ``forward(images, targets=None)`` with images (N, 3, H, W) from ``normalize_image``:
+    ``forward(images, targets=None)`` with images (N, 3, H, W), RGB, uint8 or float in 0..255
+    (what the datasets return); the model normalises them itself (``normalize_image``), so
+    training, validation and inference cannot disagree on it:
 
     * training mode: ``targets`` (see ``KeypointSubnet.compute_loss``) are required; returns
       the dict of losses, "loss" being the total.
@@ -88,7 +90,7 @@ class PoseNet(nn.Module):
         if self.training and targets is None:
             raise ValueError("targets are needed in training mode")
         h, w = self.output_size(*images.shape[-2:])
-        features = self.trunk(self._pad(images))
+        features = self.trunk(self._pad(normalize_image(images)))
         outputs = self.keypoint_subnet(self.keypoint_fpn(features), intermediate=targets is not None)
         outputs = {
             key: [o[..., :h, :w] for o in value] if isinstance(value, list) else value[..., :h, :w]

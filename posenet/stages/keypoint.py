@@ -1,0 +1,157 @@
+"""Keypoint stage: train the trunk, keypoint FPN and keypoint subnet; evaluate COCO keypoint AP.
+
+Until person boxes are predicted, keypoints are grouped with the ground-truth boxes of the
+persons that have keypoints ("predicted keypoints + GT boxes"): each keypoint is the highest
+heatmap cell of its channel inside the box enlarged by ``eval.box_margin``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from posenet.config import build
+from posenet.data.dataset import collate
+from posenet.data.transforms import transform_points
+from posenet.engine import checkpoint as ckpt
+from posenet.evaluation import evaluate_keypoints, format_metrics, keypoint_results, write_results
+from posenet.inference import flip_back, keypoints_in_boxes
+
+
+class KeypointEvaluator:
+    """COCO keypoint AP (GT boxes) and the masked heatmap loss on a validation dataset.
+
+    Callable as the trainer's ``evaluate(model, epoch)``; ``last_results`` keeps the results
+    of the last call (COCO results format, original image pixels).
+    """
+
+    def __init__(self, dataset, batch_size: int = 4, num_workers: int = 0, flip: bool = False,
+                 box_margin: float = 0.1, keypoint_threshold: float = 0.05, max_images: int = 0,
+                 progress: bool = True):
+        if max_images and max_images < len(dataset):
+            dataset = Subset(dataset, range(max_images))
+        self.dataset = dataset
+        base = dataset.dataset if isinstance(dataset, Subset) else dataset
+        self.persons = base.persons
+        self.layout = base.layout
+        self.codec = base.codec
+        self.loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+        self.flip = flip
+        self.box_margin = box_margin
+        self.keypoint_threshold = keypoint_threshold
+        self.progress = progress
+        self.last_results: list[dict] = []
+
+    def protocol(self) -> str:
+        h, w = self.codec.input_size
+        return (f"{self.persons.split} of {self.persons.root} ({len(self.dataset)} images), single scale "
+                f"(longer side {max(h, w)} px), flip {'on' if self.flip else 'off'}, keypoints grouped with "
+                f"ground-truth boxes of the persons with keypoints (margin {self.box_margin:.0%})")
+
+    @torch.no_grad()
+    def __call__(self, model, epoch: int | None = None) -> dict:
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        results, losses, n_batches = [], {}, 0
+        start = time.perf_counter()
+        batches = tqdm(self.loader, desc="validate", leave=False, disable=not self.progress, mininterval=5)
+        for images, targets in batches:
+            images = images.to(device)
+            dense = {k: targets[k].to(device) for k in ("heatmaps", "segmentation", "ignore_mask")}
+            out = model(images, dense)
+            heatmaps = out["heatmaps"].float()
+            for name, value in out["losses"].items():
+                losses[name] = losses.get(name, 0.0) + float(value)
+            n_batches += 1
+            if self.flip:
+                flipped = model(images.flip(-1))["heatmaps"].float()
+                heatmaps = 0.5 * (heatmaps + flip_back(flipped, self.layout.flip_index))
+            results += self._group(heatmaps.cpu(), targets["meta"])
+        self.last_results = results
+        metrics = evaluate_keypoints(self.persons.coco, results, image_ids=self._image_ids(),
+                                     sigmas=self.layout.sigmas)
+        metrics.update({f"val_{k}": v / max(n_batches, 1) for k, v in losses.items()})
+        metrics["val_seconds"] = time.perf_counter() - start
+        model.train(was_training)
+        return metrics
+
+    def _image_ids(self) -> list[int]:
+        base = self.dataset.dataset if isinstance(self.dataset, Subset) else self.dataset
+        ids = base.image_ids
+        return ids[: len(self.dataset)]
+
+    def _group(self, heatmaps: torch.Tensor, metas: list[dict]) -> list[dict]:
+        results = []
+        for heat, meta in zip(heatmaps, metas):
+            anns = [a for a in self.persons.annotations(meta["image_id"])
+                    if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0]
+            if not anns:
+                continue
+            xywh = np.array([a["bbox"] for a in anns], dtype=np.float64)
+            xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+            corners = transform_points(meta["matrix"], xyxy.reshape(-1, 2)).reshape(-1, 4)
+            xy, scores = keypoints_in_boxes(heat, torch.from_numpy(corners), self.codec, self.box_margin)
+            xy = transform_points(meta["inverse"], xy.numpy().reshape(-1, 2)).reshape(len(anns), -1, 2)
+            scores = scores.numpy()
+            found = scores >= self.keypoint_threshold
+            person_score = np.where(found, scores, 0).sum(1) / np.maximum(found.sum(1), 1)
+            results += keypoint_results([meta["image_id"]] * len(anns), xy, np.clip(scores, 0, 1), person_score)
+        return results
+
+
+def evaluator_from_config(cfg: DictConfig, dataset=None, progress: bool = True) -> KeypointEvaluator:
+    e = cfg.eval
+    dataset = dataset if dataset is not None else build.keypoint_dataset(cfg, cfg.data.val_split, train=False)
+    return KeypointEvaluator(dataset, batch_size=e.batch_size, num_workers=cfg.train.num_workers, flip=e.flip,
+                             box_margin=e.box_margin, keypoint_threshold=e.keypoint_threshold,
+                             max_images=e.max_images, progress=progress)
+
+
+def train(cfg: DictConfig, out_dir: str | Path | None = None, resume: bool = False, log=print) -> list[dict]:
+    """Train the keypoint stage of ``cfg``; returns the per-epoch records."""
+    from posenet.engine import Trainer
+
+    out_dir = Path(out_dir or cfg.output_dir)
+    train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
+    evaluator = evaluator_from_config(cfg)
+    model = build.posenet_model(cfg, train_set.layout.num_keypoints)
+    log(f"keypoint stage: {len(train_set)} training images, validation on {evaluator.protocol()}")
+    trainer = Trainer(
+        model=model,
+        train_dataset=train_set,
+        collate_fn=collate,
+        evaluate=evaluator,
+        out_dir=out_dir,
+        resume=resume,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        **build.trainer_options(cfg),
+    )
+    return trainer.fit()
+
+
+def load_model(cfg: DictConfig, checkpoint: str | Path, num_keypoints: int, device="cpu"):
+    """The model of ``cfg`` with the weights of ``checkpoint`` (a clear error if they differ)."""
+    model = build.posenet_model(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}), num_keypoints)
+    state = ckpt.load_checkpoint(checkpoint)
+    ckpt.load_model_state(model, ckpt.model_state_of(state), checkpoint)
+    return model.to(device).eval()
+
+
+def validate(cfg: DictConfig, checkpoint: str | Path, device: str = "cpu", log=print) -> tuple[dict, KeypointEvaluator]:
+    """COCO keypoint AP of ``checkpoint`` on ``data.val_split``, with the protocol logged."""
+    evaluator = evaluator_from_config(cfg)
+    model = load_model(cfg, checkpoint, evaluator.layout.num_keypoints, device)
+    log(f"protocol: {evaluator.protocol()}; checkpoint {checkpoint}")
+    metrics = evaluator(model)
+    log(format_metrics(metrics))
+    log(f"masked heatmap loss (val): {metrics.get('val_loss', float('nan')):.4f}")
+    return metrics, evaluator
+
+
+__all__ = ["KeypointEvaluator", "evaluator_from_config", "load_model", "train", "validate", "write_results"]

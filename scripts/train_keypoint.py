@@ -1,0 +1,19 @@
+#!/usr/bin/env python
+"""Stage 1: train the trunk, keypoint FPN and keypoint subnet (single process or torchrun)."""
+from posenet import cli
+from posenet.stages import keypoint
+
+
+def main():
+    parser = cli.config_parser(__doc__)
+    parser.add_argument("--out", help="run directory (default: the config's output_dir)")
+    parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    args, cfg = cli.parse_config_args(parser)
+    records = keypoint.train(cfg, out_dir=args.out, resume=args.resume)
+    if records:
+        last = records[-1]
+        print(f"finished: epoch {last.get('epoch')}, AP {last.get('AP', float('nan')):.4f}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
