@@ -1,0 +1,13 @@
+"""Deterministic synthetic COCO-format person-keypoint data (the project's embedded default data).
+
+``SyntheticCocoGenerator`` makes one image with its annotations; ``write_synthetic_coco``
+writes a whole dataset in the COCO 2017 layout. Modules: ``figure`` (body, poses, projection),
+``render`` (backgrounds, textures, painting figures and the label map), ``annotate`` (polygons,
+RLE, boxes), ``generator`` (a scene and its annotations), ``writer`` (files and summary).
+"""
+
+from posenet.data.synthetic.generator import SyntheticCocoGenerator, SyntheticImage, image_rng
+from posenet.data.synthetic.writer import format_summary, write_synthetic_coco
+
+__all__ = ["SyntheticCocoGenerator", "SyntheticImage", "format_summary", "image_rng",
+           "write_synthetic_coco"]
