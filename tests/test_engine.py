@@ -154,6 +154,22 @@ def test_evaluate_metrics_are_logged_and_pick_best_by_max(tmp_path):
     assert "best AP 0.3 (epoch 2)" in (tmp_path / "log.txt").read_text()
 
 
+def test_eval_every_skips_epochs_and_best_follows_the_evaluated_ones(tmp_path):
+    aps = iter([0.4, 0.2])
+    seen = []
+
+    def evaluate(model, epoch):
+        seen.append(epoch)
+        return {"AP": next(aps)}
+
+    trainer = make_trainer(tmp_path, epochs=3, evaluate=evaluate, metric="AP", metric_mode="max", eval_every=2,
+                           scheduler="plateau", scheduler_kw={"patience": 0})
+    history = trainer.fit()
+    assert seen == [2, 3]  # every second epoch, and always the last
+    assert "AP" not in history[0] and [r["AP"] for r in history[1:]] == [0.4, 0.2]
+    assert trainer.best_epoch == 2 and load_checkpoint(tmp_path / "best.pt")["epoch"] == 2
+
+
 def test_unknown_metric_is_a_clear_error(tmp_path):
     trainer = make_trainer(tmp_path, epochs=1, evaluate=lambda m, e: {"AP": 0.5}, metric="APP")
     with pytest.raises(ConfigError, match="'APP'.*AP"):

@@ -85,6 +85,8 @@ def keypoint_dataset(cfg: DictConfig, split: str, train: bool):
         max_rotation=k.max_rotation,
         center_jitter=k.center_jitter,
         flip_prob=k.flip_prob,
+        person_fraction=k.person_fraction,
+        zoom_limits=tuple(k.zoom_limits),
     )
 
 

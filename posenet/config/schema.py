@@ -89,6 +89,10 @@ class KeypointDataConfig:
     max_rotation: float = 40.0
     center_jitter: float = 40.0
     flip_prob: float = 0.5
+    # Scale reference: a random person's longer box side becomes this fraction of the crop,
+    # kept within zoom_limits times the scale that fits the whole image into the crop.
+    person_fraction: float = 0.6
+    zoom_limits: List[float] = field(default_factory=lambda: [0.5, 4.0])
     # Validation input: the longer side of each image is scaled to this.
     val_input_size: int = 480
 
@@ -132,6 +136,10 @@ class EvalConfig:
     flip: bool = False
     # Ground-truth boxes are enlarged by this fraction per side before keypoints are taken.
     box_margin: float = 0.1
+    # Overlapping boxes: hand each heatmap peak to one box only, preferring the box it is more
+    # central in (centrality 0: by heatmap value alone); see inference.keypoints_in_boxes.
+    exclusive_peaks: bool = True
+    box_centrality: float = 1.0
     # Keypoints below this heatmap value count as not found (confidence 0 in the results).
     keypoint_threshold: float = 0.05
     # Evaluate at most this many validation images (0: all).

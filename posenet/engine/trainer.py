@@ -508,8 +508,9 @@ class Trainer:
         """The monitored metric this epoch; None on epochs without evaluation."""
         if self.metric in record:
             return float(record[self.metric])
-        # An epoch whose batches were all skipped has no train_loss: not an error.
-        if evaluated or "train_loss" in record:
+        # Validation metrics exist only on evaluated epochs (eval_every); an epoch whose batches
+        # were all skipped has no training metrics: neither is an error.
+        if evaluated or (self.metric.startswith("train_") and "train_loss" in record):
             known = ", ".join(sorted(k for k in record if k not in ("epoch", "global_step")))
             raise ConfigError(f"metric {self.metric!r} (used to pick best.pt) is not among the epoch's metrics: {known}")
         return None

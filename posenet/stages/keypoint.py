@@ -32,7 +32,7 @@ class KeypointEvaluator:
 
     def __init__(self, dataset, batch_size: int = 4, num_workers: int = 0, flip: bool = False,
                  box_margin: float = 0.1, keypoint_threshold: float = 0.05, max_images: int = 0,
-                 progress: bool = True):
+                 exclusive_peaks: bool = True, box_centrality: float = 1.0, progress: bool = True):
         if max_images and max_images < len(dataset):
             dataset = Subset(dataset, range(max_images))
         self.dataset = dataset
@@ -43,6 +43,8 @@ class KeypointEvaluator:
         self.loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
         self.flip = flip
         self.box_margin = box_margin
+        self.exclusive_peaks = exclusive_peaks
+        self.box_centrality = box_centrality
         self.keypoint_threshold = keypoint_threshold
         self.progress = progress
         self.last_results: list[dict] = []
@@ -51,7 +53,8 @@ class KeypointEvaluator:
         h, w = self.codec.input_size
         return (f"{self.persons.split} of {self.persons.root} ({len(self.dataset)} images), single scale "
                 f"(longer side {max(h, w)} px), flip {'on' if self.flip else 'off'}, keypoints grouped with "
-                f"ground-truth boxes of the persons with keypoints (margin {self.box_margin:.0%})")
+                f"ground-truth boxes of the persons with keypoints (margin {self.box_margin:.0%}, "
+                + (f"exclusive peaks, centrality {self.box_centrality:g})" if self.exclusive_peaks else "highest cell per box)"))
 
     @torch.no_grad()
     def __call__(self, model, epoch: int | None = None) -> dict:
@@ -96,7 +99,8 @@ class KeypointEvaluator:
             xywh = np.array([a["bbox"] for a in anns], dtype=np.float64)
             xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
             corners = transform_points(meta["matrix"], xyxy.reshape(-1, 2)).reshape(-1, 4)
-            xy, scores = keypoints_in_boxes(heat, torch.from_numpy(corners), self.codec, self.box_margin)
+            xy, scores = keypoints_in_boxes(heat, torch.from_numpy(corners), self.codec, self.box_margin,
+                                            self.exclusive_peaks, self.box_centrality)
             xy = transform_points(meta["inverse"], xy.numpy().reshape(-1, 2)).reshape(len(anns), -1, 2)
             scores = scores.numpy()
             found = scores >= self.keypoint_threshold
@@ -105,21 +109,35 @@ class KeypointEvaluator:
         return results
 
 
+def visualize(model, batch, losses=None, max_images: int = 4) -> dict:
+    """The trainer's image hook: input | predicted heatmaps | target heatmaps, one row per image."""
+    from posenet.vis import heatmap_panels
+
+    images, targets = batch
+    images = images[:max_images]
+    model.eval()
+    predicted = model(images)["heatmaps"]
+    return {"heatmaps": heatmap_panels(images, predicted, targets["heatmaps"][:max_images], max_images)}
+
+
 def evaluator_from_config(cfg: DictConfig, dataset=None, progress: bool = True) -> KeypointEvaluator:
     e = cfg.eval
     dataset = dataset if dataset is not None else build.keypoint_dataset(cfg, cfg.data.val_split, train=False)
     return KeypointEvaluator(dataset, batch_size=e.batch_size, num_workers=cfg.train.num_workers, flip=e.flip,
                              box_margin=e.box_margin, keypoint_threshold=e.keypoint_threshold,
-                             max_images=e.max_images, progress=progress)
+                             max_images=e.max_images, exclusive_peaks=e.exclusive_peaks,
+                             box_centrality=e.box_centrality, progress=progress)
 
 
 def train(cfg: DictConfig, out_dir: str | Path | None = None, resume: bool = False, log=print) -> list[dict]:
     """Train the keypoint stage of ``cfg``; returns the per-epoch records."""
     from posenet.engine import Trainer
+    from posenet.engine.loader import seed_everything
 
     out_dir = Path(out_dir or cfg.output_dir)
     train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
     evaluator = evaluator_from_config(cfg)
+    seed_everything(cfg.seed)  # the initial weights are part of the run: same seed, same run
     model = build.posenet_model(cfg, train_set.layout.num_keypoints)
     log(f"keypoint stage: {len(train_set)} training images, validation on {evaluator.protocol()}")
     trainer = Trainer(
@@ -127,6 +145,7 @@ def train(cfg: DictConfig, out_dir: str | Path | None = None, resume: bool = Fal
         train_dataset=train_set,
         collate_fn=collate,
         evaluate=evaluator,
+        visualize=visualize,
         out_dir=out_dir,
         resume=resume,
         config=OmegaConf.to_container(cfg, resolve=True),
