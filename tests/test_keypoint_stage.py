@@ -174,7 +174,7 @@ def test_train_then_validate_writes_everything_and_resume_is_exact(tiny_syntheti
     cfg = REPO / "configs/synthetic_small.yaml"
     straight, split = tmp_path / "straight", tmp_path / "split"
     run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, straight), "train.epochs=2")
-    for name in ("last.pt", "best.pt", "config.yaml", "metrics.jsonl", "log.txt"):
+    for name in ("last.pt", "best.pt", "config.yaml", "version.txt", "metrics.jsonl", "log.txt"):
         assert (straight / name).is_file(), name
     events = list((straight / "tb").glob("events.out.tfevents.*"))
     assert events and any(b"vis/heatmaps" in e.read_bytes() for e in events)

@@ -253,7 +253,11 @@ class Trainer:
         if self.dist.is_main:
             from posenet.config import save_config
 
+            from posenet.engine.checkpoint import code_version
+            from posenet.utils.io import write_text_atomic
+
             save_config(config, self.out_dir)
+            write_text_atomic(self.out_dir / "version.txt", code_version() + "\n")
         return OmegaConf.to_container(config, resolve=True)
 
     # ----------------------------------------------------------------------------- loop

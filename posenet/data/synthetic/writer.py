@@ -11,6 +11,7 @@ import cv2
 
 from posenet.data.keypoints import COCO_PERSON
 from posenet.data.synthetic.generator import SyntheticCocoGenerator
+from posenet.utils.io import write_text_atomic
 
 SPLIT_DIRS = {"train": "train2017", "val": "val2017"}
 # Image ids never collide between the splits: val ids start at 10,000,001. Annotation ids are
@@ -68,13 +69,6 @@ def _split_stats(images: list[dict], anns: list[dict], gray: int) -> dict:
         "width_range": [min(widths, default=0), max(widths, default=0)],
         "height_range": [min(heights, default=0), max(heights, default=0)],
     }
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
-    os.replace(tmp, path)
 
 
 def write_synthetic_coco(out_dir, num_train: int, num_val: int, seed: int = 0, workers: int = 1,
@@ -143,7 +137,8 @@ def write_synthetic_coco(out_dir, num_train: int, num_val: int, seed: int = 0, w
             "annotations": anns,
             "categories": [COCO_PERSON.coco_category()],
         }
-        _write_json_atomic(out / "annotations" / f"person_keypoints_{SPLIT_DIRS[split]}.json", data)
+        write_text_atomic(out / "annotations" / f"person_keypoints_{SPLIT_DIRS[split]}.json",
+                          json.dumps(data, separators=(",", ":")))
         summary["splits"][split] = _split_stats(images, anns, gray)
     summary["seconds"] = seconds
     summary["ms_per_image"] = 1000.0 * seconds / max(1, len(tasks))
