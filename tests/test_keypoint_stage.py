@@ -146,7 +146,7 @@ def tiny_overrides(root, out) -> list[str]:
             "model.frozen_bn=true", "model.fpn_channels=16", "model.subnet_channels=16", "model.fuse_channels=16",
             "keypoint.input_size=64", "keypoint.val_input_size=96", "train.batch_size=4", "train.num_workers=0",
             "train.optimizer=adam", "train.lr=1e-3", "train.schedule=cosine", "train.log_every=1",
-            "train.visualize_every=2", "eval.batch_size=4"]
+            "train.visualize_every=2", "train.eval_every=1", "eval.batch_size=4"]
 
 
 def run_script(script, *args, torchrun: int = 0):
