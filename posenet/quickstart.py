@@ -75,9 +75,7 @@ def run(cfg: DictConfig, log=print) -> dict:
     checkpoint = keypoint_dir / "best.pt"
     log(f"\n== keypoint stage: validation of {checkpoint}")
     metrics, evaluator = keypoint.validate(cfg, checkpoint, log=log)
-    keys = ("AP", "AP50", "AP75", "APM", "APL", "AR", "val_loss")
-    write_json_atomic(keypoint_dir / "val_metrics.json",
-                      {**{k: metrics[k] for k in keys if k in metrics}, "protocol": evaluator.protocol(),
-                       "checkpoint": str(checkpoint)}, indent=2)
+    write_json_atomic(keypoint_dir / "val_metrics.json", keypoint.metrics_record(metrics, evaluator, checkpoint),
+                      indent=2)
     log(f"\nresolved config: {out_dir / 'config.yaml'}; TensorBoard: tensorboard --logdir {out_dir}")
     return {"datasets": summaries, "keypoint": metrics}

@@ -20,11 +20,7 @@ def main():
     if args.results_out:
         write_results(evaluator.last_results, args.results_out)
     if args.metrics_out:
-        keys = ("AP", "AP50", "AP75", "APM", "APL", "AR", "val_loss")
-        out = {k: metrics[k] for k in keys if k in metrics}
-        out["protocol"] = evaluator.protocol()
-        out["checkpoint"] = str(args.checkpoint)
-        write_json_atomic(args.metrics_out, out, indent=2)
+        write_json_atomic(args.metrics_out, keypoint.metrics_record(metrics, evaluator, args.checkpoint), indent=2)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def _exclusive_peaks(heat, mask, boxes, xs, ys, fallback, centrality):
     prior = torch.exp(-0.5 * centrality * (dy[:, :, None] ** 2 + dx[:, None, :] ** 2))  # (B, h, w)
     peak = (heat == _max3x3(heat)) & (heat > 0)  # (K, h, w)
     rank = heat[None] * prior[:, None] * (peak[None] & mask[:, None])  # (B, K, h, w)
-    rank = rank.transpose(0, 1).reshape(K, B, h * w).clone()
+    rank = rank.transpose(0, 1).reshape(K, B, h * w)  # view of a fresh temporary: free to write
     chosen = torch.full((K, B), -1, dtype=torch.long, device=heat.device)
     channels = torch.arange(K, device=heat.device)
     for _ in range(B):

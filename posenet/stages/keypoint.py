@@ -162,6 +162,15 @@ def load_model(cfg: DictConfig, checkpoint: str | Path, num_keypoints: int, devi
     return model.to(device).eval()
 
 
+REPORTED_METRICS = ("AP", "AP50", "AP75", "APM", "APL", "AR", "val_loss")
+
+
+def metrics_record(metrics: dict, evaluator: KeypointEvaluator, checkpoint) -> dict:
+    """What ``--metrics-out`` and the quickstart write: the reported metrics, protocol, checkpoint."""
+    record = {k: metrics[k] for k in REPORTED_METRICS if k in metrics}
+    return {**record, "protocol": evaluator.protocol(), "checkpoint": str(checkpoint)}
+
+
 def validate(cfg: DictConfig, checkpoint: str | Path, device: str = "cpu", log=print) -> tuple[dict, KeypointEvaluator]:
     """COCO keypoint AP of ``checkpoint`` on ``data.val_split``, with the protocol logged."""
     evaluator = evaluator_from_config(cfg)
@@ -173,4 +182,4 @@ def validate(cfg: DictConfig, checkpoint: str | Path, device: str = "cpu", log=p
     return metrics, evaluator
 
 
-__all__ = ["KeypointEvaluator", "evaluator_from_config", "load_model", "train", "validate", "write_results"]
+__all__ = ["KeypointEvaluator", "evaluator_from_config", "load_model", "metrics_record", "train", "validate", "write_results"]
