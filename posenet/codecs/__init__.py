@@ -1,4 +1,5 @@
 """Codecs: symmetric encode/decode between annotations and network targets."""
+from posenet.codecs.boxes import BoxCoder
 from posenet.codecs.heatmap import KeypointHeatmapCodec, Peaks
 
-__all__ = ["KeypointHeatmapCodec", "Peaks"]
+__all__ = ["BoxCoder", "KeypointHeatmapCodec", "Peaks"]

@@ -39,14 +39,25 @@ def synthetic_generator(cfg: DictConfig):
         max_people=cfg.max_people,
         min_size=cfg.min_size,
         max_size=cfg.max_size,
+        min_person_height=cfg.min_person_height,
+        max_person_height=cfg.max_person_height,
+        group_prob=cfg.group_prob,
+        crowd_prob=cfg.crowd_prob,
+        occluder_prob=cfg.occluder_prob,
+        unannotated_prob=cfg.unannotated_prob,
+        max_clutter=cfg.max_clutter,
+        blur_prob=cfg.blur_prob,
+        noise_std=cfg.noise_std,
+        grayscale_prob=cfg.grayscale_prob,
     )
 
 
-def posenet_model(cfg: DictConfig, num_keypoints: int):
-    """``model`` → :class:`posenet.models.PoseNet`."""
+def posenet_model(cfg: DictConfig, num_keypoints: int, detection: bool = False, prn: bool = False):
+    """``model`` (+ ``detection`` with the detection branch, + ``prn`` with the PRN) →
+    :class:`posenet.models.PoseNet`."""
     from posenet.models import PoseNet
 
-    m = cfg.model
+    m, d = cfg.model, cfg.detection
     return PoseNet(
         num_keypoints=num_keypoints,
         backbone_depth=m.backbone_depth,
@@ -59,7 +70,36 @@ def posenet_model(cfg: DictConfig, num_keypoints: int):
         intermediate_supervision=m.intermediate_supervision,
         segmentation_weight=m.segmentation_weight,
         intermediate_weight=m.intermediate_weight,
+        detection=detection,
+        detection_options=dict(
+            fpn_channels=d.fpn_channels,
+            num_convs=d.head_convs,
+            prior_prob=d.prior_prob,
+            positive_iou=d.positive_iou,
+            negative_iou=d.negative_iou,
+            crowd_ioa=d.crowd_ioa,
+            focal_alpha=d.focal_alpha,
+            focal_gamma=d.focal_gamma,
+            smooth_l1_beta=d.smooth_l1_beta,
+            box_weight=d.box_weight,
+        ),
+        prn=prn,
+        prn_options=prn_options(cfg),
     )
+
+
+def prn_options(cfg: DictConfig) -> dict:
+    """``prn`` → the constructor keywords of ``posenet.models.prn.PoseResidualNetwork``."""
+    p = cfg.prn
+    return dict(height=p.height, width=p.width, hidden=p.hidden, second_hidden=p.second_hidden,
+                dropout=p.dropout, softmax=p.softmax)
+
+
+def detection_options(cfg: DictConfig) -> dict:
+    """``detection`` → the post-processing keywords of ``PoseNet.detect``."""
+    d = cfg.detection
+    return dict(score_threshold=d.score_threshold, topk_per_level=d.topk_per_level,
+                nms_threshold=d.nms_threshold, max_detections=d.max_detections)
 
 
 def keypoint_dataset(cfg: DictConfig, split: str, train: bool):

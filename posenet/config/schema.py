@@ -57,6 +57,18 @@ class SyntheticConfig:
     max_people: int = 8
     min_size: int = 256
     max_size: int = 640
+    # Smallest person height (px) and largest as a fraction of the image height.
+    min_person_height: float = 28.0
+    max_person_height: float = 1.15
+    group_prob: float = 0.35
+    crowd_prob: float = 0.15
+    occluder_prob: float = 0.3
+    unannotated_prob: float = 0.08
+    # Scene difficulty: background clutter shapes, blur, sensor noise, grayscale images.
+    max_clutter: int = 12
+    blur_prob: float = 0.3
+    noise_std: float = 4.0
+    grayscale_prob: float = 0.1
 
 
 @dataclass
@@ -129,6 +141,90 @@ class TrainConfig:
 
 
 @dataclass
+class DetectionConfig:
+    """Stage 2: the detection FPN (P3..P7) and RetinaNet person heads (DESIGN.md §2)."""
+
+    fpn_channels: int = 256
+    head_convs: int = 4
+    prior_prob: float = 0.01
+    # Anchor matching: IoU >= positive_iou is a person, < negative_iou background, between
+    # ignored; background anchors covered (intersection / anchor area) by a crowd region
+    # at least crowd_ioa are ignored too.
+    positive_iou: float = 0.5
+    negative_iou: float = 0.4
+    crowd_ioa: float = 0.5
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    smooth_l1_beta: float = 0.1111
+    box_weight: float = 1.0
+    # What the detection stage leaves untouched: "trunk", "keypoint" (keypoint FPN + subnet).
+    freeze: List[str] = field(default_factory=lambda: ["trunk", "keypoint"])
+    # Training overrides for this stage (null: the train section's value).
+    epochs: Optional[int] = None
+    lr: Optional[float] = None
+    # Post-processing: score threshold, candidates per level, NMS IoU, detections per image.
+    score_threshold: float = 0.05
+    topk_per_level: int = 1000
+    nms_threshold: float = 0.5
+    max_detections: int = 100
+
+
+@dataclass
+class PrnConfig:
+    """Stage 3: the Pose Residual Network (DESIGN.md §2), trained on annotations alone."""
+
+    # The per-box grid: height x width cells for each keypoint type.
+    height: int = 56
+    width: int = 36
+    # Boxes are enlarged by this fraction per side before the grid is laid over them.
+    box_margin: float = 0.21
+    hidden: int = 1024
+    # A second hidden layer of this width (0: none).
+    second_hidden: int = 0
+    dropout: float = 0.5
+    # "channel": a softmax per keypoint channel (the paper); "global": one over the whole grid.
+    softmax: str = choice("channel", "channel", "global")
+    # Gaussian blur (grid cells) of the input peaks and of the target keypoints.
+    input_sigma: float = 1.0
+    target_sigma: float = 2.0
+    # Training persons: non-crowd persons with at least this many labelled keypoints.
+    min_keypoints: int = 4
+    # Training scenes: real poses of data.train_split, re-placed at random scales and
+    # positions into crowded scenes of min_people..max_people persons, samples_per_epoch boxes.
+    samples_per_epoch: int = 20000
+    min_people: int = 2
+    max_people: int = 12
+    # Training overrides for this stage (null: the train section's value).
+    epochs: Optional[int] = None
+    lr: Optional[float] = None
+    batch_size: Optional[int] = None
+    # Grouping: a peak's PRN score is the PRN output summed in a window of this many cells.
+    window: int = 15
+
+
+@dataclass
+class InferConfig:
+    """The inference pipeline (``posenet.inference.Predictor``, infer.py, end-to-end validation)."""
+
+    # Longer image side at scale 1 (0: keypoint.val_input_size).
+    input_size: int = 0
+    # Heatmaps averaged over these scales (at the resolution of the first); boxes come from
+    # the first scale.
+    scales: List[float] = field(default_factory=lambda: [1.0])
+    flip: bool = False
+    # Heatmap peaks: minimum value and most peaks per keypoint type.
+    peak_threshold: float = 0.05
+    max_peaks: int = 20
+    # Person boxes kept for grouping: minimum score, and a factor that scales them about
+    # their centres before grouping.
+    box_threshold: float = 0.3
+    box_scale: float = 1.0
+    grouping: str = choice("prn", "prn", "greedy")
+    # Keypoints below this score do not count towards the pose score.
+    keypoint_threshold: float = 0.05
+
+
+@dataclass
 class EvalConfig:
     """Validation: batch size, flip test, and the grouping of keypoints into people."""
 
@@ -158,3 +254,6 @@ class PosenetConfig:
     keypoint: KeypointDataConfig = field(default_factory=KeypointDataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    prn: PrnConfig = field(default_factory=PrnConfig)
+    infer: InferConfig = field(default_factory=InferConfig)

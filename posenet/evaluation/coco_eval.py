@@ -38,6 +38,18 @@ def keypoint_results(image_ids, keypoints, keypoint_scores, scores, category_id:
     ]
 
 
+def box_results(image_ids, boxes, scores, category_id: int = 1) -> list[dict]:
+    """Box results entries from arrays: boxes (D, 4) x1, y1, x2, y2 in original image pixels,
+    scores (D,), image_ids (D,); written as COCO's [x, y, width, height]."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+    return [
+        {"image_id": int(i), "category_id": category_id, "bbox": [round(float(v), 2) for v in row],
+         "score": float(s)}
+        for i, row, s in zip(image_ids, xywh, scores)
+    ]
+
+
 def write_results(results: Sequence[dict], path: str | os.PathLike) -> Path:
     """Write a results file atomically."""
     return write_json_atomic(path, list(results))

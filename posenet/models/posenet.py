@@ -1,11 +1,12 @@
-"""The MultiPoseNet model: ResNet trunk, keypoint FPN and keypoint subnet.
+"""The MultiPoseNet model: ResNet trunk, keypoint FPN + keypoint subnet, and optionally the
+detection FPN + RetinaNet person heads, all on one shared trunk.
 
-The detection branch (detection FPN + RetinaNet heads) and the Pose Residual Network are
-separate modules that later stages add beside ``keypoint_fpn``/``keypoint_subnet``; they
-share ``trunk`` and merge their outputs and losses into the same dicts.
+One model, one checkpoint format across stages: a model built with ``detection=True`` holds
+the keypoint branch too, so a detection-stage checkpoint serves every later stage.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Mapping
 
@@ -13,8 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from posenet.models.backbone import KeypointFPN, ResNetTrunk, normalize_image
+from posenet.models.backbone import DetectionFPN, KeypointFPN, ResNetTrunk, normalize_image
 from posenet.models.keypoint_head import KeypointSubnet
+
+# The parts that ``PoseNet.freeze`` knows, and the submodules each one names.
+PARTS = {
+    "trunk": ("trunk",),
+    "keypoint": ("keypoint_fpn", "keypoint_subnet"),
+    "detection": ("detection_fpn", "detection_head"),
+    "prn": ("prn",),
+}
 
 
 class PoseNet(nn.Module):
@@ -24,11 +33,19 @@ class PoseNet(nn.Module):
     (what the datasets return); the model normalises them itself (``normalize_image``), so
     training, validation and inference cannot disagree on it:
 
-    * training mode: ``targets`` (see ``KeypointSubnet.compute_loss``) are required; returns
-      the dict of losses, "loss" being the total.
+    * training mode: ``targets`` are required; returns the dict of losses of the branches in
+      ``train_tasks`` ("keypoints": ``KeypointSubnet.compute_loss``, "detection":
+      ``RetinaNetHead.compute_loss``, which needs "boxes" and "crowd_boxes"), "loss" being
+      their total. With ``train_tasks == {"prn"}`` (the PRN stage, trained on annotations
+      alone) ``images`` are PRN input grids and the loss is ``PoseResidualNetwork.compute_loss``.
     * eval mode: returns {"heatmaps": (N, K, h, w), "segmentation": (N, 1, h, w)} with
-      ``(h, w) = output_size(H, W)``, raw L2-regressed values (not probabilities). Given
-      targets, it also returns their losses under "losses" (validation loss).
+      ``(h, w) = output_size(H, W)``, raw L2-regressed values (not probabilities), and, with
+      the detection branch, "detection": the head's raw outputs (``detect`` turns them into
+      boxes). Given targets, it also returns the keypoint losses under "losses".
+
+    ``freeze(parts)`` stops the training of whole parts ("trunk", "keypoint", "detection"):
+    their parameters stop requiring gradients and their batch-norm layers stay in eval mode
+    whatever ``train()`` is called with, so a frozen part computes exactly what it did before.
 
     Any input size works: the images are zero-padded (the mean colour, once normalised) at the
     bottom and right to a multiple of 32 and the outputs cropped back, so output cell (i, j)
@@ -52,6 +69,10 @@ class PoseNet(nn.Module):
         upsample_mode: str = "bilinear",
         segmentation_weight: float = 1.0,
         intermediate_weight: float = 1.0,
+        detection: bool = False,
+        detection_options: Mapping | None = None,
+        prn: bool = False,
+        prn_options: Mapping | None = None,
     ):
         super().__init__()
         self.num_keypoints = num_keypoints
@@ -69,6 +90,49 @@ class PoseNet(nn.Module):
             segmentation_weight=segmentation_weight,
             intermediate_weight=intermediate_weight,
         )
+        self.detection_fpn = self.detection_head = None
+        if detection:
+            from posenet.models.retinanet import RetinaNetHead
+
+            options = dict(detection_options or {})
+            channels = options.pop("fpn_channels", 256)
+            self.detection_fpn = DetectionFPN(self.trunk.out_channels, channels)
+            self.detection_head = RetinaNetHead(in_channels=channels, **options)
+        self.prn = None
+        if prn:
+            from posenet.models.prn import PoseResidualNetwork
+
+            self.prn = PoseResidualNetwork(num_keypoints=num_keypoints, **dict(prn_options or {}))
+        self.train_tasks = {"keypoints"}
+        self.frozen: set[str] = set()
+
+    @property
+    def has_detection(self) -> bool:
+        return self.detection_head is not None
+
+    @property
+    def has_prn(self) -> bool:
+        return self.prn is not None
+
+    def freeze(self, parts) -> None:
+        """Freeze the named parts (see ``PARTS``); unknown or absent parts raise ValueError."""
+        for part in parts:
+            if part not in PARTS:
+                raise ValueError(f"cannot freeze {part!r}: the parts are {', '.join(PARTS)}")
+            for name in PARTS[part]:
+                module = getattr(self, name)
+                if module is None:
+                    raise ValueError(f"cannot freeze {part!r}: this model has no {name}")
+                module.requires_grad_(False)
+            self.frozen.add(part)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for part in self.frozen:
+            for name in PARTS[part]:
+                getattr(self, name).eval()
+        return self
 
     @classmethod
     def output_size(cls, height: int, width: int) -> tuple[int, int]:
@@ -85,20 +149,56 @@ class PoseNet(nn.Module):
         return F.pad(images, (0, pw, 0, ph))
 
     def forward(self, images: torch.Tensor, targets: Mapping[str, torch.Tensor] | None = None) -> dict:
+        if self.training and self.train_tasks == {"prn"}:
+            # The PRN stage trains on annotations alone: ``images`` are PRN input grids here.
+            if not self.has_prn:
+                raise ValueError("train_tasks is {'prn'} but the model has no PRN")
+            losses = self.prn.compute_loss(self.prn(images), targets)
+            losses["loss"] = losses["loss_prn"]
+            return losses
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
         if self.training and targets is None:
             raise ValueError("targets are needed in training mode")
-        h, w = self.output_size(*images.shape[-2:])
-        features = self.trunk(self._pad(normalize_image(images)))
-        outputs = self.keypoint_subnet(self.keypoint_fpn(features), intermediate=targets is not None)
-        outputs = {
-            key: [o[..., :h, :w] for o in value] if isinstance(value, list) else value[..., :h, :w]
-            for key, value in outputs.items()
-        }
+        frozen_trunk = self.training and "trunk" in self.frozen
+        with torch.no_grad() if frozen_trunk else contextlib.nullcontext():
+            features = self.trunk(self._pad(normalize_image(images)))
         if self.training:
-            return self.keypoint_subnet.compute_loss(outputs, targets)
+            if not self.train_tasks:
+                raise ValueError("train_tasks is empty: nothing to train")
+            losses, total = {}, 0.0
+            if "keypoints" in self.train_tasks:
+                keypoint = self.keypoint_subnet.compute_loss(self._keypoints(features, images, True), targets)
+                total = total + keypoint.pop("loss")
+                losses.update(keypoint)
+            if "detection" in self.train_tasks:
+                if not self.has_detection:
+                    raise ValueError("train_tasks has 'detection' but the model has no detection branch")
+                detection = self.detection_head.compute_loss(self.detection_head(self.detection_fpn(features)), targets)
+                total = total + detection["loss_detection"]
+                losses.update(detection)
+            losses["loss"] = total
+            return losses
+        outputs = self._keypoints(features, images, targets is not None)
         result = {"heatmaps": outputs["heatmaps"], "segmentation": outputs["segmentation"]}
         if targets is not None:
             result["losses"] = self.keypoint_subnet.compute_loss(outputs, targets)
+        if self.has_detection:
+            result["detection"] = self.detection_head(self.detection_fpn(features))
         return result
+
+    def _keypoints(self, features, images: torch.Tensor, intermediate: bool) -> dict:
+        h, w = self.output_size(*images.shape[-2:])
+        outputs = self.keypoint_subnet(self.keypoint_fpn(features), intermediate=intermediate)
+        return {
+            key: [o[..., :h, :w] for o in value] if isinstance(value, list) else value[..., :h, :w]
+            for key, value in outputs.items()
+        }
+
+    def detect(self, outputs: Mapping, image_sizes, **options) -> list[dict]:
+        """Person boxes per image from an eval-mode ``forward``'s outputs: a list of
+        {"boxes": (D, 4) input pixels, "scores": (D,)}; ``options`` go to
+        ``RetinaNetHead.postprocess`` (thresholds, top-k, NMS IoU, detections per image)."""
+        if not self.has_detection:
+            raise ValueError("this model has no detection branch")
+        return self.detection_head.postprocess(outputs["detection"], image_sizes, **options)

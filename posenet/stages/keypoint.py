@@ -156,9 +156,11 @@ def train(cfg: DictConfig, out_dir: str | Path | None = None, resume: bool = Fal
 
 def load_model(cfg: DictConfig, checkpoint: str | Path, num_keypoints: int, device="cpu"):
     """The model of ``cfg`` with the weights of ``checkpoint`` (a clear error if they differ)."""
-    model = build.posenet_model(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}), num_keypoints)
-    state = ckpt.load_checkpoint(checkpoint)
-    ckpt.load_model_state(model, ckpt.model_state_of(state), checkpoint)
+    state = ckpt.model_state_of(ckpt.load_checkpoint(checkpoint))
+    # One checkpoint format across stages: a detection-stage checkpoint carries this branch too.
+    detection = any(k.startswith("detection_head.") for k in state)
+    model = build.posenet_model(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}), num_keypoints, detection)
+    ckpt.load_model_state(model, state, checkpoint)
     return model.to(device).eval()
 
 

@@ -212,7 +212,7 @@ def format_nms_table(rows: List[Dict[str, object]], info: Dict[str, str], protoc
         "",
         protocol,
         "",
-        "| boxes | distribution | kept | posenet C++ (ms) | torchvision (ms) | pure-torch fallback (ms) "
+        "| boxes | distribution | kept | posenet compiled (ms) | torchvision (ms) | pure-torch fallback (ms) "
         "| torchvision / posenet | identical |",
         "|---:|---|---:|---:|---:|---:|---:|---|",
     ]

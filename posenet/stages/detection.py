@@ -1,0 +1,191 @@
+"""Detection stage: the detection FPN and RetinaNet person heads on a keypoint-stage model;
+official COCO person box AP.
+
+The stage starts from the keypoint stage's checkpoint and by default freezes the trunk and the
+keypoint branch (``detection.freeze``), so the keypoint outputs of the model it writes are
+exactly those of the checkpoint it started from. Its checkpoints hold the whole model, keypoint
+branch included: later stages and inference load one file.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from posenet.config import build
+from posenet.data.dataset import collate
+from posenet.data.transforms import transform_points
+from posenet.engine import checkpoint as ckpt
+from posenet.errors import ConfigError
+from posenet.evaluation import BOX_METRICS, box_results, evaluate_boxes, format_metrics
+
+
+class DetectionEvaluator:
+    """COCO person box AP on a validation dataset (every non-crowd person is a ground-truth
+    box, with or without keypoints; crowd regions are COCO's ignore regions).
+
+    Callable as the trainer's ``evaluate(model, epoch)``; ``last_results`` keeps the results
+    of the last call (COCO results format, original image pixels).
+    """
+
+    def __init__(self, dataset, options: dict, batch_size: int = 4, num_workers: int = 0,
+                 max_images: int = 0, progress: bool = True):
+        if max_images and max_images < len(dataset):
+            dataset = Subset(dataset, range(max_images))
+        self.dataset = dataset
+        base = dataset.dataset if isinstance(dataset, Subset) else dataset
+        self.persons = base.persons
+        self.input_size = base.input_size
+        self.image_ids = base.image_ids[: len(dataset)]
+        self.options = dict(options)
+        self.loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+        self.progress = progress
+        self.last_results: list[dict] = []
+
+    def protocol(self) -> str:
+        o = self.options
+        return (f"{self.persons.split} of {self.persons.root} ({len(self.dataset)} images), single scale "
+                f"(longer side {max(self.input_size)} px), person boxes with score > {o['score_threshold']:g}, "
+                f"NMS IoU {o['nms_threshold']:g}, at most {o['max_detections']} per image")
+
+    @torch.no_grad()
+    def __call__(self, model, epoch: int | None = None) -> dict:
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        results = []
+        start = time.perf_counter()
+        for images, targets in tqdm(self.loader, desc="validate boxes", leave=False, disable=not self.progress,
+                                    mininterval=5):
+            outputs = model(images.to(device))
+            size = tuple(images.shape[-2:])
+            for det, meta in zip(model.detect(outputs, [size] * len(images), **self.options), targets["meta"]):
+                results += self._to_image(det, meta)
+        self.last_results = results
+        metrics = evaluate_boxes(self.persons.coco, results, image_ids=self.image_ids)
+        metrics["val_seconds"] = time.perf_counter() - start
+        model.train(was_training)
+        return metrics
+
+    @staticmethod
+    def _to_image(det: dict, meta: dict) -> list[dict]:
+        """Boxes from input pixels back to the original image (validation inputs are only
+        scaled and padded, so mapping two corners is exact), clipped to it."""
+        boxes = det["boxes"].cpu().double().numpy()
+        if not len(boxes):
+            return []
+        corners = transform_points(meta["inverse"], boxes.reshape(-1, 2)).reshape(-1, 4)
+        h, w = meta["original_size"]
+        corners[:, 0::2] = corners[:, 0::2].clip(0, w)
+        corners[:, 1::2] = corners[:, 1::2].clip(0, h)
+        keep = (corners[:, 2] > corners[:, 0]) & (corners[:, 3] > corners[:, 1])
+        scores = det["scores"].cpu().numpy()[keep]
+        return box_results([meta["image_id"]] * int(keep.sum()), corners[keep], scores)
+
+
+def evaluator_from_config(cfg: DictConfig, dataset=None, progress: bool = True) -> DetectionEvaluator:
+    dataset = dataset if dataset is not None else build.keypoint_dataset(cfg, cfg.data.val_split, train=False)
+    return DetectionEvaluator(dataset, build.detection_options(cfg), batch_size=cfg.eval.batch_size,
+                              num_workers=cfg.train.num_workers, max_images=cfg.eval.max_images, progress=progress)
+
+
+def stage_config(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with the detection stage's training overrides (``detection.epochs``, ``.lr``) applied."""
+    overrides = {k: cfg.detection[k] for k in ("epochs", "lr") if cfg.detection[k] is not None}
+    return OmegaConf.merge(cfg, {"train": overrides}) if overrides else cfg
+
+
+def prepare_model(cfg: DictConfig, num_keypoints: int, init: str | Path | None):
+    """The model with the detection branch, the ``init`` checkpoint's weights (a keypoint-stage
+    checkpoint, or a detection-stage one), the configured parts frozen and the training tasks set."""
+    model = build.posenet_model(cfg, num_keypoints, detection=True)
+    if init is not None:
+        load_init(model, init)
+    freeze = list(cfg.detection.freeze)
+    try:
+        model.freeze(freeze)
+    except ValueError as e:
+        raise ConfigError(f"detection.freeze: {e}") from None
+    model.train_tasks = {"detection"} | (set() if "keypoint" in freeze else {"keypoints"})
+    return model
+
+
+def load_init(model, path: str | Path) -> None:
+    """Load a keypoint-stage checkpoint into ``model``; its detection branch keeps its fresh
+    weights unless the checkpoint has some. A checkpoint of another model is one clear error."""
+    state = dict(ckpt.model_state_of(ckpt.load_checkpoint(path)))
+    own = model.state_dict()
+    for key, value in own.items():
+        if key.startswith(("detection_fpn.", "detection_head.")):
+            state.setdefault(key, value)
+    ckpt.load_model_state(model, state, path)
+
+
+def train(cfg: DictConfig, init: str | Path | None = None, out_dir: str | Path | None = None,
+          resume: bool = False, log=print) -> list[dict]:
+    """Train the detection stage of ``cfg`` from the keypoint checkpoint ``init``; returns the
+    per-epoch records. Resuming an existing run needs no ``init`` (its last.pt holds everything)."""
+    from posenet.engine import Trainer
+    from posenet.engine.loader import seed_everything
+
+    out_dir = Path(out_dir or Path(cfg.output_dir) / "detection")
+    resuming = resume and (out_dir / "last.pt").is_file()
+    if init is None and not resuming:
+        raise ConfigError("the detection stage starts from a keypoint-stage checkpoint: give --init CKPT")
+    cfg = stage_config(cfg)
+    train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
+    evaluator = evaluator_from_config(cfg)
+    seed_everything(cfg.seed)
+    model = prepare_model(cfg, train_set.layout.num_keypoints, None if resuming else init)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log(f"detection stage: {len(train_set)} training images, frozen: {', '.join(sorted(model.frozen)) or 'nothing'} "
+        f"({trainable / 1e6:.2f} M trainable parameters), validation on {evaluator.protocol()}")
+    trainer = Trainer(
+        model=model,
+        train_dataset=train_set,
+        collate_fn=collate,
+        evaluate=evaluator,
+        out_dir=out_dir,
+        resume=resume,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        **build.trainer_options(cfg),
+    )
+    return trainer.fit()
+
+
+def load_model(cfg: DictConfig, checkpoint: str | Path, num_keypoints: int, device="cpu"):
+    """The full model (detection branch included) with the weights of ``checkpoint``."""
+    model = build.posenet_model(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}), num_keypoints,
+                                detection=True)
+    state = ckpt.model_state_of(ckpt.load_checkpoint(checkpoint))
+    if not any(k.startswith("detection_head.") for k in state):
+        raise ConfigError(f"{checkpoint} has no detection branch: it is a keypoint-stage checkpoint; "
+                          f"train the detection stage on it first (scripts/train_detection.py --init {checkpoint})")
+    ckpt.load_model_state(model, state, checkpoint)
+    return model.to(device).eval()
+
+
+def validate(cfg: DictConfig, checkpoint: str | Path, device: str = "cpu", log=print):
+    """Person box AP of ``checkpoint`` on ``data.val_split``; returns (metrics, evaluator)."""
+    evaluator = evaluator_from_config(cfg)
+    log(f"protocol: {evaluator.protocol()}")
+    model = load_model(cfg, checkpoint, len(cfg.data.keypoints.names), device)
+    metrics = evaluator(model)
+    log("person box AP (COCO bbox):\n" + format_metrics(metrics, BOX_METRICS[:6]))
+    return metrics, evaluator
+
+
+def metrics_record(metrics: dict, evaluator: DetectionEvaluator, checkpoint) -> dict:
+    """What ``--metrics-out`` and the quickstart write: the box metrics, protocol, checkpoint."""
+    record = {k: metrics[k] for k in BOX_METRICS if k in metrics}
+    record.update(iou_type="bbox", protocol=evaluator.protocol(), checkpoint=str(checkpoint))
+    return record
+
+
+__all__ = ["DetectionEvaluator", "evaluator_from_config", "load_init", "load_model", "metrics_record",
+           "prepare_model", "stage_config", "train", "validate"]
