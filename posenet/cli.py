@@ -23,7 +23,8 @@ def config_parser(description: str, config_required: bool = True) -> argparse.Ar
 
 
 def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, DictConfig]:
-    args = parser.parse_args(argv)
+    # Intermixed: key=value overrides may come before, between or after the options.
+    args = parser.parse_intermixed_args(argv)
     return args, load_config(args.config, args.overrides)
 
 

@@ -3,6 +3,7 @@
 
     python scripts/benchmark.py nms [--device cuda] [--threads 1] [--markdown-out FILE] [--update-readme]
     python scripts/benchmark.py data [--root DIR] [--workers 2] [--input-size 480]
+    python scripts/benchmark.py decode [--config FILE] [--checkpoint CKPT] [--input-size 480] [--people 20]
 
 To add a benchmark, write ``add_<name>_parser(subparsers)`` that registers its options and a
 ``run`` function (``parser.set_defaults(run=...)``), and list it in SUBCOMMANDS.
@@ -125,7 +126,38 @@ def add_data_parser(subparsers) -> None:
     p.set_defaults(run=run_data)
 
 
-SUBCOMMANDS = [add_nms_parser, add_data_parser]
+# --------------------------------------------------------------------------- decode
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    from posenet.config import load_config
+    from posenet.inference.bench import benchmark_decode, format_decode_table
+
+    cfg = load_config(args.config, args.overrides)
+    result = benchmark_decode(cfg, input_size=args.input_size, people=args.people, checkpoint=args.checkpoint,
+                              threads=args.threads)
+    _emit(format_decode_table(result), args)
+    return 0
+
+
+def add_decode_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "decode",
+        help="inference time per image: the network, and decoding (peaks + PRN/greedy grouping) separately",
+        description="Network time on a random image and decoding time (peaks, grouping, mapping back) on a "
+        "crowded scene, per image, on the CPU.",
+    )
+    p.add_argument("--config", default=os.path.join(os.path.dirname(README), "configs", "synthetic_small.yaml"))
+    p.add_argument("--checkpoint", help="weights to time (default: random initialisation)")
+    p.add_argument("--input-size", type=int, default=480)
+    p.add_argument("--people", type=int, default=20)
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default: 1)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    _add_output_options(p)
+    p.set_defaults(run=run_decode)
+
+
+SUBCOMMANDS = [add_nms_parser, add_data_parser, add_decode_parser]
 
 
 def main(argv=None) -> int:

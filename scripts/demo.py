@@ -4,14 +4,27 @@ from pathlib import Path
 
 from posenet import cli, quickstart
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synthetic_small.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = ROOT / "configs" / "synthetic_small.yaml"
 
 
 def main():
     parser = cli.config_parser(__doc__, config_required=False)
     parser.set_defaults(config=str(DEFAULT_CONFIG))
-    _, cfg = cli.parse_config_args(parser)
-    quickstart.run(cfg)
+    parser.add_argument("--update-readme", action="store_true",
+                        help="replace README.md's quickstart results table with this run's")
+    args, cfg = cli.parse_config_args(parser)
+    summary = quickstart.run(cfg)
+    if args.update_readme:
+        from posenet.utils.benchmark import machine_info, replace_readme_section
+
+        info = machine_info("cpu")
+        seconds = summary["seconds"]
+        header = (f"`python scripts/demo.py --update-readme` ({Path(args.config).name}) on {info.get('cpu', 'this CPU')}, "
+                  f"torch {info.get('torch', '')}: {seconds['total'] / 60:.1f} min in all (" +
+                  ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items() if k != "total") + ").\n\n")
+        replace_readme_section(str(ROOT / "README.md"), "quickstart", header + (Path(cfg.output_dir) / "results.md").read_text())
+        print("README.md section 'quickstart' updated")
 
 
 if __name__ == "__main__":

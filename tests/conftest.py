@@ -17,3 +17,13 @@ def coco_mini() -> Path:
     if not (COCO_MINI / "annotations").is_dir():
         pytest.skip(f"{COCO_MINI} is not present")
     return COCO_MINI
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory) -> Path:
+    """A tiny synthetic COCO-format dataset (12 train, 4 val images) for end-to-end stage runs."""
+    from posenet.data.synthetic import write_synthetic_coco
+
+    root = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_coco(root, num_train=12, num_val=4, seed=3, workers=1, progress=False)
+    return root

@@ -135,3 +135,13 @@ def test_script_reports_config_errors_in_one_line(repo_root):
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "unknown key 'synthetic.nmu_train'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_overrides_may_come_before_and_after_options(repo_root):
+    from posenet import cli
+
+    parser = cli.config_parser("test")
+    parser.add_argument("--out")
+    args, cfg = cli.parse_config_args(parser, ["--config", str(repo_root / "configs" / "synthetic_small.yaml"),
+                                               "seed=3", "--out", "somewhere", "train.epochs=2"])
+    assert args.out == "somewhere" and cfg.seed == 3 and cfg.train.epochs == 2

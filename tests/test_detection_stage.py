@@ -15,7 +15,7 @@ from posenet.data.transforms import transform_points
 from posenet.engine.checkpoint import load_checkpoint
 from posenet.stages import detection, keypoint
 
-from test_keypoint_stage import REPO, run_script, tiny_overrides, tiny_synthetic  # noqa: F401
+from test_keypoint_stage import REPO, run_script, tiny_overrides
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
 
@@ -60,7 +60,7 @@ def _keypoint_outputs(cfg, checkpoint, images):
     return out["heatmaps"], out["segmentation"]
 
 
-def test_detection_stage_end_to_end_frozen_means_frozen(tiny_synthetic, tmp_path):  # noqa: F811
+def test_detection_stage_end_to_end_frozen_means_frozen(tiny_synthetic, tmp_path):
     kp_dir, det_dir = tmp_path / "kp", tmp_path / "det"
     # trainable batch norm in the keypoint stage: the detection stage must not move its statistics
     common = ["model.frozen_bn=false", "detection.fpn_channels=16", "detection.head_convs=1"]
@@ -97,7 +97,7 @@ def test_detection_stage_end_to_end_frozen_means_frozen(tiny_synthetic, tmp_path
     run_script("val_keypoint.py", "--config", str(CONFIG), *det, "--checkpoint", str(det_dir / "last.pt"))
 
 
-def test_detection_stage_errors_are_one_clear_line(tiny_synthetic, tmp_path):  # noqa: F811
+def test_detection_stage_errors_are_one_clear_line(tiny_synthetic, tmp_path):
     cfg = load_config(CONFIG, tiny_overrides(tiny_synthetic, tmp_path / "run"))
     with pytest.raises(Exception, match="--init"):
         detection.train(cfg)
@@ -119,7 +119,7 @@ def test_detection_stage_errors_are_one_clear_line(tiny_synthetic, tmp_path):  #
         detection.load_model(cfg, tmp_path / "kp_only.pt", 17)
 
 
-def test_frozen_parts_stay_in_eval_mode_and_out_of_the_optimizer(tiny_synthetic, tmp_path):  # noqa: F811
+def test_frozen_parts_stay_in_eval_mode_and_out_of_the_optimizer(tiny_synthetic, tmp_path):
     cfg = load_config(CONFIG, tiny_overrides(tiny_synthetic, tmp_path / "run") + ["model.frozen_bn=false"])
     model = detection.prepare_model(cfg, 17, None)
     model.train()

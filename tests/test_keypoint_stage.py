@@ -132,15 +132,6 @@ def test_perfect_heatmaps_score_high_ap_on_coco_mini_val(coco_mini):
 # ----------------------------------------------------------------------------- scripts
 
 
-@pytest.fixture(scope="module")
-def tiny_synthetic(tmp_path_factory):
-    from posenet.data.synthetic import write_synthetic_coco
-
-    root = tmp_path_factory.mktemp("synthetic")
-    write_synthetic_coco(root, num_train=12, num_val=4, seed=3, workers=1, progress=False)
-    return root
-
-
 def tiny_overrides(root, out) -> list[str]:
     return [f"data.root={root}", f"output_dir={out}", "model.backbone_depth=18", "model.pretrained=none",
             "model.frozen_bn=true", "model.fpn_channels=16", "model.subnet_channels=16", "model.fuse_channels=16",

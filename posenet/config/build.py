@@ -130,6 +130,17 @@ def keypoint_dataset(cfg: DictConfig, split: str, train: bool):
     )
 
 
+def trainer(cfg: DictConfig, **parts):
+    """``train`` (+ the resolved ``cfg``, saved in the run directory) → a
+    :class:`posenet.engine.Trainer` of ``parts`` (model, train_dataset, collate_fn, evaluate,
+    visualize, out_dir, resume)."""
+    from omegaconf import OmegaConf
+
+    from posenet.engine import Trainer
+
+    return Trainer(config=OmegaConf.to_container(cfg, resolve=True), **parts, **trainer_options(cfg))
+
+
 def trainer_options(cfg: DictConfig) -> dict:
     """``train`` → the keyword arguments of :class:`posenet.engine.Trainer` (and its optimizer
     and schedule) that come from the config."""

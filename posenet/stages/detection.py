@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
@@ -130,7 +129,6 @@ def train(cfg: DictConfig, init: str | Path | None = None, out_dir: str | Path |
           resume: bool = False, log=print) -> list[dict]:
     """Train the detection stage of ``cfg`` from the keypoint checkpoint ``init``; returns the
     per-epoch records. Resuming an existing run needs no ``init`` (its last.pt holds everything)."""
-    from posenet.engine import Trainer
     from posenet.engine.loader import seed_everything
 
     out_dir = Path(out_dir or Path(cfg.output_dir) / "detection")
@@ -145,16 +143,8 @@ def train(cfg: DictConfig, init: str | Path | None = None, out_dir: str | Path |
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"detection stage: {len(train_set)} training images, frozen: {', '.join(sorted(model.frozen)) or 'nothing'} "
         f"({trainable / 1e6:.2f} M trainable parameters), validation on {evaluator.protocol()}")
-    trainer = Trainer(
-        model=model,
-        train_dataset=train_set,
-        collate_fn=collate,
-        evaluate=evaluator,
-        out_dir=out_dir,
-        resume=resume,
-        config=OmegaConf.to_container(cfg, resolve=True),
-        **build.trainer_options(cfg),
-    )
+    trainer = build.trainer(cfg, model=model, train_dataset=train_set, collate_fn=collate,
+                            evaluate=evaluator, out_dir=out_dir, resume=resume)
     return trainer.fit()
 
 

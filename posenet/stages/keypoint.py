@@ -131,7 +131,6 @@ def evaluator_from_config(cfg: DictConfig, dataset=None, progress: bool = True) 
 
 def train(cfg: DictConfig, out_dir: str | Path | None = None, resume: bool = False, log=print) -> list[dict]:
     """Train the keypoint stage of ``cfg``; returns the per-epoch records."""
-    from posenet.engine import Trainer
     from posenet.engine.loader import seed_everything
 
     out_dir = Path(out_dir or cfg.output_dir)
@@ -140,17 +139,8 @@ def train(cfg: DictConfig, out_dir: str | Path | None = None, resume: bool = Fal
     seed_everything(cfg.seed)  # the initial weights are part of the run: same seed, same run
     model = build.posenet_model(cfg, train_set.layout.num_keypoints)
     log(f"keypoint stage: {len(train_set)} training images, validation on {evaluator.protocol()}")
-    trainer = Trainer(
-        model=model,
-        train_dataset=train_set,
-        collate_fn=collate,
-        evaluate=evaluator,
-        visualize=visualize,
-        out_dir=out_dir,
-        resume=resume,
-        config=OmegaConf.to_container(cfg, resolve=True),
-        **build.trainer_options(cfg),
-    )
+    trainer = build.trainer(cfg, model=model, train_dataset=train_set, collate_fn=collate,
+                            evaluate=evaluator, visualize=visualize, out_dir=out_dir, resume=resume)
     return trainer.fit()
 
 

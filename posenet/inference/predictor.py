@@ -1,0 +1,250 @@
+"""The inference pipeline: image → one network pass → peaks + boxes → grouping → people.
+
+    from posenet.inference import Predictor
+    predictor = Predictor.from_checkpoint("runs/synthetic_small/prn/best.pt")
+    people = predictor.predict("photo.jpg")          # or an RGB / gray / RGBA uint8 array
+
+Per image: the longer side is scaled to ``infer.input_size`` (aspect kept; the model pads to a
+multiple of 32 itself); the keypoint heatmaps are averaged over ``infer.scales`` (each resized
+to the first scale's heatmap grid) and, with ``infer.flip``, with the mirrored image's (left/
+right swapped); person boxes come from the first scale's detection head; the heatmap peaks
+(3x3 local maxima above ``infer.peak_threshold``, sub-pixel refined) are grouped into the boxes
+by the Pose Residual Network (``infer.grouping=prn``, all boxes of the image in one batch) or by
+the greedy baseline (``greedy``: each peak to the box it is most central in). Everything is
+mapped back to original image pixels.
+
+A person is {"keypoints": (K, 3) x, y, score, "box": (4,) x1, y1, x2, y2, "box_score",
+"score"}; the pose score is the box score times the mean score of the keypoints above
+``infer.keypoint_threshold`` (see ``pose_scores``).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from posenet.codecs import KeypointHeatmapCodec
+from posenet.config import build, load_config
+from posenet.data.keypoints import KeypointLayout
+from posenet.data.transforms import fit_matrix, invert, transform_points, warp_image
+from posenet.engine import checkpoint as ckpt
+from posenet.errors import ConfigError, DataError
+from posenet.inference.grouping import flip_back
+from posenet.inference.prn_grouping import greedy_assign, pose_scores, prn_assign
+
+
+@dataclass
+class Prediction:
+    """Everything one image gave: the people, and what pictures and benchmarks need."""
+
+    people: list[dict]
+    boxes: np.ndarray              # (B, 4) all boxes above the box threshold, image pixels
+    box_scores: np.ndarray         # (B,)
+    heatmaps: np.ndarray           # (K, h, w) heatmaps on the network's grid
+    matrix: np.ndarray             # image pixels -> network input pixels
+    image_size: tuple[int, int]    # (height, width) of the original image
+    timing: dict = field(default_factory=dict)  # "network_ms", "decode_ms"
+
+
+def as_rgb(image) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB array from a path or an RGB / gray / RGBA array (uint8 or
+    uint16); raises DataError for what cannot be read."""
+    from posenet.data.dataset import read_image
+
+    if isinstance(image, (str, os.PathLike)):
+        return np.ascontiguousarray(read_image(image)[:, :, ::-1])
+    array = np.asarray(image)
+    if array.dtype == np.uint16:
+        array = (array // 257).astype(np.uint8)
+    if array.dtype != np.uint8:
+        raise DataError(f"images must be uint8 or uint16 arrays, got {array.dtype}")
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4) or min(array.shape[:2]) < 1:
+        raise DataError(f"images must be (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
+    return np.ascontiguousarray(array[:, :, :3])
+
+
+class Predictor:
+    """A full checkpoint (keypoint + detection + PRN) and the config's ``infer`` settings."""
+
+    def __init__(self, model, cfg: DictConfig, device: str | torch.device = "cpu"):
+        if cfg.infer.grouping == "prn" and not model.has_prn:
+            raise ConfigError("infer.grouping=prn but this checkpoint has no PRN (train it with "
+                              "scripts/train_prn.py, or use infer.grouping=greedy)")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.cfg = cfg
+        self.layout: KeypointLayout = build.keypoint_layout(cfg.data.keypoints)
+        self.input_size = int(cfg.infer.input_size or cfg.keypoint.val_input_size)
+        self.detect_options = build.detection_options(cfg)
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | os.PathLike, config: str | os.PathLike | None = None,
+                        overrides: Sequence[str] = (), device: str = "cpu") -> "Predictor":
+        """Load ``checkpoint`` with ``config`` (default: the ``config.yaml`` of its run directory)."""
+        checkpoint = Path(checkpoint)
+        config = Path(config) if config else checkpoint.parent / "config.yaml"
+        if not config.is_file():
+            raise ConfigError(f"no config for {checkpoint}: {config} does not exist; pass --config FILE")
+        return cls.from_config(load_config(config, list(overrides)), checkpoint, device)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, checkpoint: str | os.PathLike, device: str = "cpu") -> "Predictor":
+        """The model of ``cfg`` with every part ``checkpoint`` holds (detection branch, PRN)."""
+        from omegaconf import OmegaConf
+
+        state = ckpt.model_state_of(ckpt.load_checkpoint(checkpoint))
+        has = {part: any(k.startswith(prefix) for k in state)
+               for part, prefix in (("detection", "detection_head."), ("prn", "prn."))}
+        model = build.posenet_model(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}),
+                                    len(cfg.data.keypoints.names), detection=has["detection"], prn=has["prn"])
+        ckpt.load_model_state(model, state, checkpoint)
+        return cls(model, cfg, device)
+
+    def predict(self, image) -> list[dict]:
+        """The people in one image (a path or an RGB / gray / RGBA array)."""
+        return self.run(image).people
+
+    def run(self, image) -> Prediction:
+        """``predict`` with everything else: boxes, heatmaps, geometry and timings."""
+        rgb = as_rgb(image)
+        start = time.perf_counter()
+        net = self.network(rgb)
+        network = time.perf_counter() - start
+        start = time.perf_counter()
+        xy, types, scores = self.peaks(net)
+        people, image_boxes = self.group(xy, types, scores, net.boxes, net.box_scores, net.matrix, net.image_size)
+        decode = time.perf_counter() - start
+        return Prediction(people, image_boxes, net.box_scores.numpy(), net.heatmaps.numpy(), net.matrix,
+                          net.image_size, {"network_ms": 1e3 * network, "decode_ms": 1e3 * decode})
+
+    @torch.no_grad()
+    def network(self, rgb: np.ndarray) -> "NetworkOutput":
+        """The network part: heatmaps (scales and flip averaged) and the boxes above
+        ``infer.box_threshold``, in network input pixels of the first scale."""
+        if not self.model.has_detection:
+            raise ConfigError("inference needs person boxes: this checkpoint has no detection branch "
+                              "(train the detection stage: scripts/train_detection.py)")
+        height, width = rgb.shape[:2]
+        inf = self.cfg.infer
+        heat = boxes = box_scores = matrix = input_hw = None
+        for i, scale in enumerate(inf.scales):
+            size = max(32, int(round(self.input_size * float(scale))))
+            m = fit_matrix((height, width), (size, size))
+            s = size / max(height, width)
+            hw = (max(1, int(round(height * s))), max(1, int(round(width * s))))
+            batch = torch.from_numpy(warp_image(rgb, m, hw)).permute(2, 0, 1)[None].to(self.device)
+            out = self.model(batch)
+            h = out["heatmaps"].float()
+            if inf.flip:
+                flipped = self.model(batch.flip(-1))["heatmaps"].float()
+                h = 0.5 * (h + flip_back(flipped, self.layout.flip_index))
+            if i == 0:
+                heat, matrix, input_hw = h, m, hw
+                det = self.model.detect(out, [hw], **self.detect_options)[0]
+                keep = det["scores"] >= inf.box_threshold
+                boxes, box_scores = det["boxes"][keep].float().cpu(), det["scores"][keep].float().cpu()
+            else:
+                heat = heat + F.interpolate(h, size=heat.shape[-2:], mode="bilinear", align_corners=False)
+        heat = (heat / len(inf.scales))[0].cpu()
+        return NetworkOutput(heat, boxes, box_scores, matrix, input_hw, (height, width))
+
+    def peaks(self, net: "NetworkOutput") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Heatmap peaks as flat (P, 2) input-pixel coordinates, (P,) keypoint types and scores."""
+        inf = self.cfg.infer
+        K = net.heatmaps.shape[0]
+        codec = KeypointHeatmapCodec(net.input_size, stride=self.model.output_stride, sigma=self.cfg.keypoint.sigma)
+        peaks = codec.decode(net.heatmaps, threshold=inf.peak_threshold, max_peaks=inf.max_peaks)
+        valid = peaks.valid.reshape(-1)
+        types = torch.arange(K).repeat_interleave(peaks.valid.shape[1])
+        return peaks.coords.reshape(-1, 2)[valid], types[valid], peaks.scores.reshape(-1)[valid]
+
+    def group(self, xy: torch.Tensor, types: torch.Tensor, scores: torch.Tensor, boxes: torch.Tensor,
+              box_scores: torch.Tensor, matrix: np.ndarray, image_size) -> tuple[list[dict], np.ndarray]:
+        """People from peaks and boxes given in network input pixels (``matrix`` maps image
+        pixels there): grouping (``infer.grouping``), mapping back, pose scores, best first.
+        Returns the people and the (B, 4) boxes in image pixels."""
+        inf, p = self.cfg.infer, self.cfg.prn
+        K = self.layout.num_keypoints
+        boxes = boxes.float().reshape(-1, 4)
+        if not len(boxes):
+            return [], np.zeros((0, 4))
+        if inf.box_scale != 1.0 and len(boxes):
+            centre, half = 0.5 * (boxes[:, :2] + boxes[:, 2:]), 0.5 * (boxes[:, 2:] - boxes[:, :2])
+            boxes = torch.cat([centre - inf.box_scale * half, centre + inf.box_scale * half], dim=1)
+        if inf.grouping == "prn":
+            keypoints, kp_scores = prn_assign(self.model.prn, boxes, xy, types, scores, K, p.box_margin,
+                                              p.height, p.width, p.input_sigma, p.window)
+        else:
+            keypoints, kp_scores = greedy_assign(boxes, xy, types, scores, K, p.box_margin)
+        inverse = invert(matrix)
+        keypoints = transform_points(inverse, np.asarray(keypoints, dtype=np.float64).reshape(-1, 2))
+        keypoints = keypoints.reshape(len(boxes), K, 2)
+        image_boxes = transform_points(inverse, boxes.numpy().astype(np.float64).reshape(-1, 2)).reshape(-1, 4)
+        h, w = image_size
+        image_boxes[:, 0::2] = image_boxes[:, 0::2].clip(0, w)
+        image_boxes[:, 1::2] = image_boxes[:, 1::2].clip(0, h)
+        kp_scores = np.clip(np.asarray(kp_scores, dtype=np.float64).reshape(len(boxes), K), 0, 1)
+        box_scores_np = np.asarray(box_scores, dtype=np.float64).reshape(-1)
+        person_scores = np.asarray(pose_scores(box_scores_np, kp_scores, inf.keypoint_threshold),
+                                   dtype=np.float64).reshape(-1)
+        people = [
+            {"keypoints": np.concatenate([keypoints[i], kp_scores[i][:, None]], axis=1),
+             "box": image_boxes[i], "box_score": float(box_scores_np[i]), "score": float(person_scores[i])}
+            for i in np.argsort(-person_scores, kind="stable")
+        ]
+        return people, image_boxes
+
+
+@dataclass
+class NetworkOutput:
+    """What the network part of the pipeline gives for one image (input pixels of scale 1)."""
+
+    heatmaps: torch.Tensor         # (K, h, w)
+    boxes: torch.Tensor            # (B, 4)
+    box_scores: torch.Tensor       # (B,)
+    matrix: np.ndarray             # image pixels -> input pixels
+    input_size: tuple[int, int]    # (height, width) of the network input
+    image_size: tuple[int, int]    # (height, width) of the image
+
+
+def draw_prediction(rgb: np.ndarray, prediction: Prediction, layout: KeypointLayout,
+                    keypoint_threshold: float = 0.05) -> dict[str, np.ndarray]:
+    """Pictures of one prediction as BGR uint8 images: "heatmaps" (the maximum over keypoint
+    types, over the image), "boxes" (with scores), "skeletons" (keypoints at or above
+    ``keypoint_threshold``), and "panel": the three side by side."""
+    from posenet.vis import draw_boxes, draw_skeleton, heatmap_overlay, person_color
+
+    h, w = prediction.image_size
+    # heatmap cell (i, j) is centred on network input pixel (4j + 1.5, 4i + 1.5); the inverse
+    # of the input matrix takes that to the image.
+    grid_to_input = np.array([[4.0, 0.0, 1.5], [0.0, 4.0, 1.5], [0.0, 0.0, 1.0]])
+    grid_to_image = (np.vstack([invert(prediction.matrix), [0, 0, 1]]) @ grid_to_input)[:2]
+    heat = prediction.heatmaps.max(axis=0) if len(prediction.heatmaps) else np.zeros((1, 1))
+    heat_image = cv2.warpAffine(heat.astype(np.float32), grid_to_image, (w, h), flags=cv2.INTER_LINEAR,
+                                borderValue=0)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    pictures = {"heatmaps": np.ascontiguousarray(heatmap_overlay(rgb, heat_image)[:, :, ::-1])}
+    colors = [person_color(i) for i in range(len(prediction.people))]
+    pictures["boxes"] = draw_boxes(bgr, [p["box"] for p in prediction.people], colors,
+                                   [f"{p['box_score']:.2f}" for p in prediction.people], xywh=False)
+    skeletons = bgr.copy()
+    for person, color in zip(prediction.people, colors):
+        kps = person["keypoints"].copy()
+        kps[:, 2] = np.where(kps[:, 2] >= keypoint_threshold, 2.0, 0.0)
+        skeletons = draw_skeleton(skeletons, kps, color, layout)
+    pictures["skeletons"] = skeletons
+    pictures["panel"] = np.concatenate([pictures["heatmaps"], pictures["boxes"], pictures["skeletons"]], axis=1)
+    return pictures
+
+
+__all__ = ["NetworkOutput", "Prediction", "Predictor", "as_rgb", "draw_prediction"]

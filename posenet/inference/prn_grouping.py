@@ -1,0 +1,187 @@
+"""Group keypoint peaks into the persons of known boxes: with the Pose Residual Network, or
+with the greedy baseline; and the pose score of a grouped person.
+
+Both groupings take the boxes (B, 4) x1 y1 x2 y2 and the candidate peaks of one image in image
+pixels: ``peaks_xy`` (P, 2), ``peaks_type`` (P,) keypoint index, ``peaks_score`` (P,) heatmap
+value; both return ``(keypoints (B, K, 2) image pixels, scores (B, K))`` as numpy arrays, the
+score of an assigned keypoint being its peak's score and that of a keypoint left unassigned 0.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from posenet.data.prn_samples import box_grid, encode_peaks, grid_to_image, image_to_grid
+
+
+def _as_peaks(peaks_xy, peaks_type, peaks_score):
+    xy = np.asarray(peaks_xy, dtype=np.float64).reshape(-1, 2)
+    types = np.asarray(peaks_type, dtype=np.int64).reshape(-1)
+    scores = np.ones(len(xy)) if peaks_score is None else np.asarray(peaks_score, dtype=np.float64).reshape(-1)
+    if not len(xy) == len(types) == len(scores):
+        raise ValueError(f"{len(xy)} peaks, {len(types)} types and {len(scores)} scores")
+    return xy, types, scores
+
+
+def greedy_matching(score: np.ndarray) -> np.ndarray:
+    """Greedy assignment in (K, B, S) candidate scores (-inf: no candidate): best pairs first,
+    each (k, b) row takes at most one slot s and each (k, s) at most one row. Returns the
+    chosen slot per (k, b), -1 where none.
+
+    The rounds accept every pair that is the best of its row and of its column at once: such a
+    pair is the next one the one-by-one greedy pass would take in its row and column, so the
+    result is the greedy pass's (ties broken by index), in a few vectorised rounds instead of
+    one Python step per pair.
+    """
+    score = score.copy()
+    K, B, S = score.shape
+    chosen = np.full((K, B), -1, dtype=np.int64)
+    if B == 0 or S == 0:
+        return chosen
+    boxes = np.arange(B)
+    while True:
+        row = score.argmax(2)  # (K, B): best slot of each row
+        value = np.take_along_axis(score, row[..., None], 2)[..., 0]
+        col = score.argmax(1)  # (K, S): best row of each slot
+        mutual = np.isfinite(value) & (np.take_along_axis(col, row, 1) == boxes)
+        if not mutual.any():
+            return chosen
+        k, b = np.nonzero(mutual)
+        s = row[k, b]
+        chosen[k, b] = s
+        score[k, b, :] = -np.inf
+        score[k, :, s] = -np.inf
+
+
+def _by_type(types: np.ndarray, num_keypoints: int) -> tuple[np.ndarray, int]:
+    """Each peak's slot among the peaks of its type, and the most peaks of one type."""
+    order = np.argsort(types, kind="stable")
+    counts = np.bincount(types, minlength=num_keypoints)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.empty(len(types), dtype=np.int64)
+    slot[order] = np.arange(len(types)) - starts[types[order]]
+    return slot, int(counts.max()) if len(types) else 0
+
+
+def _assign(pair_score: np.ndarray, types: np.ndarray, num_keypoints: int) -> np.ndarray:
+    """Greedy assignment of (B, P) pair scores (-inf: not a candidate) -> the peak index per
+    (box, type), (B, K), -1 where none."""
+    B, P = pair_score.shape
+    slot, slots = _by_type(types, num_keypoints)
+    score = np.full((num_keypoints, B, slots), -np.inf)
+    score[types, :, slot] = pair_score.T
+    chosen = greedy_matching(score)  # (K, B) slots
+    peak_of = np.full((num_keypoints, max(slots, 1)), -1, dtype=np.int64)
+    peak_of[types, slot] = np.arange(P)
+    return np.where(chosen >= 0, np.take_along_axis(peak_of, chosen.clip(0), 1), -1).T
+
+
+def window_sums(maps: np.ndarray, types: np.ndarray, rows: np.ndarray, cols: np.ndarray, window: int) -> np.ndarray:
+    """Sums of ``maps`` (B, K, H, W) over the ``window`` x ``window`` cells (zero outside the
+    grid) centred on cell (rows, cols) (B, P) of channel ``types`` (P,): a box filter read off
+    an integral image at just those cells. Returns (B, P) float64."""
+    B, K, H, W = maps.shape
+    integral = np.zeros((B, K, H + 1, W + 1))
+    integral[:, :, 1:, 1:] = maps.astype(np.float64).cumsum(2).cumsum(3)
+    r = window // 2
+    y0, y1 = (rows - r).clip(0, H), (rows + r + 1).clip(0, H)
+    x0, x1 = (cols - r).clip(0, W), (cols + r + 1).clip(0, W)
+    b, k = np.arange(B)[:, None], types[None]
+    return integral[b, k, y1, x1] - integral[b, k, y0, x1] - integral[b, k, y1, x0] + integral[b, k, y0, x0]
+
+
+@torch.no_grad()
+def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int, margin: float = 0.21,
+               height: int = 56, width: int = 36, input_sigma: float = 1.0, window: int = 15,
+               min_score: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """PRN grouping of one image's peaks into its boxes.
+
+    All boxes go through ``prn`` (put in eval mode for the call) as one batch. A peak of type
+    k inside a box's enlarged box scores the PRN output of that box's channel k summed over
+    the ``window`` x ``window`` cells around the peak's cell; pairs scoring more than
+    ``min_score`` are assigned greedily, best first, each peak to one box per type and each box
+    one peak per type (``greedy_matching``). An unassigned keypoint lies at the centre of the
+    PRN output's highest cell of its channel, with score 0.
+    """
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be a positive odd number of cells, got {window}")
+    xy, types, scores = _as_peaks(peaks_xy, peaks_type, peaks_score)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    B, K, P = len(boxes), num_keypoints, len(xy)
+    if B == 0:
+        return np.zeros((0, K, 2)), np.zeros((0, K))
+    grids = encode_peaks(boxes, xy, types, scores, K, margin, height, width, input_sigma)
+    device = next(prn.parameters()).device
+    was_training = prn.training
+    prn.eval()
+    try:
+        out = prn(torch.from_numpy(grids).to(device)).float()
+    finally:
+        prn.train(was_training)
+    _, affine = box_grid(boxes, margin, height, width)
+    # fallback: the highest output cell of each channel, at its centre
+    best = out.flatten(2).argmax(2).cpu().numpy()  # (B, K)
+    centre = np.stack([best % width, best // width], axis=-1) + 0.5
+    keypoints = grid_to_image(affine, centre)
+    result = np.zeros((B, K))
+    if P:
+        cell = np.floor(image_to_grid(affine, xy)).astype(np.int64)  # (B, P, 2)
+        inside = (cell[..., 0] >= 0) & (cell[..., 0] < width) & (cell[..., 1] >= 0) & (cell[..., 1] < height)
+        cx, cy = cell[..., 0].clip(0, width - 1), cell[..., 1].clip(0, height - 1)
+        pair = window_sums(out.cpu().numpy(), types, cy, cx, window)  # (B, P)
+        pair = np.where(inside & (pair > min_score), pair, -np.inf)
+        peak = _assign(pair, types, K)  # (B, K)
+        found = peak >= 0
+        keypoints[found] = xy[peak[found]]
+        result[found] = scores[peak[found]]
+    return keypoints, result
+
+
+def greedy_assign(boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int,
+                  margin: float = 0.21) -> tuple[np.ndarray, np.ndarray]:
+    """The baseline grouping: each peak goes to the box, among the enlarged boxes it lies in,
+    where it is most central (distance to the box centre in half box sizes, per axis, the
+    larger of the two), and each box keeps its best-scoring peak per type. A box without a
+    peak of some type puts that keypoint at its centre, with score 0."""
+    xy, types, scores = _as_peaks(peaks_xy, peaks_type, peaks_score)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    B, K, P = len(boxes), num_keypoints, len(xy)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    keypoints = np.repeat(centre[:, None], K, axis=1)
+    result = np.zeros((B, K))
+    if B == 0 or P == 0:
+        return keypoints, result
+    enlarged, _ = box_grid(boxes, margin, 1, 1)
+    half = (enlarged[:, 2:] - enlarged[:, :2]) / 2  # (B, 2)
+    distance = (np.abs(xy[None] - centre[:, None]) / half[:, None]).max(-1)  # (B, P); <= 1 inside
+    distance = np.where(distance <= 1.0, distance, np.inf)
+    owner = distance.argmin(0)  # (P,)
+    owned = np.isfinite(distance[owner, np.arange(P)])
+    # best-scoring peak per (owner, type): sort by score, the last write of each key wins
+    p = np.flatnonzero(owned)
+    p = p[np.argsort(scores[p], kind="stable")]
+    peak = np.full(B * K, -1, dtype=np.int64)
+    peak[owner[p] * K + types[p]] = p
+    peak = peak.reshape(B, K)
+    found = peak >= 0
+    keypoints[found] = xy[peak[found]]
+    result[found] = scores[peak[found]]
+    return keypoints, result
+
+
+def pose_scores(box_scores, keypoint_scores, threshold: float = 0.05) -> np.ndarray:
+    """The score of each grouped person (B,): its box score times the mean of its keypoint
+    scores that exceed ``threshold`` (the keypoints it was found to have), 0 when none does.
+
+    Unlike the port's ``#assigned / K``, it ranks a confident detection with confident
+    keypoints above a doubtful one, and a person seen in part is not penalised for the
+    keypoints it does not show (those count in the AP through OKS, not through the score).
+    """
+    box = np.asarray(box_scores, dtype=np.float64).reshape(-1)
+    kps = np.asarray(keypoint_scores, dtype=np.float64).reshape(len(box), -1)
+    above = kps > threshold
+    mean = np.where(above, kps, 0.0).sum(1) / np.maximum(above.sum(1), 1)
+    return box * mean
+
+
+__all__ = ["greedy_assign", "greedy_matching", "pose_scores", "prn_assign", "window_sums"]

@@ -1,0 +1,158 @@
+"""End-to-end COCO keypoint AP through the inference pipeline, and its ablations.
+
+Every mode runs the same ``Predictor`` code path as ``infer.py`` on each validation image;
+the modes only change where the keypoint candidates and the person boxes come from:
+
+=========================  ==============================  ==========================
+mode                       keypoint candidates             person boxes
+=========================  ==============================  ==========================
+end-to-end                 heatmap peaks                   detection head
+pred-keypoints-gt-boxes    heatmap peaks                   ground truth
+gt-keypoints-pred-boxes    ground-truth keypoints (1.0)    detection head
+gt-keypoints-gt-boxes      ground-truth keypoints (1.0)    ground truth (the paper's
+                                                           PRN "both GT" row)
+=========================  ==============================  ==========================
+
+Ground-truth keypoints are the labelled (v > 0) keypoints of the non-crowd persons with
+keypoints, ground-truth boxes those persons' boxes (score 1). Grouping is ``infer.grouping``
+(prn or greedy).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from posenet.data.transforms import fit_matrix, transform_points
+from posenet.errors import ConfigError, DataError
+from posenet.evaluation import evaluate_keypoints, keypoint_results
+from posenet.inference.predictor import Predictor, as_rgb
+
+MODES = {
+    "end-to-end": ("pred", "pred"),
+    "pred-keypoints-gt-boxes": ("pred", "gt"),
+    "gt-keypoints-pred-boxes": ("gt", "pred"),
+    "gt-keypoints-gt-boxes": ("gt", "gt"),
+}
+
+
+class EndToEndEvaluator:
+    """COCO keypoint AP of ``predictor`` on the images of ``persons`` in one of ``MODES``."""
+
+    def __init__(self, predictor: Predictor, persons, mode: str = "end-to-end", max_images: int = 0,
+                 progress: bool = True, log=print):
+        if mode not in MODES:
+            raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.predictor, self.persons, self.mode = predictor, persons, mode
+        ids = list(persons.image_ids)
+        self.image_ids = ids[:max_images] if max_images else ids
+        self.progress, self.log = progress, log
+        self.last_results: list[dict] = []
+        self.skipped = 0
+
+    def protocol(self) -> str:
+        inf = self.predictor.cfg.infer
+        keypoints, boxes = MODES[self.mode]
+        scales = ", ".join(f"{s:g}" for s in inf.scales)
+        return (f"{self.persons.split} of {self.persons.root} ({len(self.image_ids)} images), {self.mode}: "
+                f"{'heatmap peaks' if keypoints == 'pred' else 'ground-truth keypoints'} + "
+                f"{'detected boxes (score >= ' + format(inf.box_threshold, 'g') + ')' if boxes == 'pred' else 'ground-truth boxes'}, "
+                f"grouping {inf.grouping}, longer side {self.predictor.input_size} px, scales {scales}, "
+                f"flip {'on' if inf.flip else 'off'}")
+
+    def __call__(self) -> dict:
+        keypoint_source, box_source = MODES[self.mode]
+        needs_network = "pred" in (keypoint_source, box_source)
+        predictor = self.predictor
+        results, decode_ms, network_ms = [], [], []
+        self.skipped = 0
+        for image_id in tqdm(self.image_ids, desc=f"validate {self.mode}", leave=False, disable=not self.progress,
+                             mininterval=5):
+            anns = [a for a in self.persons.annotations(image_id)
+                    if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0]
+            if needs_network:
+                try:
+                    rgb = as_rgb(self.persons.image_path(image_id))
+                except DataError as e:
+                    self.log(f"warning: skipped {e}")
+                    self.skipped += 1
+                    continue
+                start = time.perf_counter()
+                net = predictor.network(rgb)
+                network_ms.append(1e3 * (time.perf_counter() - start))
+                matrix, image_size = net.matrix, net.image_size
+            else:
+                info = self.persons.image_info(image_id)
+                image_size = (int(info["height"]), int(info["width"]))
+                matrix = fit_matrix(image_size, (predictor.input_size, predictor.input_size))
+            start = time.perf_counter()
+            if keypoint_source == "pred":
+                xy, types, scores = predictor.peaks(net)
+            else:
+                xy, types, scores = _gt_keypoints(anns, matrix)
+            if box_source == "pred":
+                boxes, box_scores = net.boxes, net.box_scores
+            else:
+                boxes, box_scores = _gt_boxes(anns, matrix)
+            people, _ = predictor.group(xy, types, scores, boxes, box_scores, matrix, image_size)
+            decode_ms.append(1e3 * (time.perf_counter() - start))
+            if people:
+                results += keypoint_results([image_id] * len(people), np.stack([p["keypoints"][:, :2] for p in people]),
+                                            np.stack([p["keypoints"][:, 2] for p in people]),
+                                            [p["score"] for p in people])
+        self.last_results = results
+        metrics = evaluate_keypoints(self.persons.coco, results, image_ids=self.image_ids,
+                                     sigmas=predictor.layout.sigmas)
+        metrics["decode_ms"] = float(np.mean(decode_ms)) if decode_ms else 0.0
+        if network_ms:
+            metrics["network_ms"] = float(np.mean(network_ms))
+        metrics["skipped_images"] = self.skipped
+        return metrics
+
+
+def _gt_keypoints(anns, matrix) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if not anns:
+        return torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), torch.zeros(0)
+    kps = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(len(anns), -1, 3)
+    labelled = kps[..., 2] > 0
+    _, types = np.nonzero(labelled)
+    xy = transform_points(matrix, kps[..., :2][labelled])
+    return torch.from_numpy(xy).float(), torch.from_numpy(types).long(), torch.ones(len(types))
+
+
+def _gt_boxes(anns, matrix) -> tuple[torch.Tensor, torch.Tensor]:
+    if not anns:
+        return torch.zeros(0, 4), torch.zeros(0)
+    xywh = np.array([a["bbox"] for a in anns], dtype=np.float64)
+    xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    boxes = transform_points(matrix, xyxy.reshape(-1, 2)).reshape(-1, 4)
+    return torch.from_numpy(boxes).float(), torch.ones(len(boxes))
+
+
+def validate(cfg, checkpoint, mode: str = "end-to-end", device: str = "cpu", log=print):
+    """Keypoint AP of ``checkpoint`` on ``data.val_split`` in ``mode``; returns (metrics, evaluator)."""
+    from posenet.config import build
+    from posenet.evaluation import format_metrics
+
+    predictor = Predictor.from_config(cfg, checkpoint, device)
+    evaluator = EndToEndEvaluator(predictor, build.coco_split(cfg.data, cfg.data.val_split), mode,
+                                  max_images=cfg.eval.max_images, log=log)
+    log(f"protocol: {evaluator.protocol()}; checkpoint {checkpoint}")
+    metrics = evaluator()
+    log(format_metrics(metrics))
+    log(f"decoding (peaks + grouping + mapping back) {metrics['decode_ms']:.2f} ms per image"
+        + (f", network {metrics['network_ms']:.1f} ms" if "network_ms" in metrics else ""))
+    return metrics, evaluator
+
+
+def metrics_record(metrics: dict, evaluator: EndToEndEvaluator, checkpoint) -> dict:
+    from posenet.evaluation import KEYPOINT_METRICS
+
+    record = {k: metrics[k] for k in (*KEYPOINT_METRICS[:6], "decode_ms", "network_ms") if k in metrics}
+    return {**record, "mode": evaluator.mode, "grouping": evaluator.predictor.cfg.infer.grouping,
+            "protocol": evaluator.protocol(), "checkpoint": str(checkpoint)}
+
+
+__all__ = ["EndToEndEvaluator", "MODES", "metrics_record", "validate"]

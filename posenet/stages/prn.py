@@ -1,0 +1,231 @@
+"""PRN stage: the Pose Residual Network, trained on ground-truth annotations alone; evaluated
+as the paper's "both GT" upper bound (ground-truth keypoints grouped into ground-truth boxes).
+
+The stage builds the whole model (trunk, keypoint branch and, when its ``init`` checkpoint has
+one, the detection branch), loads the earlier stage's checkpoint, freezes everything but the
+PRN and trains the PRN on ``PrnSceneDataset`` grids: its checkpoints hold the whole model, the
+earlier stages' weights bitwise unchanged, so inference loads one file.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from posenet.config import build
+from posenet.data.prn_samples import PrnSceneDataset
+from posenet.data.targets import image_persons
+from posenet.engine import checkpoint as ckpt
+from posenet.errors import ConfigError
+from posenet.evaluation import KEYPOINT_METRICS, evaluate_keypoints, format_metrics, keypoint_results
+from posenet.inference.prn_grouping import greedy_assign, pose_scores, prn_assign
+
+GROUPINGS = ("prn", "greedy")
+
+
+class PrnEvaluator:
+    """COCO keypoint AP of a grouping of ground-truth keypoints into ground-truth boxes.
+
+    Per image of ``persons`` (the first ``max_images``; 0: all), every non-crowd person with
+    labelled keypoints gives a box (its annotation's, score 1) and each of its labelled
+    keypoints a peak (score 1); ``grouping`` "prn" assigns the peaks with the model's PRN
+    (``prn_assign``), "greedy" with ``greedy_assign``. Results: keypoint scores clipped to
+    [0, 1], person scores from ``pose_scores``; AP by pycocotools' OKS.
+
+    Callable as the trainer's ``evaluate(model, epoch)``: the model is a ``PoseNet`` with a PRN
+    or a ``PoseResidualNetwork`` (ignored for "greedy"); ``last_results`` keeps the results of
+    the last call.
+    """
+
+    def __init__(self, persons, cfg: DictConfig, grouping: str = "prn", max_images: int | None = None,
+                 progress: bool = True):
+        if grouping not in GROUPINGS:
+            raise ConfigError(f"grouping must be one of {', '.join(GROUPINGS)}, not {grouping!r}")
+        self.persons = persons
+        self.grouping = grouping
+        p = cfg.prn
+        self.margin, self.height, self.width = p.box_margin, p.height, p.width
+        self.input_sigma, self.window = p.input_sigma, p.window
+        self.keypoint_threshold = cfg.infer.keypoint_threshold
+        self.layout = build.keypoint_layout(cfg.data.keypoints)
+        if persons.keypoint_layout.names != self.layout.names:
+            raise ConfigError(f"{persons.files.annotation_file}: its keypoints "
+                              f"({', '.join(persons.keypoint_layout.names)}) differ from data.keypoints.names")
+        limit = cfg.eval.max_images if max_images is None else max_images
+        self.image_ids = list(persons.image_ids[:limit] if limit else persons.image_ids)
+        self.progress = progress
+        self.last_results: list[dict] = []
+
+    def protocol(self) -> str:
+        how = (f"PRN (window {self.window}, box margin {self.margin:.0%})"
+               if self.grouping == "prn" else f"greedy (most central box, margin {self.margin:.0%})")
+        return (f"{self.persons.split} of {self.persons.root} ({len(self.image_ids)} images), ground-truth keypoints "
+                f"grouped into ground-truth boxes of the persons with keypoints by {how}; no images, no flip; "
+                f"pose score = box score x mean keypoint score above {self.keypoint_threshold:g}")
+
+    def image_inputs(self, image_id: int) -> dict:
+        """The grouping's inputs for one image: "boxes" (B, 4) x1 y1 x2 y2 and "box_scores"
+        (B,), "peaks_xy" (P, 2), "peaks_type" (P,), "peaks_score" (P,), and the ground truth
+        "keypoints" (B, K, 3) of each box's person."""
+        people = image_persons(self.persons.annotations(image_id), self.layout.num_keypoints)
+        keep = people.num_keypoints > 0
+        kps, boxes = people.keypoints[keep], people.boxes[keep]
+        labelled = kps[..., 2] > 0
+        types = np.broadcast_to(np.arange(self.layout.num_keypoints), labelled.shape)[labelled]
+        return {"boxes": boxes, "box_scores": np.ones(len(boxes)), "peaks_xy": kps[..., :2][labelled],
+                "peaks_type": types, "peaks_score": np.ones(len(types)), "keypoints": kps}
+
+    def group(self, prn, inputs: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(keypoints (B, K, 2), scores (B, K)) of one image's ``image_inputs``."""
+        peaks = (inputs["peaks_xy"], inputs["peaks_type"], inputs["peaks_score"])
+        K = self.layout.num_keypoints
+        if self.grouping == "greedy":
+            return greedy_assign(inputs["boxes"], *peaks, K, self.margin)
+        return prn_assign(prn, inputs["boxes"], *peaks, K, self.margin, self.height, self.width,
+                          self.input_sigma, self.window)
+
+    @torch.no_grad()
+    def __call__(self, model=None, epoch: int | None = None) -> dict:
+        prn = None
+        if self.grouping == "prn":
+            prn = getattr(model, "prn", model)
+            if prn is None:
+                raise ConfigError("PRN grouping needs a model with a PRN")
+        results = []
+        start = time.perf_counter()
+        for image_id in tqdm(self.image_ids, desc=f"validate {self.grouping}", leave=False,
+                             disable=not self.progress, mininterval=5):
+            inputs = self.image_inputs(image_id)
+            if not len(inputs["boxes"]):
+                continue
+            xy, scores = self.group(prn, inputs)
+            person = pose_scores(inputs["box_scores"], scores, self.keypoint_threshold)
+            results += keypoint_results([image_id] * len(xy), xy, np.clip(scores, 0, 1), person)
+        self.last_results = results
+        metrics = evaluate_keypoints(self.persons.coco, results, image_ids=self.image_ids, sigmas=self.layout.sigmas)
+        metrics["val_seconds"] = time.perf_counter() - start
+        return metrics
+
+
+def evaluator_from_config(cfg: DictConfig, grouping: str = "prn", progress: bool = True) -> PrnEvaluator:
+    return PrnEvaluator(build.coco_split(cfg.data, cfg.data.val_split), cfg, grouping, progress=progress)
+
+
+def scene_dataset(cfg: DictConfig, persons=None) -> PrnSceneDataset:
+    """``prn`` + ``data`` → the training scenes of ``data.train_split`` (new scenes every epoch)."""
+    p = cfg.prn
+    persons = persons if persons is not None else build.coco_split(cfg.data, cfg.data.train_split)
+    layout = build.keypoint_layout(cfg.data.keypoints)
+    if persons.keypoint_layout.names != layout.names:
+        raise ConfigError(f"{persons.files.annotation_file}: its keypoints "
+                          f"({', '.join(persons.keypoint_layout.names)}) differ from data.keypoints.names")
+    return PrnSceneDataset(persons, samples_per_epoch=p.samples_per_epoch, min_people=p.min_people,
+                           max_people=p.max_people, min_keypoints=p.min_keypoints, margin=p.box_margin,
+                           height=p.height, width=p.width, input_sigma=p.input_sigma, target_sigma=p.target_sigma,
+                           flip_index=layout.flip_index, seed=cfg.seed, fresh_each_epoch=True)
+
+
+def stage_config(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with the PRN stage's training overrides (``prn.epochs``, ``.lr``, ``.batch_size``) applied."""
+    overrides = {k: cfg.prn[k] for k in ("epochs", "lr", "batch_size") if cfg.prn[k] is not None}
+    return OmegaConf.merge(cfg, {"train": overrides}) if overrides else cfg
+
+
+def _state(path) -> dict:
+    return dict(ckpt.model_state_of(ckpt.load_checkpoint(path)))
+
+
+def _has_detection(state) -> bool:
+    return any(k.startswith("detection_head.") for k in state)
+
+
+def prepare_model(cfg: DictConfig, num_keypoints: int, init: str | Path | None, detection: bool | None = None):
+    """The full model with a PRN, ``init``'s weights (a keypoint- or detection-stage checkpoint;
+    the detection branch is built when it has one, or when ``detection`` says so), everything
+    but the PRN frozen and ``train_tasks == {"prn"}``."""
+    state = _state(init) if init is not None else None
+    if detection is None:
+        detection = state is not None and _has_detection(state)
+    # the other parts come from ``init`` or are not used: never fetch pretrained weights for them
+    model = build.posenet_model(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}), num_keypoints,
+                                detection=detection, prn=True)
+    if state is not None:
+        for key, value in model.state_dict().items():
+            if key.startswith("prn."):
+                state.setdefault(key, value)
+        ckpt.load_model_state(model, state, init)
+    model.freeze(["trunk", "keypoint"] + (["detection"] if model.has_detection else []))
+    model.train_tasks = {"prn"}
+    return model
+
+
+def train(cfg: DictConfig, init: str | Path | None = None, out_dir: str | Path | None = None,
+          resume: bool = False, log=print) -> list[dict]:
+    """Train the PRN stage of ``cfg`` on top of the checkpoint ``init``; returns the per-epoch
+    records. Without ``init`` the other parts keep random weights: only the PRN of the
+    resulting checkpoint is of use."""
+    from posenet.engine.loader import seed_everything
+
+    out_dir = Path(out_dir or Path(cfg.output_dir) / "prn")
+    resuming = resume and (out_dir / "last.pt").is_file()
+    cfg = stage_config(cfg)
+    train_set = scene_dataset(cfg)
+    evaluator = evaluator_from_config(cfg)
+    seed_everything(cfg.seed)
+    detection = _has_detection(_state(out_dir / "last.pt")) if resuming else None
+    if init is None and not resuming:
+        log("warning: no --init checkpoint: the trunk and keypoint branch keep random weights; "
+            "only the PRN of this run's checkpoints is of use")
+    model = prepare_model(cfg, train_set.num_keypoints, None if resuming else init, detection)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log(f"PRN stage: {len(train_set)} samples per epoch from {len(train_set.poses)} poses and "
+        f"{len(train_set.real_scenes)} real scenes of {train_set.persons.split}, frozen: "
+        f"{', '.join(sorted(model.frozen))} ({trainable / 1e6:.2f} M trainable parameters), "
+        f"validation on {evaluator.protocol()}")
+    trainer = build.trainer(cfg, model=model, train_dataset=train_set, collate_fn=None,
+                            evaluate=evaluator, out_dir=out_dir, resume=resume)
+    return trainer.fit()
+
+
+def load_model(cfg: DictConfig, checkpoint: str | Path, num_keypoints: int, device="cpu"):
+    """The full model (detection branch when the checkpoint has one) with a trained PRN."""
+    state = _state(checkpoint)
+    if not any(k.startswith("prn.") for k in state):
+        raise ConfigError(f"{checkpoint} has no PRN: train the PRN stage on it first "
+                          f"(scripts/train_prn.py --init {checkpoint})")
+    model = build.posenet_model(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}), num_keypoints,
+                                detection=_has_detection(state), prn=True)
+    ckpt.load_model_state(model, state, checkpoint)
+    return model.to(device).eval()
+
+
+def validate(cfg: DictConfig, checkpoint: str | Path | None, grouping: str = "prn", device: str = "cpu",
+             log=print) -> tuple[dict, PrnEvaluator]:
+    """GT-keypoints + GT-boxes AP of the PRN of ``checkpoint`` (or of the greedy baseline, which
+    needs no checkpoint) on ``data.val_split``; returns (metrics, evaluator)."""
+    evaluator = evaluator_from_config(cfg, grouping)
+    model = None
+    if grouping == "prn":
+        if checkpoint is None:
+            raise ConfigError("PRN grouping needs a PRN-stage checkpoint")
+        model = load_model(cfg, checkpoint, evaluator.layout.num_keypoints, device)
+    log(f"protocol: {evaluator.protocol()}" + (f"; checkpoint {checkpoint}" if model is not None else ""))
+    metrics = evaluator(model)
+    log(format_metrics(metrics))
+    return metrics, evaluator
+
+
+def metrics_record(metrics: dict, evaluator: PrnEvaluator, checkpoint) -> dict:
+    """What ``--metrics-out`` writes: the keypoint metrics, protocol, grouping, checkpoint."""
+    record = {k: metrics[k] for k in KEYPOINT_METRICS[:6] if k in metrics}
+    record.update(grouping=evaluator.grouping, protocol=evaluator.protocol(),
+                  checkpoint=None if checkpoint is None else str(checkpoint))
+    return record
+
+
+__all__ = ["GROUPINGS", "PrnEvaluator", "evaluator_from_config", "load_model", "metrics_record", "prepare_model",
+           "scene_dataset", "stage_config", "train", "validate"]
