@@ -271,6 +271,18 @@ def test_head_loss_without_gt_boxes():
     assert crowd_only["loss_detection"].item() == 0.0
 
 
+def test_persons_below_min_box_size_are_not_targets():
+    out = tiny_head()(features_for(feature_sizes_for(64, 64), n=1))
+    tiny, large = torch.tensor([[30.0, 30.0, 34.0, 35.0]]), torch.tensor([[8.0, 4.0, 40.0, 60.0]])
+    plain = tiny_head().compute_loss(out, {"boxes": [tiny]})
+    assert plain["loss_box"] > 0  # forced low-quality match of a 4x5 px person
+    strict = tiny_head(min_box_size=12).compute_loss(out, {"boxes": [tiny]})
+    assert strict["loss_box"].item() == 0.0
+    both = torch.cat([tiny, large])
+    torch.testing.assert_close(tiny_head(min_box_size=12).compute_loss(out, {"boxes": [both]})["loss_box"],
+                               tiny_head().compute_loss(out, {"boxes": [large]})["loss_box"])
+
+
 def test_head_training_reduces_loss():
     head = tiny_head()
     features = features_for(feature_sizes_for(64, 64), n=1, seed=5)

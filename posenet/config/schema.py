@@ -157,6 +157,9 @@ class DetectionConfig:
     focal_gamma: float = 2.0
     smooth_l1_beta: float = 0.1111
     box_weight: float = 1.0
+    # Persons smaller than this (input pixels, geometric mean of the box sides) are no
+    # detection targets (0: every person is one).
+    min_box_size: float = 0.0
     # What the detection stage leaves untouched: "trunk", "keypoint" (keypoint FPN + subnet).
     freeze: List[str] = field(default_factory=lambda: ["trunk", "keypoint"])
     # Training overrides for this stage (null: the train section's value).

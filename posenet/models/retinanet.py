@@ -157,6 +157,7 @@ class RetinaNetHead(nn.Module):
         focal_gamma: float = 2.0,
         smooth_l1_beta: float = 1 / 9,
         box_weight: float = 1.0,
+        min_box_size: float = 0.0,
     ):
         super().__init__()
         self.anchor_generator = anchor_generator if anchor_generator is not None else AnchorGenerator()
@@ -177,6 +178,10 @@ class RetinaNetHead(nn.Module):
         self.focal_gamma = float(focal_gamma)
         self.smooth_l1_beta = float(smooth_l1_beta)
         self.box_weight = float(box_weight)
+        # Persons whose box (geometric mean of width and height, input pixels) is smaller are
+        # no targets: their best anchor overlaps them so little that a forced low-quality match
+        # teaches the classifier background as person and the box branch a several-fold shrink.
+        self.min_box_size = float(min_box_size)
 
         self.cls_tower = _tower(in_channels, num_convs)
         self.box_tower = _tower(in_channels, num_convs)
@@ -231,6 +236,16 @@ class RetinaNetHead(nn.Module):
         for i in range(num_images):
             gt = boxes[i].reshape(-1, 4).to(anchors)
             crowd = crowds[i] if crowds is not None else None
+            if self.min_box_size > 0 and len(gt):
+                # Too small to be targets; as crowd regions they still make the anchors that lie
+                # mostly inside them ignored rather than background.
+                wh = (gt[:, 2:] - gt[:, :2]).clamp(min=0)
+                small = (wh[:, 0] * wh[:, 1]).sqrt() < self.min_box_size
+                if small.any():
+                    crowd = gt[small] if crowd is None else torch.cat([crowd.reshape(-1, 4).to(gt), gt[small]])
+                    if labels is not None:
+                        labels = [*labels[:i], labels[i][~small.to(labels[i].device)], *labels[i + 1:]]
+                    gt = gt[~small]
             matches = match_anchors(
                 anchors, gt, crowd, self.positive_iou, self.negative_iou, self.crowd_ioa
             )
