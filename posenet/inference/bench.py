@@ -84,7 +84,7 @@ def format_decode_table(result: dict) -> str:
     lines = [
         "### Inference time per image",
         "",
-        f"Machine: {machine}; torch threads {result['threads']}.",
+        f"Machine: {machine}.",
         "",
         f"Protocol: median wall time per call. Network: one {result['input_size']}×{result['input_size']} image, "
         f"batch 1, {result['model']} ({result['weights']}), heatmaps + detection head + box "
