@@ -275,3 +275,16 @@ def test_generator_rejects_bad_settings():
         SyntheticCocoGenerator(crowd_prob=1.5)
     with pytest.raises(ValueError, match="seed"):
         write_synthetic_coco(os.devnull + "_never", 1, 1, seed=-1, progress=False)
+
+
+def test_a_dead_worker_is_an_error_not_a_hang(tmp_path):
+    """Spawned workers re-run a script that lacks the __main__ guard and die: the writer must
+    stop with a clear error instead of restarting them forever."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text("from posenet.data.synthetic import write_synthetic_coco\n"
+                      f"write_synthetic_coco({str(tmp_path / 'out')!r}, num_train=4, num_val=2, workers=2, progress=False)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "guard the call with" in proc.stderr

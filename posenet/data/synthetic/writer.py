@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 import os
 import time
 from pathlib import Path
@@ -108,14 +110,23 @@ def write_synthetic_coco(out_dir, num_train: int, num_val: int, seed: int = 0, w
                 if bar:
                     bar.update()
         else:
-            # spawn: safe even when the caller has imported torch or started threads
+            # spawn: safe even when the caller has imported torch or started threads. An executor,
+            # not a Pool: a worker that dies (e.g. a caller's script without the __main__ guard
+            # that spawn needs) breaks it with an error instead of being restarted forever.
             ctx = mp.get_context("spawn")
-            with ctx.Pool(workers, _init_worker, (generator, str(out), int(seed))) as pool:
-                chunk = max(1, min(16, len(tasks) // (4 * workers)))
-                for r in pool.imap(_make_image, tasks, chunksize=chunk):
-                    results.append(r)
-                    if bar:
-                        bar.update()
+            chunk = max(1, min(16, len(tasks) // (4 * workers)))
+            try:
+                with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                         initargs=(generator, str(out), int(seed))) as pool:
+                    for r in pool.map(_make_image, tasks, chunksize=chunk):
+                        results.append(r)
+                        if bar:
+                            bar.update()
+            except BrokenProcessPool:
+                raise RuntimeError(
+                    "a synthetic-data worker process died; when calling write_synthetic_coco with "
+                    "workers > 1 from a script, guard the call with `if __name__ == \"__main__\":`"
+                ) from None
     finally:
         if bar:
             bar.close()
