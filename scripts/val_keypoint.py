@@ -8,8 +8,9 @@ branch (greedy grouping when it has no PRN), else the keypoint stage's own proto
 keypoints in ground-truth boxes, with the masked heatmap loss).
 """
 from posenet import cli
-from posenet.engine import checkpoint as ckpt
+from posenet.config import build
 from posenet.evaluation import write_results
+from posenet.models import PoseNet
 from posenet.stages import end_to_end, keypoint
 from posenet.utils.io import write_json_atomic
 
@@ -30,9 +31,9 @@ def main():
         cfg.infer.grouping = args.grouping
     mode = args.mode
     if mode == "auto":
-        state = ckpt.model_state_of(ckpt.load_checkpoint(args.checkpoint))
-        mode = "end-to-end" if any(k.startswith("detection_head.") for k in state) else "keypoint-stage"
-        if mode == "end-to-end" and not args.grouping and not any(k.startswith("prn.") for k in state):
+        parts = PoseNet.parts_in(build.checkpoint_state(args.checkpoint))
+        mode = "end-to-end" if "detection" in parts else "keypoint-stage"
+        if mode == "end-to-end" and not args.grouping and "prn" not in parts:
             print("the checkpoint has no PRN (yet): grouping greedy")
             cfg.infer.grouping = "greedy"
     if mode == "keypoint-stage":

@@ -54,7 +54,7 @@ def test_perfect_boxes_score_box_ap_one_through_the_validation_transform(coco_mi
 
 
 def _keypoint_outputs(cfg, checkpoint, images):
-    model = keypoint.load_model(cfg, checkpoint, 17)
+    model = keypoint.load_model(cfg, checkpoint)
     with torch.no_grad():
         out = model(images)
     return out["heatmaps"], out["segmentation"]
@@ -116,7 +116,7 @@ def test_detection_stage_errors_are_one_clear_line(tiny_synthetic, tmp_path):
     stripped = {k: v for k, v in state.items() if not k.startswith("detection_")}
     torch.save({"format": "posenet-checkpoint", "model": stripped}, tmp_path / "kp_only.pt")
     with pytest.raises(Exception, match="no detection branch"):
-        detection.load_model(cfg, tmp_path / "kp_only.pt", 17)
+        detection.load_model(cfg, tmp_path / "kp_only.pt")
 
 
 def test_frozen_parts_stay_in_eval_mode_and_out_of_the_optimizer(tiny_synthetic, tmp_path):

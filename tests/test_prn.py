@@ -303,7 +303,7 @@ def test_train_prn_script_end_to_end_keeps_the_init_weights(coco_mini, tiny_synt
     record = prn_stage.metrics_record(metrics, evaluator, prn_dir / "best.pt")
     assert {"AP", "AP50", "grouping", "protocol", "checkpoint"} <= set(record) and record["grouping"] == "prn"
     with pytest.raises(Exception, match="no PRN"):
-        prn_stage.load_model(cfg, init, 17)
+        prn_stage.load_model(cfg, init)
 
 
 def test_prn_stage_without_init_warns_and_resumes_exactly(coco_mini, tiny_synthetic, tmp_path):

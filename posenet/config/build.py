@@ -89,6 +89,66 @@ def posenet_model(cfg: DictConfig, num_keypoints: int, detection: bool = False, 
     )
 
 
+# What to do when a checkpoint lacks a part that is asked for.
+_MISSING_PART = {
+    "detection": "it is a keypoint-stage checkpoint; train the detection stage on it first "
+                 "(scripts/train_detection.py --init {checkpoint})",
+    "prn": "train the PRN stage on it first (scripts/train_prn.py --init {checkpoint})",
+}
+_PART_NAMES = {"detection": "detection branch", "prn": "PRN"}
+
+
+def checkpoint_state(checkpoint) -> dict:
+    """The model weights stored in ``checkpoint`` (a clear error for an unreadable file)."""
+    from posenet.engine import checkpoint as ckpt
+
+    return dict(ckpt.model_state_of(ckpt.load_checkpoint(checkpoint)))
+
+
+def model_from_checkpoint(cfg: DictConfig, checkpoint, device="cpu", require: tuple = (), state=None):
+    """The model of ``cfg`` with every part ``checkpoint`` holds (one checkpoint format across
+    stages), its weights loaded, in eval mode on ``device``. A part in ``require`` that the
+    checkpoint lacks is one clear error saying which stage makes it."""
+    from omegaconf import OmegaConf
+
+    from posenet.engine import checkpoint as ckpt
+    from posenet.models import PoseNet
+
+    state = checkpoint_state(checkpoint) if state is None else state
+    parts = PoseNet.parts_in(state)
+    for part in require:
+        if part not in parts:
+            raise ConfigError(f"{checkpoint} has no {_PART_NAMES[part]}: "
+                              + _MISSING_PART[part].format(checkpoint=checkpoint))
+    model = posenet_model(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}), len(cfg.data.keypoints.names),
+                          detection="detection" in parts, prn="prn" in parts)
+    ckpt.load_model_state(model, state, checkpoint)
+    return model.to(device).eval()
+
+
+def load_earlier_stage(model, checkpoint, new_part: str) -> None:
+    """Load an earlier stage's ``checkpoint`` into ``model``: every part must fit, except that
+    ``new_part`` keeps its fresh weights where the checkpoint has none."""
+    from posenet.engine import checkpoint as ckpt
+    from posenet.models.posenet import PARTS
+
+    state = checkpoint_state(checkpoint)
+    prefixes = tuple(f"{name}." for name in PARTS[new_part])
+    for key, value in model.state_dict().items():
+        if key.startswith(prefixes):
+            state.setdefault(key, value)
+    ckpt.load_model_state(model, state, checkpoint)
+
+
+def stage_config(cfg: DictConfig, section: str) -> DictConfig:
+    """``cfg`` with a stage's training overrides (``SECTION.epochs``, ``.lr``, ``.batch_size``,
+    where the section has them and they are not null) applied to ``train``."""
+    from omegaconf import OmegaConf
+
+    keys = [k for k in ("epochs", "lr", "batch_size") if k in cfg[section] and cfg[section][k] is not None]
+    return OmegaConf.merge(cfg, {"train": {k: cfg[section][k] for k in keys}}) if keys else cfg
+
+
 def prn_options(cfg: DictConfig) -> dict:
     """``prn`` → the constructor keywords of ``posenet.models.prn.PoseResidualNetwork``."""
     p = cfg.prn

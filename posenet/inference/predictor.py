@@ -35,7 +35,6 @@ from posenet.codecs import KeypointHeatmapCodec
 from posenet.config import build, load_config
 from posenet.data.keypoints import KeypointLayout
 from posenet.data.transforms import fit_matrix, invert, transform_points, warp_image
-from posenet.engine import checkpoint as ckpt
 from posenet.errors import ConfigError, DataError
 from posenet.inference.grouping import flip_back
 from posenet.inference.prn_grouping import greedy_assign, pose_scores, prn_assign
@@ -100,15 +99,7 @@ class Predictor:
     @classmethod
     def from_config(cls, cfg: DictConfig, checkpoint: str | os.PathLike, device: str = "cpu") -> "Predictor":
         """The model of ``cfg`` with every part ``checkpoint`` holds (detection branch, PRN)."""
-        from omegaconf import OmegaConf
-
-        state = ckpt.model_state_of(ckpt.load_checkpoint(checkpoint))
-        has = {part: any(k.startswith(prefix) for k in state)
-               for part, prefix in (("detection", "detection_head."), ("prn", "prn."))}
-        model = build.posenet_model(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}),
-                                    len(cfg.data.keypoints.names), detection=has["detection"], prn=has["prn"])
-        ckpt.load_model_state(model, state, checkpoint)
-        return cls(model, cfg, device)
+        return cls(build.model_from_checkpoint(cfg, checkpoint), cfg, device)
 
     def predict(self, image) -> list[dict]:
         """The people in one image (a path or an RGB / gray / RGBA array)."""

@@ -106,6 +106,12 @@ class PoseNet(nn.Module):
         self.train_tasks = {"keypoints"}
         self.frozen: set[str] = set()
 
+    @staticmethod
+    def parts_in(state: Mapping) -> set[str]:
+        """The parts (``PARTS``) that a state dict holds weights of."""
+        prefixes = {part: tuple(f"{name}." for name in names) for part, names in PARTS.items()}
+        return {part for part, pre in prefixes.items() if any(k.startswith(pre) for k in state)}
+
     @property
     def has_detection(self) -> bool:
         return self.detection_head is not None

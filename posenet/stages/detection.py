@@ -12,14 +12,13 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from posenet.config import build
 from posenet.data.dataset import collate
 from posenet.data.transforms import transform_points
-from posenet.engine import checkpoint as ckpt
 from posenet.errors import ConfigError
 from posenet.evaluation import BOX_METRICS, box_results, evaluate_boxes, format_metrics
 
@@ -93,12 +92,6 @@ def evaluator_from_config(cfg: DictConfig, dataset=None, progress: bool = True) 
                               num_workers=cfg.train.num_workers, max_images=cfg.eval.max_images, progress=progress)
 
 
-def stage_config(cfg: DictConfig) -> DictConfig:
-    """``cfg`` with the detection stage's training overrides (``detection.epochs``, ``.lr``) applied."""
-    overrides = {k: cfg.detection[k] for k in ("epochs", "lr") if cfg.detection[k] is not None}
-    return OmegaConf.merge(cfg, {"train": overrides}) if overrides else cfg
-
-
 def prepare_model(cfg: DictConfig, num_keypoints: int, init: str | Path | None):
     """The model with the detection branch, the ``init`` checkpoint's weights (a keypoint-stage
     checkpoint, or a detection-stage one), the configured parts frozen and the training tasks set."""
@@ -117,12 +110,7 @@ def prepare_model(cfg: DictConfig, num_keypoints: int, init: str | Path | None):
 def load_init(model, path: str | Path) -> None:
     """Load a keypoint-stage checkpoint into ``model``; its detection branch keeps its fresh
     weights unless the checkpoint has some. A checkpoint of another model is one clear error."""
-    state = dict(ckpt.model_state_of(ckpt.load_checkpoint(path)))
-    own = model.state_dict()
-    for key, value in own.items():
-        if key.startswith(("detection_fpn.", "detection_head.")):
-            state.setdefault(key, value)
-    ckpt.load_model_state(model, state, path)
+    build.load_earlier_stage(model, path, "detection")
 
 
 def train(cfg: DictConfig, init: str | Path | None = None, out_dir: str | Path | None = None,
@@ -135,7 +123,7 @@ def train(cfg: DictConfig, init: str | Path | None = None, out_dir: str | Path |
     resuming = resume and (out_dir / "last.pt").is_file()
     if init is None and not resuming:
         raise ConfigError("the detection stage starts from a keypoint-stage checkpoint: give --init CKPT")
-    cfg = stage_config(cfg)
+    cfg = build.stage_config(cfg, "detection")
     train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
     evaluator = evaluator_from_config(cfg)
     seed_everything(cfg.seed)
@@ -148,23 +136,16 @@ def train(cfg: DictConfig, init: str | Path | None = None, out_dir: str | Path |
     return trainer.fit()
 
 
-def load_model(cfg: DictConfig, checkpoint: str | Path, num_keypoints: int, device="cpu"):
-    """The full model (detection branch included) with the weights of ``checkpoint``."""
-    model = build.posenet_model(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}), num_keypoints,
-                                detection=True)
-    state = ckpt.model_state_of(ckpt.load_checkpoint(checkpoint))
-    if not any(k.startswith("detection_head.") for k in state):
-        raise ConfigError(f"{checkpoint} has no detection branch: it is a keypoint-stage checkpoint; "
-                          f"train the detection stage on it first (scripts/train_detection.py --init {checkpoint})")
-    ckpt.load_model_state(model, state, checkpoint)
-    return model.to(device).eval()
+def load_model(cfg: DictConfig, checkpoint: str | Path, device="cpu"):
+    """The full model (detection branch required) with the weights of ``checkpoint``."""
+    return build.model_from_checkpoint(cfg, checkpoint, device, require=("detection",))
 
 
 def validate(cfg: DictConfig, checkpoint: str | Path, device: str = "cpu", log=print):
     """Person box AP of ``checkpoint`` on ``data.val_split``; returns (metrics, evaluator)."""
     evaluator = evaluator_from_config(cfg)
     log(f"protocol: {evaluator.protocol()}")
-    model = load_model(cfg, checkpoint, len(cfg.data.keypoints.names), device)
+    model = load_model(cfg, checkpoint, device)
     metrics = evaluator(model)
     log("person box AP (COCO bbox):\n" + format_metrics(metrics, BOX_METRICS[:6]))
     return metrics, evaluator
@@ -178,4 +159,4 @@ def metrics_record(metrics: dict, evaluator: DetectionEvaluator, checkpoint) -> 
 
 
 __all__ = ["DetectionEvaluator", "evaluator_from_config", "load_init", "load_model", "metrics_record",
-           "prepare_model", "stage_config", "train", "validate"]
+           "prepare_model", "train", "validate"]

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from posenet.config import build
 from posenet.data.dataset import collate
 from posenet.data.transforms import transform_points
-from posenet.engine import checkpoint as ckpt
 from posenet.evaluation import evaluate_keypoints, format_metrics, keypoint_results, write_results
 from posenet.inference import flip_back, keypoints_in_boxes
 
@@ -144,14 +143,10 @@ def train(cfg: DictConfig, out_dir: str | Path | None = None, resume: bool = Fal
     return trainer.fit()
 
 
-def load_model(cfg: DictConfig, checkpoint: str | Path, num_keypoints: int, device="cpu"):
-    """The model of ``cfg`` with the weights of ``checkpoint`` (a clear error if they differ)."""
-    state = ckpt.model_state_of(ckpt.load_checkpoint(checkpoint))
-    # One checkpoint format across stages: a detection-stage checkpoint carries this branch too.
-    detection = any(k.startswith("detection_head.") for k in state)
-    model = build.posenet_model(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}), num_keypoints, detection)
-    ckpt.load_model_state(model, state, checkpoint)
-    return model.to(device).eval()
+def load_model(cfg: DictConfig, checkpoint: str | Path, device="cpu"):
+    """The model of ``cfg`` with the weights of ``checkpoint``, of any stage (a clear error if
+    they do not fit)."""
+    return build.model_from_checkpoint(cfg, checkpoint, device)
 
 
 REPORTED_METRICS = ("AP", "AP50", "AP75", "APM", "APL", "AR", "val_loss")
@@ -166,7 +161,7 @@ def metrics_record(metrics: dict, evaluator: KeypointEvaluator, checkpoint) -> d
 def validate(cfg: DictConfig, checkpoint: str | Path, device: str = "cpu", log=print) -> tuple[dict, KeypointEvaluator]:
     """COCO keypoint AP of ``checkpoint`` on ``data.val_split``, with the protocol logged."""
     evaluator = evaluator_from_config(cfg)
-    model = load_model(cfg, checkpoint, evaluator.layout.num_keypoints, device)
+    model = load_model(cfg, checkpoint, device)
     log(f"protocol: {evaluator.protocol()}; checkpoint {checkpoint}")
     metrics = evaluator(model)
     log(format_metrics(metrics))

@@ -19,10 +19,10 @@ from tqdm import tqdm
 from posenet.config import build
 from posenet.data.prn_samples import PrnSceneDataset
 from posenet.data.targets import image_persons
-from posenet.engine import checkpoint as ckpt
 from posenet.errors import ConfigError
 from posenet.evaluation import KEYPOINT_METRICS, evaluate_keypoints, format_metrics, keypoint_results
 from posenet.inference.prn_grouping import greedy_assign, pose_scores, prn_assign
+from posenet.models import PoseNet
 
 GROUPINGS = ("prn", "greedy")
 
@@ -129,35 +129,17 @@ def scene_dataset(cfg: DictConfig, persons=None) -> PrnSceneDataset:
                            flip_index=layout.flip_index, seed=cfg.seed, fresh_each_epoch=True)
 
 
-def stage_config(cfg: DictConfig) -> DictConfig:
-    """``cfg`` with the PRN stage's training overrides (``prn.epochs``, ``.lr``, ``.batch_size``) applied."""
-    overrides = {k: cfg.prn[k] for k in ("epochs", "lr", "batch_size") if cfg.prn[k] is not None}
-    return OmegaConf.merge(cfg, {"train": overrides}) if overrides else cfg
-
-
-def _state(path) -> dict:
-    return dict(ckpt.model_state_of(ckpt.load_checkpoint(path)))
-
-
-def _has_detection(state) -> bool:
-    return any(k.startswith("detection_head.") for k in state)
-
-
 def prepare_model(cfg: DictConfig, num_keypoints: int, init: str | Path | None, detection: bool | None = None):
     """The full model with a PRN, ``init``'s weights (a keypoint- or detection-stage checkpoint;
     the detection branch is built when it has one, or when ``detection`` says so), everything
     but the PRN frozen and ``train_tasks == {"prn"}``."""
-    state = _state(init) if init is not None else None
     if detection is None:
-        detection = state is not None and _has_detection(state)
+        detection = init is not None and "detection" in PoseNet.parts_in(build.checkpoint_state(init))
     # the other parts come from ``init`` or are not used: never fetch pretrained weights for them
     model = build.posenet_model(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}), num_keypoints,
                                 detection=detection, prn=True)
-    if state is not None:
-        for key, value in model.state_dict().items():
-            if key.startswith("prn."):
-                state.setdefault(key, value)
-        ckpt.load_model_state(model, state, init)
+    if init is not None:
+        build.load_earlier_stage(model, init, "prn")
     model.freeze(["trunk", "keypoint"] + (["detection"] if model.has_detection else []))
     model.train_tasks = {"prn"}
     return model
@@ -172,11 +154,13 @@ def train(cfg: DictConfig, init: str | Path | None = None, out_dir: str | Path |
 
     out_dir = Path(out_dir or Path(cfg.output_dir) / "prn")
     resuming = resume and (out_dir / "last.pt").is_file()
-    cfg = stage_config(cfg)
+    cfg = build.stage_config(cfg, "prn")
     train_set = scene_dataset(cfg)
     evaluator = evaluator_from_config(cfg)
     seed_everything(cfg.seed)
-    detection = _has_detection(_state(out_dir / "last.pt")) if resuming else None
+    detection = None
+    if resuming:  # the run's own checkpoint decides whether the model has a detection branch
+        detection = "detection" in PoseNet.parts_in(build.checkpoint_state(out_dir / "last.pt"))
     if init is None and not resuming:
         log("warning: no --init checkpoint: the trunk and keypoint branch keep random weights; "
             "only the PRN of this run's checkpoints is of use")
@@ -191,16 +175,9 @@ def train(cfg: DictConfig, init: str | Path | None = None, out_dir: str | Path |
     return trainer.fit()
 
 
-def load_model(cfg: DictConfig, checkpoint: str | Path, num_keypoints: int, device="cpu"):
+def load_model(cfg: DictConfig, checkpoint: str | Path, device="cpu"):
     """The full model (detection branch when the checkpoint has one) with a trained PRN."""
-    state = _state(checkpoint)
-    if not any(k.startswith("prn.") for k in state):
-        raise ConfigError(f"{checkpoint} has no PRN: train the PRN stage on it first "
-                          f"(scripts/train_prn.py --init {checkpoint})")
-    model = build.posenet_model(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}), num_keypoints,
-                                detection=_has_detection(state), prn=True)
-    ckpt.load_model_state(model, state, checkpoint)
-    return model.to(device).eval()
+    return build.model_from_checkpoint(cfg, checkpoint, device, require=("prn",))
 
 
 def validate(cfg: DictConfig, checkpoint: str | Path | None, grouping: str = "prn", device: str = "cpu",
@@ -212,7 +189,7 @@ def validate(cfg: DictConfig, checkpoint: str | Path | None, grouping: str = "pr
     if grouping == "prn":
         if checkpoint is None:
             raise ConfigError("PRN grouping needs a PRN-stage checkpoint")
-        model = load_model(cfg, checkpoint, evaluator.layout.num_keypoints, device)
+        model = load_model(cfg, checkpoint, device)
     log(f"protocol: {evaluator.protocol()}" + (f"; checkpoint {checkpoint}" if model is not None else ""))
     metrics = evaluator(model)
     log(format_metrics(metrics))
@@ -228,4 +205,4 @@ def metrics_record(metrics: dict, evaluator: PrnEvaluator, checkpoint) -> dict:
 
 
 __all__ = ["GROUPINGS", "PrnEvaluator", "evaluator_from_config", "load_model", "metrics_record", "prepare_model",
-           "scene_dataset", "stage_config", "train", "validate"]
+           "scene_dataset", "train", "validate"]
