@@ -19,9 +19,17 @@ from posenet.data.prn_samples import (
     encode_targets,
     grid_to_image,
     image_to_grid,
+    peak_cells,
 )
 from posenet.engine.checkpoint import load_checkpoint
-from posenet.inference.prn_grouping import greedy_assign, greedy_matching, pose_scores, prn_assign
+from posenet.inference.prn_grouping import (
+    folded_first_layer,
+    greedy_assign,
+    greedy_matching,
+    pose_scores,
+    prn_assign,
+    window_sums,
+)
 from posenet.models.prn import PoseResidualNetwork
 from posenet.stages import prn as prn_stage
 
@@ -190,6 +198,70 @@ def test_a_perfect_prn_groups_a_crowd_that_greedy_grouping_mixes_up():
     assert (empty_scores == 0).all()
     assert np.abs(empty_xy - kps[..., :2]).max() <= (boxes[0, 2] - boxes[0, 0]) * (1 + 2 * MARGIN) / W
     assert prn_assign(PerfectPrn(), np.zeros((0, 4)), xy, types, scores, K)[0].shape == (0, K, 2)
+
+
+class DensePrn(nn.Module):
+    """A PRN seen through a plain module: prn_assign takes the dense first layer."""
+
+    def __init__(self, prn):
+        super().__init__()
+        self.prn = prn
+
+    def forward(self, x):
+        return self.prn(x)
+
+
+@pytest.mark.parametrize("sigma", [1.0, 0.0])
+def test_folded_first_layer_is_the_dense_one_and_groups_the_same(sigma):
+    torch.manual_seed(0)
+    prn = PoseResidualNetwork(hidden=48, second_hidden=16).eval()
+    with torch.no_grad():  # a trained-looking network: outputs that depend on the input
+        for m in prn.mlp:
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(40.0)
+    boxes, kps = _crowd()
+    B, K = kps.shape[:2]
+    rng = np.random.default_rng(7)
+    xy = np.concatenate([kps[..., :2].reshape(-1, 2), rng.uniform(0, 400, (30, 2))])
+    types = np.concatenate([np.tile(np.arange(K), B), rng.integers(0, K, 30)])
+    xy[-1] = xy[-2]  # two peaks in one cell: the cell keeps the larger score
+    types[-1] = types[-2]
+    scores = rng.uniform(0.1, 1.0, len(xy))
+    cells = peak_cells(boxes, xy, types, scores, K, MARGIN, H, W)
+    grids = torch.from_numpy(encode_peaks(boxes, xy, types, scores, K, MARGIN, H, W, sigma))
+    with torch.no_grad():
+        dense = prn.first_layer(grids.flatten(1))
+        flat = torch.from_numpy(cells.reshape(B, -1))
+        folded = flat @ folded_first_layer(prn, sigma, "cpu") + prn.first_layer.bias
+    torch.testing.assert_close(folded, dense, rtol=1e-4, atol=1e-4)
+    assert folded_first_layer(prn, sigma, "cpu") is folded_first_layer(prn, sigma, "cpu")  # cached
+    with torch.no_grad():
+        torch.testing.assert_close(prn(grids, first=folded), prn(grids), rtol=1e-3, atol=1e-4)
+    fast = prn_assign(prn, boxes, xy, types, scores, K, MARGIN, H, W, sigma)
+    slow = prn_assign(DensePrn(prn), boxes, xy, types, scores, K, MARGIN, H, W, sigma)
+    # the same grouping but for near ties that rounding may break the other way
+    same = (np.abs(fast[0] - slow[0]).max(-1) < 1e-6) & (fast[1] == slow[1])
+    assert same.mean() >= 0.95, same.mean()
+    assert (fast[1] > 0).sum() >= B * K // 2  # most keypoints were assigned, so the check compares something
+    with torch.no_grad():  # new weights, new folding
+        prn.first_layer.weight.mul_(-1.0)
+    torch.testing.assert_close(flat @ folded_first_layer(prn, sigma, "cpu"), -(folded - prn.first_layer.bias))
+
+
+def test_window_sums_are_the_sums_over_the_window():
+    rng = np.random.default_rng(11)
+    maps = rng.random((3, 4, 9, 7)).astype(np.float32)
+    types = np.array([0, 3, 3, 1, 2])
+    rows = rng.integers(0, 9, (3, 5))
+    cols = rng.integers(0, 7, (3, 5))
+    rows[0, 0], cols[0, 0] = 0, 6  # a corner: the window is cut by the grid
+    for window in (1, 3, 5, 15):
+        got = window_sums(maps, types, rows, cols, window)
+        r = window // 2
+        expected = np.array([[maps[b, types[p], max(rows[b, p] - r, 0):rows[b, p] + r + 1,
+                                   max(cols[b, p] - r, 0):cols[b, p] + r + 1].sum() for p in range(5)]
+                             for b in range(3)])
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)  # float32 integral image
 
 
 def test_greedy_matching_is_the_one_by_one_greedy_pass():

@@ -113,11 +113,10 @@ def _scatter(boxes, xy, types, values, num_keypoints: int, margin: float, height
     return grids, inside
 
 
-def encode_peaks(boxes, peaks_xy, peaks_type, peaks_score=None, num_keypoints: int = 17, margin: float = 0.21,
-                 height: int = 56, width: int = 36, sigma: float = 1.0) -> np.ndarray:
-    """PRN input grids (B, K, H, W) float32 of boxes (B, 4) x1 y1 x2 y2 from peaks (P, 2) in
-    image pixels, their keypoint types (P,) and scores (P,) (None: 1 each); see the module
-    docstring."""
+def peak_cells(boxes, peaks_xy, peaks_type, peaks_score=None, num_keypoints: int = 17, margin: float = 0.21,
+               height: int = 56, width: int = 36) -> np.ndarray:
+    """The PRN input grids before their blur, (B, K, H, W) float32: each peak's score (None: 1)
+    at its cell of its type's channel in every box it lies in; arguments as ``encode_peaks``."""
     xy = np.asarray(peaks_xy, dtype=np.float64).reshape(-1, 2)
     types = np.asarray(peaks_type, dtype=np.int64).reshape(-1)
     values = np.ones(len(xy), np.float32) if peaks_score is None else np.asarray(peaks_score, np.float32).reshape(-1)
@@ -125,8 +124,15 @@ def encode_peaks(boxes, peaks_xy, peaks_type, peaks_score=None, num_keypoints: i
         raise ValueError(f"{len(xy)} peaks, {len(types)} types and {len(values)} scores")
     if len(types) and (types.min() < 0 or types.max() >= num_keypoints):
         raise ValueError(f"peak types must lie in 0..{num_keypoints - 1}")
-    grids, _ = _scatter(boxes, xy, types, values, num_keypoints, margin, height, width)
-    return blur(grids, sigma)
+    return _scatter(boxes, xy, types, values, num_keypoints, margin, height, width)[0]
+
+
+def encode_peaks(boxes, peaks_xy, peaks_type, peaks_score=None, num_keypoints: int = 17, margin: float = 0.21,
+                 height: int = 56, width: int = 36, sigma: float = 1.0) -> np.ndarray:
+    """PRN input grids (B, K, H, W) float32 of boxes (B, 4) x1 y1 x2 y2 from peaks (P, 2) in
+    image pixels, their keypoint types (P,) and scores (P,) (None: 1 each); see the module
+    docstring."""
+    return blur(peak_cells(boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, margin, height, width), sigma)
 
 
 def encode_targets(boxes, keypoints, margin: float = 0.21, height: int = 56, width: int = 36,
@@ -277,5 +283,5 @@ class PrnSceneDataset(Dataset):
         return torch.from_numpy(grid[0]), {"target": torch.from_numpy(target[0]), "weight": torch.from_numpy(weight[0])}
 
 
-__all__ = ["PrnScene", "PrnSceneDataset", "blur", "box_grid", "encode_peaks", "encode_targets", "gaussian_matrix",
+__all__ = ["PrnScene", "PrnSceneDataset", "blur", "box_grid", "encode_peaks", "encode_targets", "gaussian_matrix", "peak_cells",
            "grid_to_image", "image_to_grid"]

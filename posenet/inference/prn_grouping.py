@@ -8,10 +8,16 @@ score of an assigned keypoint being its peak's score and that of a keypoint left
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from posenet.data.prn_samples import box_grid, encode_peaks, grid_to_image, image_to_grid
+from posenet.data.prn_samples import blur, box_grid, gaussian_matrix, grid_to_image, image_to_grid, peak_cells
+from posenet.models.prn import PoseResidualNetwork
+
+_FOLDED: "weakref.WeakKeyDictionary[PoseResidualNetwork, tuple]" = weakref.WeakKeyDictionary()
 
 
 def _as_peaks(peaks_xy, peaks_type, peaks_score):
@@ -76,18 +82,56 @@ def _assign(pair_score: np.ndarray, types: np.ndarray, num_keypoints: int) -> np
     return np.where(chosen >= 0, np.take_along_axis(peak_of, chosen.clip(0), 1), -1).T
 
 
-def window_sums(maps: np.ndarray, types: np.ndarray, rows: np.ndarray, cols: np.ndarray, window: int) -> np.ndarray:
+def window_sums(maps, types: np.ndarray, rows: np.ndarray, cols: np.ndarray, window: int) -> np.ndarray:
     """Sums of ``maps`` (B, K, H, W) over the ``window`` x ``window`` cells (zero outside the
     grid) centred on cell (rows, cols) (B, P) of channel ``types`` (P,): a box filter read off
-    an integral image at just those cells. Returns (B, P) float64."""
+    an integral image (float32: the maps are probabilities) at just those cells. Returns (B, P)
+    float64."""
+    maps = torch.as_tensor(maps).float()
     B, K, H, W = maps.shape
-    integral = np.zeros((B, K, H + 1, W + 1))
-    integral[:, :, 1:, 1:] = maps.astype(np.float64).cumsum(2).cumsum(3)
+    integral = F.pad(maps.cumsum(2).cumsum(3), (1, 0, 1, 0))
     r = window // 2
-    y0, y1 = (rows - r).clip(0, H), (rows + r + 1).clip(0, H)
-    x0, x1 = (cols - r).clip(0, W), (cols + r + 1).clip(0, W)
-    b, k = np.arange(B)[:, None], types[None]
-    return integral[b, k, y1, x1] - integral[b, k, y0, x1] - integral[b, k, y1, x0] + integral[b, k, y0, x0]
+    y0, y1, x0, x1 = (torch.from_numpy(np.asarray(v).clip(0, n)).to(maps.device)
+                      for v, n in ((rows - r, H), (rows + r + 1, H), (cols - r, W), (cols + r + 1, W)))
+    b = torch.arange(B, device=maps.device)[:, None]
+    k = torch.as_tensor(types, device=maps.device)[None]
+    sums = integral[b, k, y1, x1] - integral[b, k, y0, x1] - integral[b, k, y1, x0] + integral[b, k, y0, x0]
+    return sums.double().cpu().numpy()
+
+
+def folded_first_layer(prn: PoseResidualNetwork, sigma: float, device) -> torch.Tensor:
+    """The PRN's first weight matrix with the input blur folded in, (K*H*W, hidden) on ``device``.
+
+    The input blur is linear (separable, zero-padded, symmetric Gaussian matrices G), so the
+    first layer of a blurred grid equals a folded matrix applied to the unblurred peak cells:
+    ``W1 vec(G_h S G_w) = (G_h W1 G_w) vec(S)`` per channel. An image's grids hold a few peak
+    cells each among K*H*W = 34272 inputs, so the first layer becomes a sum of a few rows
+    instead of a dense product. Kept per network while its weights are unchanged (one more
+    copy of the first layer in memory).
+    """
+    weight = prn.first_layer.weight
+    key = (float(sigma), str(device), weight.data_ptr(), weight._version)
+    cached = _FOLDED.get(prn)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    K, H, W = prn.grid_shape
+    with torch.no_grad():
+        w = weight.detach().to(device, torch.float32).reshape(-1, H, W)
+        g_h = torch.from_numpy(gaussian_matrix(H, sigma)).to(w)
+        g_w = torch.from_numpy(gaussian_matrix(W, sigma)).to(w)
+        folded = (g_h @ w @ g_w).reshape(weight.shape[0], K * H * W).t().contiguous()
+    _FOLDED[prn] = (key, folded)
+    return folded
+
+
+def _first_layer(prn: PoseResidualNetwork, cells: np.ndarray, sigma: float, device) -> torch.Tensor:
+    """The first linear layer's output (B, hidden) for the blurred ``cells`` (B, K, H, W)."""
+    index = np.flatnonzero(cells)
+    b, i = np.divmod(index, cells[0].size)
+    rows = folded_first_layer(prn, sigma, device)[torch.from_numpy(i).to(device)]
+    rows = rows * torch.from_numpy(cells.reshape(-1)[index]).to(device)[:, None]
+    bias = prn.first_layer.bias.detach().float().to(device)
+    return bias.expand(len(cells), -1).clone().index_add_(0, torch.from_numpy(b).to(device), rows)
 
 
 @torch.no_grad()
@@ -96,7 +140,9 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
                min_score: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """PRN grouping of one image's peaks into its boxes.
 
-    All boxes go through ``prn`` (put in eval mode for the call) as one batch. A peak of type
+    All boxes go through ``prn`` (put in eval mode for the call) as one batch; a
+    ``PoseResidualNetwork`` gets its first layer from the peak cells and its folded weights
+    (``folded_first_layer``), any other module the blurred grids. A peak of type
     k inside a box's enlarged box scores the PRN output of that box's channel k summed over
     the ``window`` x ``window`` cells around the peak's cell; pairs scoring more than
     ``min_score`` are assigned greedily, best first, each peak to one box per type and each box
@@ -110,12 +156,16 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
     B, K, P = len(boxes), num_keypoints, len(xy)
     if B == 0:
         return np.zeros((0, K, 2)), np.zeros((0, K))
-    grids = encode_peaks(boxes, xy, types, scores, K, margin, height, width, input_sigma)
+    cells = peak_cells(boxes, xy, types, scores, K, margin, height, width)
+    grids = torch.from_numpy(blur(cells, input_sigma))
     device = next(prn.parameters()).device
     was_training = prn.training
     prn.eval()
     try:
-        out = prn(torch.from_numpy(grids).to(device)).float()
+        if isinstance(prn, PoseResidualNetwork):
+            out = prn(grids.to(device), first=_first_layer(prn, cells, input_sigma, device)).float()
+        else:
+            out = prn(grids.to(device)).float()
     finally:
         prn.train(was_training)
     _, affine = box_grid(boxes, margin, height, width)
@@ -128,7 +178,7 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
         cell = np.floor(image_to_grid(affine, xy)).astype(np.int64)  # (B, P, 2)
         inside = (cell[..., 0] >= 0) & (cell[..., 0] < width) & (cell[..., 1] >= 0) & (cell[..., 1] < height)
         cx, cy = cell[..., 0].clip(0, width - 1), cell[..., 1].clip(0, height - 1)
-        pair = window_sums(out.cpu().numpy(), types, cy, cx, window)  # (B, P)
+        pair = window_sums(out, types, cy, cx, window)  # (B, P)
         pair = np.where(inside & (pair > min_score), pair, -np.inf)
         peak = _assign(pair, types, K)  # (B, K)
         found = peak >= 0
@@ -184,4 +234,4 @@ def pose_scores(box_scores, keypoint_scores, threshold: float = 0.05) -> np.ndar
     return box * mean
 
 
-__all__ = ["greedy_assign", "greedy_matching", "pose_scores", "prn_assign", "window_sums"]
+__all__ = ["folded_first_layer", "greedy_assign", "greedy_matching", "pose_scores", "prn_assign", "window_sums"]

@@ -68,11 +68,26 @@ class PoseResidualNetwork(nn.Module):
             raise ValueError(f"{name} must be (N, {', '.join(map(str, self.grid_shape))}) "
                              f"(N, num_keypoints, height, width), got {tuple(x.shape)}")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def first_layer(self) -> nn.Linear:
+        return self.mlp[0]
+
+    def forward(self, x: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
+        """Probabilities for input grids ``x``. ``first``: the first linear layer's output for
+        ``x``, (N, hidden), when the caller has it more cheaply than the dense product (the
+        inference pipeline computes it from the few peak cells of each grid); that layer is
+        then skipped."""
         self._check(x, "PRN input")
         n = x.shape[0]
         flat = x.reshape(n, -1).float()
-        logits = self.mlp(flat) + flat
+        if first is None:
+            first = self.first_layer(flat)
+        elif tuple(first.shape) != (n, self.first_layer.out_features):
+            raise ValueError(f"first must be (N, hidden) = ({n}, {self.first_layer.out_features}), "
+                             f"got {tuple(first.shape)}")
+        else:
+            first = first.float().clone()  # the in-place ReLU after it must not change the caller's tensor
+        logits = self.mlp[1:](first) + flat
         if self.softmax == "channel":
             probs = logits.reshape(n, self.num_keypoints, -1).softmax(-1)
         else:
