@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posenet.data.prn_samples import blur, box_grid, gaussian_matrix, grid_to_image, image_to_grid, peak_cells
+from posenet.data.prn_samples import blur, box_grid, grid_to_image, image_to_grid, peak_cells
 from posenet.models.prn import PoseResidualNetwork
 
 _FOLDED: "weakref.WeakKeyDictionary[PoseResidualNetwork, tuple]" = weakref.WeakKeyDictionary()
@@ -102,9 +102,9 @@ def window_sums(maps, types: np.ndarray, rows: np.ndarray, cols: np.ndarray, win
 def folded_first_layer(prn: PoseResidualNetwork, sigma: float, device) -> torch.Tensor:
     """The PRN's first weight matrix with the input blur folded in, (K*H*W, hidden) on ``device``.
 
-    The input blur is linear (separable, zero-padded, symmetric Gaussian matrices G), so the
-    first layer of a blurred grid equals a folded matrix applied to the unblurred peak cells:
-    ``W1 vec(G_h S G_w) = (G_h W1 G_w) vec(S)`` per channel. An image's grids hold a few peak
+    The input blur is linear and its own adjoint (separable, zero-padded, symmetric Gaussian
+    matrices G), so the first layer of a blurred grid equals the blurred weights applied to the
+    unblurred peak cells: ``W1 vec(G_h S G_w) = blur(W1) vec(S)`` per channel. An image's grids hold a few peak
     cells each among K*H*W = 34272 inputs, so the first layer becomes a sum of a few rows
     instead of a dense product. Kept per network while its weights are unchanged (one more
     copy of the first layer in memory).
@@ -115,11 +115,8 @@ def folded_first_layer(prn: PoseResidualNetwork, sigma: float, device) -> torch.
     if cached is not None and cached[0] == key:
         return cached[1]
     K, H, W = prn.grid_shape
-    with torch.no_grad():
-        w = weight.detach().to(device, torch.float32).reshape(-1, H, W)
-        g_h = torch.from_numpy(gaussian_matrix(H, sigma)).to(w)
-        g_w = torch.from_numpy(gaussian_matrix(W, sigma)).to(w)
-        folded = (g_h @ w @ g_w).reshape(weight.shape[0], K * H * W).t().contiguous()
+    blurred = blur(weight.detach().float().cpu().numpy().reshape(-1, H, W), sigma)
+    folded = torch.from_numpy(blurred.reshape(weight.shape[0], K * H * W).T.copy()).to(device)
     _FOLDED[prn] = (key, folded)
     return folded
 
