@@ -426,3 +426,52 @@ def test_two_gloo_processes_resume_bitwise_exactly(tmp_path):
     resumed = torch.load(tmp_path / "split" / "final.pt")
     for name in straight:
         assert torch.equal(straight[name], resumed[name]), name
+
+
+def test_amp_auto_is_bf16_only_where_native_and_slow_bf16_warns(tmp_path, monkeypatch):
+    from posenet.engine import precision
+
+    for native in (True, False):
+        monkeypatch.setattr(precision, "native_bf16", lambda device, native=native: native)
+        assert precision.resolve_amp("auto", "cpu") == ("bf16" if native else None)
+        assert precision.resolve_amp("none", "cpu") is None and precision.resolve_amp(None, "cpu") is None
+    with pytest.warns(precision.SlowPrecisionWarning, match="amp=auto or none"):
+        assert precision.resolve_amp("bf16", "cpu") == "bf16"  # kept: same numbers, only slower
+    with pytest.raises(ValueError, match="amp must be one of"):
+        precision.resolve_amp("int8", "cpu")
+    trainer = make_trainer(tmp_path, epochs=1, amp="auto")
+    assert trainer.amp is None and trainer.amp_dtype is None
+
+
+def test_channels_last_training_matches_the_default_layout(tmp_path):
+    from posenet.config import build, load_config
+
+    cfg = load_config(None, ["data.root=unused", "model.backbone_depth=18", "model.pretrained=none",
+                             "model.frozen_bn=false", "model.fpn_channels=16", "model.subnet_channels=16",
+                             "model.fuse_channels=16"])
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8, generator=g)
+    targets = {"heatmaps": torch.rand(2, 17, 16, 16, generator=g), "segmentation": torch.rand(2, 1, 16, 16, generator=g),
+               "ignore_mask": torch.ones(2, 1, 16, 16)}
+    results = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = build.posenet_model(cfg, 17).train()
+        x = images
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+            x = images.contiguous(memory_format=torch.channels_last)
+            assert model.trunk.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+        loss = model(x, targets)["loss"]
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results.append((loss.detach(), grads))
+    # the same computation in another memory layout: equal up to float rounding
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-4)
+    (_, g0), (_, g1) = results
+    assert float((g0 - g1).norm() / g0.norm()) < 1e-3
+
+
+def test_trainer_channels_last_option_trains(tmp_path):
+    history = make_trainer(tmp_path, epochs=2, channels_last=True).fit()
+    assert history[-1]["train_loss"] < history[0]["train_loss"]

@@ -17,7 +17,6 @@ Outputs in ``out_dir``: ``last.pt`` (every epoch and every ``checkpoint_every_st
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -49,11 +48,11 @@ from posenet.engine.loader import (
     seed_everything,
     to_device,
 )
+from posenet.engine.precision import AMP_DTYPES, autocast, resolve_amp
 from posenet.engine.schedules import LRSchedule, build_scheduler
 from posenet.engine.tb import RunLogger
 from posenet.errors import ConfigError, PosenetError
 
-AMP_DTYPES = {None: None, "none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 LAST, BEST = "last.pt", "best.pt"
 
 
@@ -79,7 +78,9 @@ class Trainer:
         scheduler: None, a name for :func:`build_scheduler` (options in ``scheduler_kw``;
             ``plateau`` monitors ``metric`` with ``metric_mode`` unless told otherwise), an
             :class:`LRSchedule`, or a callable ``(optimizer, steps_per_epoch) -> LRSchedule``.
-        amp: None, "bf16" or "fp16" (autocast; fp16 adds a GradScaler).
+        amp: None, "auto", "bf16" or "fp16" (autocast; fp16 adds a GradScaler; "auto" is bf16
+            where the device runs it natively, else fp32; see ``posenet.engine.precision``).
+        channels_last: train in the channels-last memory format (model and images).
         grad_clip: max global gradient norm (None: no clipping); unscaled first with fp16.
         log_every: steps between TensorBoard scalars (losses, lr, samples/s, grad norm).
         checkpoint_every_steps: also write ``last.pt`` mid-epoch every N steps (0: off).
@@ -112,6 +113,7 @@ class Trainer:
         scheduler: str | LRSchedule | Callable | None = None,
         scheduler_kw: Mapping[str, Any] | None = None,
         amp: str | None = None,
+        channels_last: bool = False,
         grad_clip: float | None = None,
         log_every: int = 20,
         checkpoint_every_steps: int = 0,
@@ -131,8 +133,8 @@ class Trainer:
         dist_timeout_minutes: float = 30.0,
     ):
         amp = None if amp is None else str(amp).lower()
-        if amp not in AMP_DTYPES:
-            raise ConfigError(f"amp must be none, bf16 or fp16, not {amp!r}")
+        if amp not in AMP_DTYPES and amp != "auto":
+            raise ConfigError(f"amp must be none, auto, bf16 or fp16, not {amp!r}")
         if metric_mode not in ("min", "max"):
             raise ConfigError(f"metric_mode must be 'min' or 'max', not {metric_mode!r}")
         minimums = {"epochs": (epochs, 1), "batch_size": (batch_size, 1), "log_every": (log_every, 1),
@@ -146,8 +148,6 @@ class Trainer:
 
         self.epochs, self.batch_size, self.num_workers = int(epochs), int(batch_size), int(num_workers)
         self.out_dir = Path(out_dir)
-        self.amp_dtype = AMP_DTYPES[amp]
-        self.amp = amp if self.amp_dtype is not None else None
         self.grad_clip = grad_clip
         self.log_every, self.eval_every = int(log_every), int(eval_every)
         self.checkpoint_every_steps = int(checkpoint_every_steps)
@@ -159,9 +159,17 @@ class Trainer:
 
         self.dist = init_distributed(device, timeout_minutes=dist_timeout_minutes)
         self.device = self.dist.device
+        try:
+            self.amp = resolve_amp(amp, self.device)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        self.amp_dtype = AMP_DTYPES[self.amp]
+        self.channels_last = bool(channels_last)
         seed_everything(self.seed + self.dist.rank, deterministic=deterministic)
 
         self.module = model.to(self.device)
+        if self.channels_last:
+            self.module.to(memory_format=torch.channels_last)
         if self.dist.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model: nn.Module = DistributedDataParallel(
@@ -348,6 +356,8 @@ class Trainer:
             return stats
         images, targets = _split_batch(batch.data)
         images, targets = to_device(images, self.device), to_device(targets, self.device)
+        if self.channels_last and isinstance(images, torch.Tensor) and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             losses = self.train_model(images, targets)
@@ -367,9 +377,7 @@ class Trainer:
         return stats
 
     def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp)
 
     def _warn_bad(self, bad: list) -> None:
         for index, message in bad:

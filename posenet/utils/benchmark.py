@@ -82,6 +82,9 @@ def machine_info(device: torch.device | str = "cpu") -> Dict[str, str]:
         info["posenet CPU kernel"] = _C.cpu_isa()
     except ImportError:
         info["posenet CPU kernel"] = "not built"
+    from posenet.engine.precision import native_bf16
+
+    info["bf16"] = "native" if native_bf16(device) else "not native (no AVX512-BF16/AMX: bf16 autocast is slow)"
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = str(torch.version.cuda)
