@@ -62,3 +62,15 @@ def test_clear_errors(tmp_path):
     _write_coco(ann, 2)
     with pytest.raises(DataError, match="image folder not found"):
         CocoPersons(tmp_path, "val2017")
+
+
+def test_first_images_keeps_the_first_images_with_annotated_persons(coco_mini):
+    everything = CocoPersons(coco_mini, "train2017")
+    first = CocoPersons(coco_mini, "train2017", first_images=5)
+    assert len(first) == 5
+    with_keypoints = [i for i in everything.image_ids
+                      if any(not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0 for a in everything.annotations(i))]
+    assert first.image_ids == with_keypoints[:5]
+    assert first.summary()["images"] == 5 and first.summary()["images_without_persons"] == 0
+    with pytest.raises(DataError, match="asked for the first 1000 images"):
+        CocoPersons(coco_mini, "train2017", first_images=1000)

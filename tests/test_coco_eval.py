@@ -44,3 +44,19 @@ def test_ground_truth_boxes_score_box_ap_one(coco_mini):
 def test_empty_results_score_zero(coco_mini):
     data = CocoPersons(coco_mini, "val2017")
     assert evaluate_keypoints(data.coco, [])["AP"] == 0.0
+
+
+def test_medium_large_box_ap_counts_only_persons_of_at_least_32_px(coco_mini):
+    data = CocoPersons(coco_mini, "val2017")
+    persons = [a for i in data.image_ids for a in data.annotations(i) if not a.get("iscrowd", 0)]
+    results = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 1.0} for a in persons]
+    assert evaluate_boxes(data.coco, results)["APML"] == 1.0
+    # Finding only the small persons scores nothing on medium + large; finding only the medium and
+    # large ones scores all of it there, and less over all sizes.
+    small = [r for r, a in zip(results, persons) if a["area"] < 32 ** 2]
+    big = [r for r, a in zip(results, persons) if a["area"] >= 32 ** 2]
+    assert small and big
+    assert evaluate_boxes(data.coco, small)["APML"] == 0.0
+    only_big = evaluate_boxes(data.coco, big)
+    assert only_big["APML"] == 1.0 and only_big["AP"] < 1.0
+    assert evaluate_boxes(data.coco, [])["APML"] == 0.0

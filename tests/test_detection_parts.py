@@ -371,3 +371,20 @@ def test_postprocess_returns_a_confident_anchor_exactly():
     torch.testing.assert_close(first["boxes"], anchors[0][index][None])
     torch.testing.assert_close(first["scores"], torch.sigmoid(torch.tensor([10.0])))
     assert second["boxes"].shape == (0, 4) and second["scores"].shape == (0,)
+
+
+def test_anchor_sizes_are_a_head_and_config_choice():
+    from posenet.config import build, load_config
+
+    half = RetinaNetHead(in_channels=8, num_convs=1, anchor_sizes=[16, 32, 64, 128, 256])
+    full = RetinaNetHead(in_channels=8, num_convs=1)
+    sizes = [(4, 4), (2, 2), (1, 1), (1, 1), (1, 1)]
+    small, big = half.anchor_generator(sizes, "cpu")[0], full.anchor_generator(sizes, "cpu")[0]
+    wh_small, wh_big = small[:, 2:] - small[:, :2], big[:, 2:] - big[:, :2]
+    torch.testing.assert_close(wh_small, wh_big / 2)
+    with pytest.raises(ValueError, match="not both"):
+        RetinaNetHead(anchor_sizes=[16, 32, 64, 128, 256], anchor_generator=AnchorGenerator())
+    cfg = load_config(None, ["data.root=unused", "model.pretrained=none", "model.backbone_depth=18",
+                             "detection.anchor_sizes=[16,32,64,128,256]"])
+    model = build.posenet_model(cfg, 17, detection=True)
+    assert model.detection_head.anchor_generator.sizes == (16.0, 32.0, 64.0, 128.0, 256.0)

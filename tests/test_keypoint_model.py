@@ -142,6 +142,22 @@ def test_loss_is_zero_at_the_target_and_ignores_masked_pixels():
         subnet.compute_loss(outputs, make_targets(3, 32, 32))
 
 
+def test_foreground_weight_scales_each_heatmap_pixel_by_one_plus_w_times_its_target():
+    targets = make_targets(2, 128, 128)
+    pred = torch.rand(2, K + 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    outputs = {"heatmaps": pred[:, :K], "segmentation": pred[:, K:], "intermediate": [pred] * 4}
+    plain = KeypointSubnet().compute_loss(outputs, targets)
+    weighted = KeypointSubnet(foreground_weight=9.0).compute_loss(outputs, targets)
+    mask, heat = targets["ignore_mask"], targets["heatmaps"]
+    expected = ((pred[:, :K] - heat).square() * mask * (1 + 9.0 * heat)).sum() / 2
+    assert weighted["loss_heatmap"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert weighted["loss_heatmap"] > plain["loss_heatmap"]
+    # segmentation keeps its plain L2; the intermediate heatmaps get the same weights
+    assert weighted["loss_segmentation"].item() == pytest.approx(plain["loss_segmentation"].item(), rel=1e-6)
+    assert weighted["loss_k2"] > plain["loss_k2"]
+    assert KeypointSubnet(foreground_weight=0.0).compute_loss(outputs, targets)["loss_heatmap"] == plain["loss_heatmap"]
+
+
 def test_gradient_reaches_the_trunk(resnet18_model):
     model = resnet18_model.train()
     model.zero_grad()

@@ -221,3 +221,29 @@ def test_two_gloo_processes_match_one_process(tiny_synthetic, tmp_path):
     h1 = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     h2 = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [r["train_loss"] for r in h2] == pytest.approx([r["train_loss"] for r in h1], rel=1e-3)
+
+
+class ShiftedHeatmaps(nn.Module):
+    """The targets moved by ``cells`` heatmap cells to the right."""
+
+    def __init__(self, cells: int):
+        super().__init__()
+        self.p, self.cells = nn.Parameter(torch.zeros(())), cells
+
+    def forward(self, images, targets=None):
+        heat = torch.roll(targets["heatmaps"], self.cells, dims=-1)
+        return {"heatmaps": heat, "segmentation": targets["segmentation"], "losses": {"loss": self.p * 0}}
+
+
+def test_pck_counts_keypoints_within_a_tenth_of_the_person_size(coco_mini):
+    from posenet.stages.keypoint import TargetHeatmaps
+
+    cfg = load_config(REPO / "configs/coco-mini.yaml", [f"data.root={coco_mini}", "train.num_workers=0"])
+    evaluator = evaluator_from_config(cfg, progress=False)
+    perfect = evaluator(TargetHeatmaps())["PCK"]
+    assert 0.85 < perfect <= 1.0
+    # 8 cells = 32 input px at 480: beyond 0.1 sqrt(area) for every but the largest persons
+    shifted = evaluator(ShiftedHeatmaps(8))["PCK"]
+    assert shifted < 0.5 * perfect
+    with pytest.raises(ValueError, match="needs the targets"):
+        TargetHeatmaps()(torch.zeros(1, 3, 8, 8))

@@ -27,7 +27,8 @@ def keypoint_layout(cfg: DictConfig) -> KeypointLayout:
 
 def coco_split(cfg: DictConfig, split: str) -> CocoPersons:
     """``data`` → the annotations of one split."""
-    return CocoPersons(cfg.root, split, layout=cfg.layout, minival_size=cfg.minival_size)
+    return CocoPersons(cfg.root, split, layout=cfg.layout, minival_size=cfg.minival_size,
+                       first_images=cfg.first_images)
 
 
 def synthetic_generator(cfg: DictConfig):
@@ -70,10 +71,12 @@ def posenet_model(cfg: DictConfig, num_keypoints: int, detection: bool = False, 
         intermediate_supervision=m.intermediate_supervision,
         segmentation_weight=m.segmentation_weight,
         intermediate_weight=m.intermediate_weight,
+        foreground_weight=m.foreground_weight,
         detection=detection,
         detection_options=dict(
             fpn_channels=d.fpn_channels,
             num_convs=d.head_convs,
+            anchor_sizes=list(d.anchor_sizes),
             prior_prob=d.prior_prob,
             positive_iou=d.positive_iou,
             negative_iou=d.negative_iou,
@@ -175,11 +178,12 @@ def keypoint_dataset(cfg: DictConfig, split: str, train: bool):
             f"{persons.files.annotation_file}: its keypoints ({', '.join(persons.keypoint_layout.names)}) "
             f"differ from data.keypoints.names"
         )
-    size = k.input_size if train else k.val_input_size
+    augment = train and k.augment  # keypoint.augment false: train on the validation inputs
+    size = k.input_size if augment else k.val_input_size
     return CocoKeypointDataset(
         persons,
         input_size=(size, size),
-        train=train,
+        train=augment,
         layout=layout,
         sigma=k.sigma,
         scale_range=tuple(k.scale_range),
@@ -224,6 +228,7 @@ def trainer_options(cfg: DictConfig) -> dict:
         scheduler=t.schedule,
         scheduler_kw=schedule_kw,
         amp=None if t.amp == "none" else t.amp,
+        channels_last=t.channels_last,
         grad_clip=t.grad_clip,
         log_every=t.log_every,
         checkpoint_every_steps=t.checkpoint_every_steps,

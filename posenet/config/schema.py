@@ -42,6 +42,9 @@ class DataConfig:
     train_split: str = "train2017"
     val_split: str = "val2017"
     minival_size: int = 2644
+    # Only the first N images of each split that hold a non-crowd person with labelled
+    # keypoints (0: every image); the overfitting benchmark trains and evaluates on these.
+    first_images: int = 0
     keypoints: KeypointLayoutConfig = field(default_factory=KeypointLayoutConfig)
 
 
@@ -89,6 +92,8 @@ class ModelConfig:
     intermediate_supervision: bool = True
     segmentation_weight: float = 1.0
     intermediate_weight: float = 1.0
+    # Heatmap loss pixel weight 1 + foreground_weight * target (0: the paper's plain L2).
+    foreground_weight: float = 0.0
 
 
 @dataclass
@@ -107,6 +112,9 @@ class KeypointDataConfig:
     zoom_limits: List[float] = field(default_factory=lambda: [0.5, 4.0])
     # Validation input: the longer side of each image is scaled to this.
     val_input_size: int = 480
+    # false: training samples are the validation inputs themselves (fit and pad at
+    # val_input_size, no augmentation), as in the overfitting benchmark.
+    augment: bool = True
 
 
 @dataclass
@@ -128,7 +136,10 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     warmup_factor: float = 0.001
     min_lr_ratio: float = 0.0
-    amp: str = choice("none", "none", "bf16", "fp16")
+    # Autocast: "auto" is bf16 where the device runs it natively (CUDA >= sm80; CPUs with
+    # AVX512-BF16/AMX), fp32 elsewhere; an explicit bf16 on a CPU without it is 25x slower.
+    amp: str = choice("none", "none", "auto", "bf16", "fp16")
+    channels_last: bool = False
     grad_clip: Optional[float] = None
     log_every: int = 20
     checkpoint_every_steps: int = 0
@@ -147,6 +158,9 @@ class DetectionConfig:
     fpn_channels: int = 256
     head_convs: int = 4
     prior_prob: float = 0.01
+    # Base anchor size of P3..P7 in input pixels (the paper's 32..512); halve them for inputs
+    # at which most persons are smaller than 32 px.
+    anchor_sizes: List[float] = field(default_factory=lambda: [32.0, 64.0, 128.0, 256.0, 512.0])
     # Anchor matching: IoU >= positive_iou is a person, < negative_iou background, between
     # ignored; background anchors covered (intersection / anchor area) by a crowd region
     # at least crowd_ioa are ignored too.

@@ -10,6 +10,7 @@ from pathlib import Path
 from pycocotools.coco import COCO
 
 from posenet.data.keypoints import KeypointLayout
+from posenet.data.targets import has_keypoints
 from posenet.errors import DataError
 
 LAYOUTS = ("coco2017", "coco2014")
@@ -51,10 +52,13 @@ class CocoPersons:
     """The person annotations of one split of a COCO-format keypoint dataset.
 
     Images keep the annotation file's order. ``annotations(image_id)`` returns the person
-    annotations of an image, crowd regions included (``iscrowd`` 1).
+    annotations of an image, crowd regions included (``iscrowd`` 1). ``first_images`` > 0
+    keeps only the first that many images holding a non-crowd person with labelled keypoints
+    (the overfitting benchmark's images; evaluation then covers those images alone).
     """
 
-    def __init__(self, root: str | Path, split: str, layout: str = "coco2017", minival_size: int = 2644):
+    def __init__(self, root: str | Path, split: str, layout: str = "coco2017", minival_size: int = 2644,
+                 first_images: int = 0):
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"dataset root not found: {root} (expected the {layout} layout, see README 'Data')")
@@ -67,6 +71,15 @@ class CocoPersons:
         self.category_id, self.keypoint_layout = _person_category(self.coco, self.files.annotation_file)
         all_ids = [img["id"] for img in self.coco.dataset["images"]]
         self.image_ids: list[int] = all_ids[self.files.images]
+        if first_images < 0:
+            raise DataError(f"first_images must be >= 0, got {first_images}")
+        if first_images:
+            with_keypoints = [i for i in self.image_ids if any(
+                not a.get("iscrowd", 0) and has_keypoints(a) for a in self.annotations(i))]
+            if len(with_keypoints) < first_images:
+                raise DataError(f"{self.files.annotation_file}: asked for the first {first_images} images with "
+                                f"annotated persons, the split has {len(with_keypoints)}")
+            self.image_ids = with_keypoints[:first_images]
 
     def __len__(self) -> int:
         return len(self.image_ids)

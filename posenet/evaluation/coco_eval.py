@@ -22,7 +22,11 @@ from pycocotools.cocoeval import COCOeval
 from posenet.utils.io import write_json_atomic
 
 KEYPOINT_METRICS = ("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL")
-BOX_METRICS = ("AP", "AP50", "AP75", "APS", "APM", "APL", "AR1", "AR10", "AR100", "ARS", "ARM", "ARL")
+BOX_METRICS = ("AP", "AP50", "AP75", "APS", "APM", "APL", "AR1", "AR10", "AR100", "ARS", "ARM", "ARL", "APML")
+# "APML": box AP over the medium and large persons together (area >= 32^2 original pixels, the
+# union of COCO's medium and large ranges), where persons smaller than the smallest anchor
+# at a small input are left out.
+MEDIUM_LARGE = [32 ** 2, 1e5 ** 2]
 
 
 def keypoint_results(image_ids, keypoints, keypoint_scores, scores, category_id: int = 1) -> list[dict]:
@@ -83,11 +87,21 @@ def _evaluate(gt, results, iou_type, names, image_ids, sigmas, verbose) -> dict:
             ev.params.imgIds = sorted(int(i) for i in image_ids)
         if sigmas is not None:
             ev.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
+        extra = "APML" in names
+        if extra:  # summarize() looks its ranges up by label, so an extra one changes nothing else
+            ev.params.areaRng = list(ev.params.areaRng) + [MEDIUM_LARGE]
+            ev.params.areaRngLbl = list(ev.params.areaRngLbl) + ["medium_large"]
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
     # COCOeval reports -1 where a metric has no ground truth (e.g. no medium persons).
-    return {name: float(v) for name, v in zip(names, ev.stats)}
+    metrics = {name: float(v) for name, v in zip(names, ev.stats)}
+    if extra:
+        # precision: (iou thresholds, recall points, categories, area ranges, max detections)
+        precision = ev.eval["precision"][:, :, :, -1, -1]
+        valid = precision[precision > -1]
+        metrics["APML"] = float(valid.mean()) if valid.size else -1.0
+    return metrics
 
 
 def format_metrics(metrics: dict, names: Sequence[str] = KEYPOINT_METRICS[:6]) -> str:

@@ -52,9 +52,11 @@ class KeypointSubnet(nn.Module):
         upsample_mode: str = "bilinear",
         segmentation_weight: float = 1.0,
         intermediate_weight: float = 1.0,
+        foreground_weight: float = 0.0,
     ):
         super().__init__()
         self.num_keypoints = num_keypoints
+        self.foreground_weight = float(foreground_weight)
         self.num_levels = num_levels
         self.upsample_mode = upsample_mode
         self.segmentation_weight = float(segmentation_weight)
@@ -124,18 +126,22 @@ class KeypointSubnet(nn.Module):
         n = heatmaps.shape[0]
         mask = mask.float()
 
-        def l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            return ((pred.float() - target.float()).square() * mask).sum() / n
+        def l2(pred: torch.Tensor, target: torch.Tensor, weight=None) -> torch.Tensor:
+            w = mask if weight is None else mask * weight
+            return ((pred.float() - target.float()).square() * w).sum() / n
 
+        # Pixel weight 1 + foreground_weight * target: errors on the Gaussians count more than
+        # on the background that covers most of the map.
+        fg = 1.0 + self.foreground_weight * heatmaps.float() if self.foreground_weight else None
         losses = {
-            "loss_heatmap": l2(outputs["heatmaps"], heatmaps),
+            "loss_heatmap": l2(outputs["heatmaps"], heatmaps, fg),
             "loss_segmentation": self.segmentation_weight * l2(outputs["segmentation"], segmentation),
         }
         total = losses["loss_heatmap"] + losses["loss_segmentation"]
         K = self.num_keypoints
         for level, pred in enumerate(outputs.get("intermediate", ()), start=2):
             loss = self.intermediate_weight * (
-                l2(pred[:, :K], heatmaps) + self.segmentation_weight * l2(pred[:, K:], segmentation)
+                l2(pred[:, :K], heatmaps, fg) + self.segmentation_weight * l2(pred[:, K:], segmentation)
             )
             losses[f"loss_k{level}"] = loss
             total = total + loss

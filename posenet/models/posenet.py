@@ -69,6 +69,7 @@ class PoseNet(nn.Module):
         upsample_mode: str = "bilinear",
         segmentation_weight: float = 1.0,
         intermediate_weight: float = 1.0,
+        foreground_weight: float = 0.0,
         detection: bool = False,
         detection_options: Mapping | None = None,
         prn: bool = False,
@@ -89,6 +90,7 @@ class PoseNet(nn.Module):
             upsample_mode=upsample_mode,
             segmentation_weight=segmentation_weight,
             intermediate_weight=intermediate_weight,
+            foreground_weight=foreground_weight,
         )
         self.detection_fpn = self.detection_head = None
         if detection:

@@ -158,9 +158,14 @@ class RetinaNetHead(nn.Module):
         smooth_l1_beta: float = 1 / 9,
         box_weight: float = 1.0,
         min_box_size: float = 0.0,
+        anchor_sizes: Optional[Sequence[float]] = None,
     ):
         super().__init__()
-        self.anchor_generator = anchor_generator if anchor_generator is not None else AnchorGenerator()
+        if anchor_generator is not None and anchor_sizes is not None:
+            raise ValueError("give anchor_generator or anchor_sizes, not both")
+        if anchor_generator is None:
+            anchor_generator = AnchorGenerator(sizes=anchor_sizes) if anchor_sizes is not None else AnchorGenerator()
+        self.anchor_generator = anchor_generator
         if self.anchor_generator.num_anchors != num_anchors:
             raise ValueError(
                 f"num_anchors={num_anchors} but the anchor generator has "

@@ -147,7 +147,7 @@ def validate(cfg: DictConfig, checkpoint: str | Path, device: str = "cpu", log=p
     log(f"protocol: {evaluator.protocol()}")
     model = load_model(cfg, checkpoint, device)
     metrics = evaluator(model)
-    log("person box AP (COCO bbox):\n" + format_metrics(metrics, BOX_METRICS[:6]))
+    log("person box AP (COCO bbox):\n" + format_metrics(metrics, BOX_METRICS[:6] + ("APML",)))
     return metrics, evaluator
 
 
