@@ -19,7 +19,7 @@ setup: $(VENV)/.built
 $(VENV)/.deps: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) -r requirements.txt
-	$(PY) -c "import torch, torchvision, pycocotools, cv2, omegaconf"
+	$(PY) -c "import torch, torchvision, pycocotools, cv2, omegaconf, matplotlib"
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps setup.py $(NMS_SRC)

@@ -4,6 +4,9 @@
     python scripts/benchmark.py nms [--device cuda] [--threads 1] [--markdown-out FILE] [--update-readme]
     python scripts/benchmark.py data [--root DIR] [--workers 2] [--input-size 480]
     python scripts/benchmark.py decode [--config FILE] [--checkpoint CKPT] [--input-size 480] [--people 20]
+    python scripts/benchmark.py overfit [--images 16] [--metrics-out FILE] [--update-readme]
+    python scripts/benchmark.py train [--config FILE] [--steps N] [--update-readme]
+    python scripts/benchmark.py learning [--config FILE] [--budget-minutes M] [--update-readme]
 
 To add a benchmark, write ``add_<name>_parser(subparsers)`` that registers its options and a
 ``run`` function (``parser.set_defaults(run=...)``), and list it in SUBCOMMANDS.
@@ -157,7 +160,141 @@ def add_decode_parser(subparsers) -> None:
     p.set_defaults(run=run_decode)
 
 
-SUBCOMMANDS = [add_nms_parser, add_data_parser, add_decode_parser]
+# --------------------------------------------------------------------------- overfit
+
+REPO = os.path.dirname(README)
+COCO_MINI = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "coco-mini"))
+
+
+def run_overfit(args: argparse.Namespace) -> int:
+    import json
+    import shutil
+    from pathlib import Path
+
+    from posenet.config import load_config
+    from posenet.stages import overfit
+    from posenet.utils.benchmark import machine_info
+
+    cfg = load_config(args.config, [f"data.root={args.root}", f"data.first_images={args.images}", *args.overrides])
+    out = Path(args.out or cfg.output_dir)
+    if not args.resume:
+        for stage in ("keypoint", "detection", "prn"):
+            shutil.rmtree(out / stage, ignore_errors=True)
+    result = overfit.run(cfg, out)
+    info = machine_info("cpu")
+    machine = f"{info['cpu']}, torch {info['torch']}, bf16 {'native' if info['bf16'] == 'native' else 'not native'}"
+    _emit(overfit.format_table(result, cfg, machine), args)
+    if args.metrics_out:
+        metrics = {k: result["metrics"][k] for k in overfit.METRIC_KEYS}
+        tmp = f"{args.metrics_out}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(metrics, f, indent=2)
+        os.replace(tmp, args.metrics_out)
+        print(f"metrics written to {args.metrics_out}")
+    return 0
+
+
+def add_overfit_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "overfit",
+        help="memorise N real COCO images through every stage; AP beside each metric's ceiling",
+        description="Train the keypoint stage, the detection stage and the PRN on the first N images of "
+        "coco-mini train2017 that hold annotated persons, on the evaluation's own inputs, and evaluate on the "
+        "same images: keypoint AP (GT boxes), person box AP, end-to-end AP, each beside its ceiling.",
+    )
+    p.add_argument("--images", type=int, default=16, help="how many images (default: 16)")
+    p.add_argument("--root", default=COCO_MINI, help="COCO-layout dataset root (default: ../shared/data/coco-mini)")
+    p.add_argument("--config", default=os.path.join(REPO, "configs", "overfit_coco_mini.yaml"))
+    p.add_argument("--out", help="run directory (default: the config's output_dir)")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse the finished stages of an earlier run in --out (default: train afresh)")
+    p.add_argument("--metrics-out", metavar="FILE", help="write the metrics as JSON")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    _add_output_options(p)
+    p.set_defaults(run=run_overfit)
+
+
+# --------------------------------------------------------------------------- train
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from posenet.config import load_config
+    from posenet.engine.bench import benchmark_training, format_training_table
+    from posenet.utils.benchmark import machine_info
+
+    cfg = load_config(args.config, args.overrides)
+    if "synthetic" in Path(cfg.data.root).parts and not Path(cfg.data.root).is_dir():
+        from posenet.quickstart import ensure_synthetic_dataset
+
+        ensure_synthetic_dataset(cfg)  # the quickstart's data, made as make demo makes it
+    result = benchmark_training(cfg, steps=args.steps, warmup=args.warmup, threads=args.threads)
+    info = machine_info("cpu")
+    info.pop("torch threads", None)
+    _emit(format_training_table(result, cfg, os.path.relpath(args.config, REPO), info), args)
+    return 0
+
+
+def add_train_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="training samples per second of a config: fp32 and each speed option (amp, channels_last, threads)",
+        description="Times steady-state keypoint-stage training steps of a config (data loading included) for "
+        "fp32 and each speed option; the last line is the config's own setting against fp32.",
+    )
+    p.add_argument("--config", default=os.path.join(REPO, "configs", "synthetic_small.yaml"))
+    p.add_argument("--steps", type=int, default=10, help="timed steps per variant (default: 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first (default: 3)")
+    p.add_argument("--threads", type=int, nargs="*", default=[1],
+                   help="also time fp32 with these torch thread counts (default: 1)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    _add_output_options(p)
+    p.set_defaults(run=run_train)
+
+
+# --------------------------------------------------------------------------- learning
+
+
+def run_learning(args: argparse.Namespace) -> int:
+    from posenet.config import load_config
+    from posenet.stages import learning_curve
+    from posenet.utils.benchmark import machine_info
+
+    cfg = load_config(args.config, args.overrides)
+    result = learning_curve.run(cfg, args.budget_minutes, args.out, worlds=args.worlds)
+    info = machine_info("cpu")
+    machine = f"{info['cpu']}, torch {info['torch']}, bf16 {'native' if info['bf16'] == 'native' else 'not native'}"
+    command = (f"python scripts/benchmark.py learning --config {os.path.relpath(args.config, REPO)} "
+               f"--budget-minutes {args.budget_minutes:g}")
+    markdown = learning_curve.format_table(result, machine, command)
+    if args.plot:
+        learning_curve.plot(result, args.plot, f"{command} ({machine})")
+        markdown += f"\n![learning curves]({os.path.relpath(args.plot, REPO)})\n"
+    _emit(markdown, args)
+    return 0
+
+
+def add_learning_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "learning",
+        help="keypoint AP and PCK@0.1 against training samples and minutes, quickstart world and hard world",
+        description="Trains the keypoint stage of a config on its synthetic world and on the hard world for a "
+        "time budget each, validating along the way; prints a table and draws a PNG plot.",
+    )
+    p.add_argument("--config", default=os.path.join(REPO, "configs", "synthetic_small.yaml"))
+    p.add_argument("--budget-minutes", type=float, default=10.0, help="training minutes per world (default: 10)")
+    p.add_argument("--worlds", nargs="+", default=["quickstart", "hard"], choices=["quickstart", "hard"])
+    p.add_argument("--out", default=os.path.join(REPO, "runs", "learning"), help="run directories")
+    p.add_argument("--plot", default=os.path.join(REPO, "extra", "learning_curves.png"),
+                   help="PNG plot to write (default: extra/learning_curves.png; empty: none)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    _add_output_options(p)
+    p.set_defaults(run=run_learning)
+
+
+SUBCOMMANDS = [add_nms_parser, add_data_parser, add_decode_parser, add_overfit_parser, add_train_parser,
+               add_learning_parser]
 
 
 def main(argv=None) -> int:
@@ -166,7 +303,13 @@ def main(argv=None) -> int:
     for add in SUBCOMMANDS:
         add(subparsers)
     args = parser.parse_args(argv)
-    return args.run(args)
+    from posenet.errors import PosenetError
+
+    try:
+        return args.run(args)
+    except PosenetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,84 @@
+"""The learning proofs and the training-speed benchmark: ``benchmark.py overfit`` memorises
+real COCO images through every stage (AP beside each ceiling), ``benchmark.py train`` times
+the speed options of a config."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_keypoint_stage import REPO, run_script
+
+
+def test_overfit_config_trains_on_the_evaluation_inputs(coco_mini):
+    from posenet.config import build, load_config
+
+    cfg = load_config(REPO / "configs/overfit_coco_mini.yaml", [f"data.root={coco_mini}", "data.first_images=3"])
+    train = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
+    val = build.keypoint_dataset(cfg, cfg.data.val_split, train=False)
+    assert len(train) == len(val) == 3 and not train.train
+    for i in range(3):
+        (image_t, t), (image_v, v) = train[i], val[i]
+        assert (image_t == image_v).all() and (t["heatmaps"] == v["heatmaps"]).all()
+        assert (t["meta"]["matrix"] == v["meta"]["matrix"]).all()
+
+
+def test_target_heatmaps_measure_the_grouping_ceiling(coco_mini):
+    from posenet.config import load_config
+    from posenet.stages import keypoint
+
+    cfg = load_config(REPO / "configs/overfit_coco_mini.yaml", [f"data.root={coco_mini}", "data.first_images=4"])
+    metrics = keypoint.evaluator_from_config(cfg, progress=False)(keypoint.TargetHeatmaps())
+    assert 0.8 < metrics["AP"] <= 1.0 and metrics["val_loss"] == 0.0
+
+
+@pytest.mark.slow
+def test_overfit_benchmark_memorises_four_real_images_through_every_stage(coco_mini, tmp_path):
+    metrics_file = tmp_path / "overfit.json"
+    result = run_script("benchmark.py", "overfit", "--images", "4", "--out", str(tmp_path / "run"),
+                        "--metrics-out", str(metrics_file), f"--root={coco_mini}")
+    m = json.loads(metrics_file.read_text())
+    assert set(m) == {"keypoint_ap_gt_boxes", "keypoint_ap_gt_boxes_ceiling", "box_ap", "box_ap_medium_large",
+                      "end_to_end_ap", "end_to_end_ap_ceiling", "images", "minutes"}
+    assert m["images"] == 4
+    assert m["keypoint_ap_gt_boxes"] >= 0.8 * m["keypoint_ap_gt_boxes_ceiling"], m
+    assert m["box_ap_medium_large"] >= 0.8, m
+    assert m["end_to_end_ap"] >= 0.7 * m["end_to_end_ap_ceiling"], m
+    assert "of its ceiling" in result.stdout
+
+
+@pytest.mark.slow
+def test_train_benchmark_times_every_variant_and_ends_with_the_quickstart_line(tiny_synthetic, tmp_path):
+    result = run_script("benchmark.py", "train", "--steps", "2", "--warmup", "1", "--threads",
+                        "--markdown-out", str(tmp_path / "train.md"), "--config", str(REPO / "configs/synthetic_small.yaml"),
+                        f"data.root={tiny_synthetic}", "keypoint.input_size=64", "train.batch_size=2",
+                        "train.num_workers=0", "model.fpn_channels=16", "model.subnet_channels=16",
+                        "model.fuse_channels=16")
+    table = (tmp_path / "train.md").read_text()
+    for row in ("| fp32 |", "fp32, channels_last", "bf16 autocast", "quickstart setting"):
+        assert row in table, row
+    last = [line for line in result.stdout.splitlines() if line.strip()][-3:]
+    assert any(line.startswith("quickstart setting: ") and "× fp32" in line for line in last), last
+
+
+@pytest.mark.slow
+def test_learning_benchmark_draws_both_worlds_curves(tmp_path):
+    import cv2
+
+    plot = tmp_path / "curves.png"
+    tiny = [f"data.root={tmp_path / 'data' / 'synthetic'}", "synthetic.num_train=8", "synthetic.num_val=3",
+            "model.fpn_channels=16", "model.subnet_channels=16", "model.fuse_channels=16", "keypoint.input_size=64",
+            "keypoint.val_input_size=96", "train.batch_size=2", "train.num_workers=0", "eval.batch_size=4"]
+    result = run_script("benchmark.py", "learning", "--budget-minutes", "0.05", "--out", str(tmp_path / "runs"),
+                        "--plot", str(plot), "--markdown-out", str(tmp_path / "learning.md"), *tiny)
+    table = (tmp_path / "learning.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| quickstart |") or line.startswith("| hard |")]
+    assert {r.split("|")[1].strip() for r in rows} == {"quickstart", "hard"}
+    for row in rows:
+        ap, pck = (float(v) for v in row.strip("|").split("|")[-2:])
+        assert 0.0 <= ap <= 1.0 and 0.0 <= pck <= 1.0
+    image = cv2.imread(str(plot))
+    assert image is not None and image.shape[0] > 100 and "learning curves" in result.stdout
+    assert (tmp_path / "data" / "synthetic_hard" / "synthetic.yaml").is_file()  # the hard world was written
