@@ -33,6 +33,10 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
+# The suite without the slow end-to-end runs (CI runs them all).
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
 # CUDA half of the extension: compile (and link-check) it without a GPU, so it cannot rot.
 cuda-check: setup
 	$(PY) scripts/check_cuda_build.py

@@ -124,6 +124,9 @@ def run(cfg: DictConfig, log=print) -> dict:
                          ("test_images", Path(__file__).resolve().parents[1] / "extra" / "test_images")):
         if folder.is_dir():
             log(f"\n== infer.py over {folder}")
+            if name == "test_images":
+                log("note: real photos through a model trained only on synthetic figures, from scratch, for "
+                    "minutes: this shows that infer.py runs on real images, not what a trained model finds there")
             summary = infer_folder(predictor, folder, out_dir / "infer" / name, log=log)
             pictures[name] = summary["pictures"]
 
@@ -134,7 +137,8 @@ def run(cfg: DictConfig, log=print) -> dict:
     log("\n" + table)
     log("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
     for name, folder in pictures.items():
-        log(f"pictures ({name}): {folder}  (*_panel.jpg: heatmaps | boxes | skeletons)")
+        what = " - real photos, out of the synthetic model's domain" if name == "test_images" else ""
+        log(f"pictures ({name}): {folder}  (*_panel.jpg: heatmaps | boxes | skeletons){what}")
     log(f"results table: {out_dir / 'results.md'}; resolved config: {out_dir / 'config.yaml'}; "
         f"TensorBoard: tensorboard --logdir {out_dir}")
     return {"datasets": summaries, "keypoint": metrics, "detection": box_metrics, "end_to_end": records,

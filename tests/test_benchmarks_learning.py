@@ -43,9 +43,11 @@ def test_overfit_benchmark_memorises_four_real_images_through_every_stage(coco_m
     assert set(m) == {"keypoint_ap_gt_boxes", "keypoint_ap_gt_boxes_ceiling", "box_ap", "box_ap_medium_large",
                       "end_to_end_ap", "end_to_end_ap_ceiling", "images", "minutes"}
     assert m["images"] == 4
-    assert m["keypoint_ap_gt_boxes"] >= 0.8 * m["keypoint_ap_gt_boxes_ceiling"], m
-    assert m["box_ap_medium_large"] >= 0.8, m
-    assert m["end_to_end_ap"] >= 0.7 * m["end_to_end_ap_ceiling"], m
+    # Measured on the 2-core CPU: keypoint 0.941 of ceiling 0.980, box AP (M+L) 0.978, end to end
+    # 0.731 of ceiling 1.0 (6.6 min); the bounds leave room for another machine's float rounding.
+    assert m["keypoint_ap_gt_boxes"] >= 0.85 * m["keypoint_ap_gt_boxes_ceiling"], m
+    assert m["box_ap_medium_large"] >= 0.85, m
+    assert m["end_to_end_ap"] >= 0.6 * m["end_to_end_ap_ceiling"], m
     assert "of its ceiling" in result.stdout
 
 

@@ -30,8 +30,7 @@ VARIANTS = (
 def _variants(cfg: DictConfig, threads: Sequence[int]) -> list[tuple[str, dict, int | None]]:
     t = cfg.train
     rows = [(name, dict(kw), None) for name, kw in VARIANTS]
-    workers = sorted({0, int(t.num_workers)})
-    for w in workers:
+    for w in sorted({0, 2, int(t.num_workers)}):
         if w != int(t.num_workers):
             rows.append((f"fp32, {w} data workers", {"amp": "none", "channels_last": False, "num_workers": w}, None))
     for n in threads:

@@ -11,6 +11,7 @@ quickstart's data with the same image counts and seed.
 from __future__ import annotations
 
 import math
+import textwrap
 import time
 from pathlib import Path
 
@@ -66,9 +67,13 @@ def run_world(cfg: DictConfig, budget_minutes: float, out_dir: Path, points: int
 
 def run(cfg: DictConfig, budget_minutes: float, out_dir: str | Path, worlds=("quickstart", "hard"),
         log=print) -> dict:
+    from posenet.utils.io import write_json_atomic
+
     configs = world_configs(cfg)
     out_dir = Path(out_dir)
-    return {world: run_world(configs[world], budget_minutes, out_dir / world, log=log) for world in worlds}
+    result = {world: run_world(configs[world], budget_minutes, out_dir / world, log=log) for world in worlds}
+    write_json_atomic(out_dir / "curves.json", result, indent=2)  # to re-plot or compare later
+    return result
 
 
 def format_table(result: dict, machine: str, command: str) -> str:
@@ -103,7 +108,7 @@ def plot(result: dict, path: str | Path, title: str) -> Path:
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle("\n".join(textwrap.wrap(title, 120)), fontsize=9)
     fig.tight_layout()
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.png")
