@@ -244,8 +244,8 @@ def add_train_parser(subparsers) -> None:
         "fp32 and each speed option; the last line is the config's own setting against fp32.",
     )
     p.add_argument("--config", default=os.path.join(REPO, "configs", "synthetic_small.yaml"))
-    p.add_argument("--steps", type=int, default=10, help="timed steps per variant (default: 10)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first (default: 3)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per variant (default: 20)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps per variant first (default: 5)")
     p.add_argument("--threads", type=int, nargs="*", default=[1],
                    help="also time fp32 with these torch thread counts (default: 1)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
