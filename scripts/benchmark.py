@@ -266,7 +266,7 @@ def run_learning(args: argparse.Namespace) -> int:
     info = machine_info("cpu")
     machine = f"{info['cpu']}, torch {info['torch']}, bf16 {'native' if info['bf16'] == 'native' else 'not native'}"
     command = (f"python scripts/benchmark.py learning --config {os.path.relpath(args.config, REPO)} "
-               f"--budget-minutes {args.budget_minutes:g}")
+               f"--budget-minutes {args.budget_minutes:g}" + "".join(f" {o}" for o in args.overrides))
     markdown = learning_curve.format_table(result, machine, command)
     if args.plot:
         learning_curve.plot(result, args.plot, f"{command} ({machine})")
