@@ -162,34 +162,36 @@ def add_decode_parser(subparsers) -> None:
 
 # --------------------------------------------------------------------------- overfit
 
+
+def _machine_line() -> str:
+    """The machine in one line for the learning benchmarks' table headers."""
+    from posenet.utils.benchmark import machine_info
+
+    info = machine_info("cpu")
+    return f"{info['cpu']}, torch {info['torch']}, bf16 {'native' if info['bf16'] == 'native' else 'not native'}"
+
+
 REPO = os.path.dirname(README)
 COCO_MINI = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "coco-mini"))
 
 
 def run_overfit(args: argparse.Namespace) -> int:
-    import json
     import shutil
     from pathlib import Path
 
     from posenet.config import load_config
     from posenet.stages import overfit
-    from posenet.utils.benchmark import machine_info
-
+    from posenet.utils.io import write_json_atomic
     cfg = load_config(args.config, [f"data.root={args.root}", f"data.first_images={args.images}", *args.overrides])
     out = Path(args.out or cfg.output_dir)
     if not args.resume:
         for stage in ("keypoint", "detection", "prn"):
             shutil.rmtree(out / stage, ignore_errors=True)
     result = overfit.run(cfg, out)
-    info = machine_info("cpu")
-    machine = f"{info['cpu']}, torch {info['torch']}, bf16 {'native' if info['bf16'] == 'native' else 'not native'}"
+    machine = _machine_line()
     _emit(overfit.format_table(result, cfg, machine), args)
     if args.metrics_out:
-        metrics = {k: result["metrics"][k] for k in overfit.METRIC_KEYS}
-        tmp = f"{args.metrics_out}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(metrics, f, indent=2)
-        os.replace(tmp, args.metrics_out)
+        write_json_atomic(args.metrics_out, {k: result["metrics"][k] for k in overfit.METRIC_KEYS}, indent=2)
         print(f"metrics written to {args.metrics_out}")
     return 0
 
@@ -259,12 +261,10 @@ def add_train_parser(subparsers) -> None:
 def run_learning(args: argparse.Namespace) -> int:
     from posenet.config import load_config
     from posenet.stages import learning_curve
-    from posenet.utils.benchmark import machine_info
 
     cfg = load_config(args.config, args.overrides)
     result = learning_curve.run(cfg, args.budget_minutes, args.out, worlds=args.worlds)
-    info = machine_info("cpu")
-    machine = f"{info['cpu']}, torch {info['torch']}, bf16 {'native' if info['bf16'] == 'native' else 'not native'}"
+    machine = _machine_line()
     command = (f"python scripts/benchmark.py learning --config {os.path.relpath(args.config, REPO)} "
                f"--budget-minutes {args.budget_minutes:g}" + "".join(f" {o}" for o in args.overrides))
     markdown = learning_curve.format_table(result, machine, command)

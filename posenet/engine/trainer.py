@@ -132,9 +132,6 @@ class Trainer:
         deterministic: bool = False,
         dist_timeout_minutes: float = 30.0,
     ):
-        amp = None if amp is None else str(amp).lower()
-        if amp not in AMP_DTYPES and amp != "auto":
-            raise ConfigError(f"amp must be none, auto, bf16 or fp16, not {amp!r}")
         if metric_mode not in ("min", "max"):
             raise ConfigError(f"metric_mode must be 'min' or 'max', not {metric_mode!r}")
         minimums = {"epochs": (epochs, 1), "batch_size": (batch_size, 1), "log_every": (log_every, 1),

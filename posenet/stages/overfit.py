@@ -33,15 +33,13 @@ METRIC_KEYS = ("keypoint_ap_gt_boxes", "keypoint_ap_gt_boxes_ceiling", "box_ap",
 
 def box_ceiling(persons) -> dict:
     """Box AP of the ground-truth boxes (every non-crowd person, score 1) as detections."""
+    from posenet.data.targets import image_persons
     from posenet.evaluation import box_results, evaluate_boxes
 
     results = []
     for image_id in persons.image_ids:
-        anns = [a for a in persons.annotations(image_id) if not a.get("iscrowd", 0)]
-        if anns:
-            xywh = np.array([a["bbox"] for a in anns], dtype=np.float64)
-            xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
-            results += box_results([image_id] * len(anns), xyxy, np.ones(len(anns)))
+        boxes = image_persons(persons.annotations(image_id), persons.keypoint_layout.num_keypoints).boxes
+        results += box_results([image_id] * len(boxes), boxes, np.ones(len(boxes)))
     return evaluate_boxes(persons.coco, results, image_ids=persons.image_ids)
 
 
