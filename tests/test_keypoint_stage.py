@@ -19,7 +19,7 @@ from posenet.codecs import KeypointHeatmapCodec
 from posenet.config import load_config
 from posenet.data.keypoints import COCO_PERSON
 from posenet.engine.checkpoint import load_checkpoint
-from posenet.inference import flip_back, keypoints_in_boxes
+from posenet.inference import keypoints_in_boxes
 from posenet.stages.keypoint import evaluator_from_config, visualize
 from posenet.vis import heatmap_overlay, heatmap_panels
 
@@ -70,16 +70,6 @@ def test_exclusive_grouping_falls_back_to_the_best_cell_when_peaks_run_out():
     assert torch.allclose(xy[0], xy[1]) and torch.allclose(xy[0], torch.from_numpy(one[:, :2]).float(), atol=1.0)
     empty_xy, empty_scores = keypoints_in_boxes(heat, torch.zeros(0, 4), codec)
     assert empty_xy.shape == (0, 3, 2) and empty_scores.shape == (0, 3)
-
-
-def test_flip_back_undoes_a_mirrored_prediction():
-    g = torch.Generator().manual_seed(0)
-    heat = torch.rand(2, 17, 10, 12, generator=g)
-    index = COCO_PERSON.flip_index
-    # what a perfect model predicts on the mirrored image: mirrored maps, left/right swapped
-    mirrored = heat.flip(-1)[:, list(index)]
-    assert torch.equal(flip_back(mirrored, index), heat)
-    assert torch.equal(flip_back(mirrored[0], index), heat[0])
 
 
 # ----------------------------------------------------------------------------- pictures

@@ -80,10 +80,3 @@ def _exclusive_peaks(heat, mask, boxes, xs, ys, fallback, centrality):
         rank[k, :, cell] = 0  # and no other box may take it
     chosen = chosen.t()
     return torch.where(chosen >= 0, chosen, fallback)
-
-
-def flip_back(heatmaps: torch.Tensor, flip_index) -> torch.Tensor:
-    """Heatmaps of a horizontally mirrored input, mapped back to the unmirrored image:
-    mirror the maps and swap left/right channels. (N, K, h, w) or (K, h, w)."""
-    index = torch.as_tensor(flip_index, device=heatmaps.device, dtype=torch.long)
-    return heatmaps.flip(-1).index_select(-3, index)

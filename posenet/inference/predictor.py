@@ -5,9 +5,9 @@
     people = predictor.predict("photo.jpg")          # or an RGB / gray / RGBA uint8 array
 
 Per image: the longer side is scaled to ``infer.input_size`` (aspect kept; the model pads to a
-multiple of 32 itself); the keypoint heatmaps are averaged over ``infer.scales`` (each resized
-to the first scale's heatmap grid) and, with ``infer.flip``, with the mirrored image's (left/
-right swapped); person boxes come from the first scale's detection head; the heatmap peaks
+multiple of 32 itself); the keypoint heatmaps are averaged over ``infer.scales`` (each resampled
+onto the first scale's heatmap grid, cell centre to cell centre) and, with ``infer.flip``, with
+the mirrored image's (left/right swapped; ``test_time.flip_test``, exact for any width); person boxes come from the first scale's detection head; the heatmap peaks
 (3x3 local maxima above ``infer.peak_threshold``, sub-pixel refined) are grouped into the boxes
 by the Pose Residual Network (``infer.grouping=prn``, all boxes of the image in one batch) or by
 the greedy baseline (``greedy``: each peak to the box it is most central in). Everything is
@@ -28,7 +28,6 @@ from typing import Sequence
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from posenet.codecs import KeypointHeatmapCodec
@@ -36,7 +35,7 @@ from posenet.config import build, load_config
 from posenet.data.keypoints import KeypointLayout
 from posenet.data.transforms import fit_matrix, invert, transform_points, warp_image
 from posenet.errors import ConfigError, DataError
-from posenet.inference.grouping import flip_back
+from posenet.inference.test_time import flip_test, to_grid_of
 from posenet.inference.prn_grouping import greedy_assign, pose_scores, prn_assign
 
 
@@ -137,15 +136,15 @@ class Predictor:
             out = self.model(batch)
             h = out["heatmaps"].float()
             if inf.flip:
-                flipped = self.model(batch.flip(-1))["heatmaps"].float()
-                h = 0.5 * (h + flip_back(flipped, self.layout.flip_index))
+                h = flip_test(lambda x: self.model(x)["heatmaps"], batch, h, self.layout.flip_index,
+                              self.model.output_stride)
             if i == 0:
-                heat, matrix, input_hw = h, m, hw
+                heat, matrix, input_hw, first_scale = h, m, hw, s
                 det = self.model.detect(out, [hw], **self.detect_options)[0]
                 keep = det["scores"] >= inf.box_threshold
                 boxes, box_scores = det["boxes"][keep].float().cpu(), det["scores"][keep].float().cpu()
             else:
-                heat = heat + F.interpolate(h, size=heat.shape[-2:], mode="bilinear", align_corners=False)
+                heat = heat + to_grid_of(h, s / first_scale, heat.shape[-2:])
         heat = (heat / len(inf.scales))[0].cpu()
         return NetworkOutput(heat, boxes, box_scores, matrix, input_hw, (height, width))
 

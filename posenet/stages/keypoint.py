@@ -19,7 +19,7 @@ from posenet.config import build
 from posenet.data.dataset import collate
 from posenet.data.transforms import transform_points
 from posenet.evaluation import evaluate_keypoints, format_metrics, keypoint_results, write_results
-from posenet.inference import flip_back, keypoints_in_boxes
+from posenet.inference import flip_test, keypoints_in_boxes
 
 
 class KeypointEvaluator:
@@ -76,8 +76,8 @@ class KeypointEvaluator:
                 losses[name] = losses.get(name, 0.0) + float(value)
             n_batches += 1
             if self.flip:
-                flipped = model(images.flip(-1))["heatmaps"].float()
-                heatmaps = 0.5 * (heatmaps + flip_back(flipped, self.layout.flip_index))
+                heatmaps = flip_test(lambda x: model(x)["heatmaps"], images, heatmaps, self.layout.flip_index,
+                                     model.output_stride)
             results += self._group(heatmaps.cpu(), targets["meta"])
         self.last_results = results
         metrics = evaluate_keypoints(self.persons.coco, results, image_ids=self._image_ids(),

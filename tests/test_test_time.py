@@ -1,0 +1,84 @@
+"""Test-time augmentation geometry: with the flip test (and several scales) on, the prediction
+for a mirrored image is the mirrored prediction, left and right swapped, for input widths that
+are and are not multiples of the output stride; resampling between scales maps cell centres."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from posenet.config import load_config
+from posenet.data.keypoints import COCO_PERSON
+from posenet.data.transforms import invert, transform_points
+from posenet.inference import Predictor, flip_back, to_grid_of
+
+from _stub_models import BACKGROUND, CODES, ColourCodedNet
+from test_keypoint_stage import REPO
+
+CONFIG = REPO / "configs/synthetic_small.yaml"
+FLIP = COCO_PERSON.flip_index
+K = COCO_PERSON.num_keypoints
+def scene(height: int, width: int, mirrored: bool) -> np.ndarray:
+    """Dots of the coded colours at fixed places; ``mirrored``: the mirror image, in which each
+    dot is the left/right partner's (what mirroring a person does to its keypoints)."""
+    image = np.full((height, width, 3), BACKGROUND, np.uint8)
+    rng = np.random.default_rng(1)
+    for k in CODES:
+        x, y = rng.uniform(8, width - 9), rng.uniform(8, height - 9)
+        colour = CODES[FLIP[k]] if mirrored and FLIP[k] in CODES else CODES[k]
+        if mirrored:
+            x = width - 1 - x
+        # drawn at 1/16 px precision so that the dot's centre is x, y exactly
+        cv2.circle(image, (int(round(16 * x)), int(round(16 * y))), 3 * 16, colour, -1, cv2.LINE_AA, shift=4)
+    return image
+
+
+def image_peaks(predictor: Predictor, rgb: np.ndarray):
+    net = predictor.network(rgb)
+    xy, types, scores = predictor.peaks(net)
+    return transform_points(invert(net.matrix), xy.numpy().astype(np.float64)), types.numpy()
+
+
+def predictor(overrides) -> Predictor:
+    cfg = load_config(CONFIG, ["infer.grouping=greedy", "infer.peak_threshold=0.1", *overrides])
+    return Predictor(ColourCodedNet(), cfg)
+
+
+@pytest.mark.parametrize("width", [96, 91, 93, 94])
+@pytest.mark.parametrize("scales", [[1.0], [1.0, 0.75], [1.0, 1.3]])
+def test_mirrored_image_gives_the_mirrored_prediction(width, scales):
+    height = 100
+    p = predictor(["infer.flip=true", f"infer.input_size={max(height, width)}",
+                   f"infer.scales=[{','.join(map(str, scales))}]"])
+    xy, types = image_peaks(p, scene(height, width, mirrored=False))
+    xy_m, types_m = image_peaks(p, scene(height, width, mirrored=True))
+    # the flip test puts each dot in its own channel and, from the mirrored pass, in its partner's
+    assert set(types.tolist()) == set(CODES) | {FLIP[k] for k in CODES} and len(xy) == len(xy_m)
+    for (x, y), k in zip(xy, types):
+        # the same peak in the mirrored image: partner channel, mirrored x (pixel centres)
+        same = types_m == FLIP[k]
+        assert same.any(), f"keypoint {k}: no peak of its partner in the mirrored image"
+        d = np.hypot(xy_m[same, 0] - (width - 1 - x), xy_m[same, 1] - y).min()
+        assert d < 0.5, f"width {width}, scales {scales}: keypoint {k} off by {d:.2f} px"
+
+
+def test_flip_back_undoes_a_mirrored_prediction():
+    heat = torch.rand(2, K, 5, 7)
+    mirrored = torch.stack([heat[:, FLIP[k]].flip(-1) for k in range(K)], dim=1)  # channel by channel
+    assert torch.equal(flip_back(mirrored, FLIP), heat)
+    assert torch.equal(flip_back(mirrored[0], FLIP), heat[0])
+
+
+def test_to_grid_of_maps_cell_centres_of_another_scale():
+    """A heatmap that is a linear function of the image x coordinate at one scale resamples to
+    the same function of the image coordinate at the reference scale."""
+    stride, ratio = 4, 0.75
+    ref_w, w = 24, 18
+    # cell j of the scaled input is at scaled pixel 4j + 1.5, image pixel (4j + 2) / ratio - 0.5
+    image_x = (stride * torch.arange(w, dtype=torch.float32) + 2.0) / ratio - 0.5
+    heat = image_x.view(1, 1, 1, w).expand(1, 1, 3, w)
+    out = to_grid_of(heat, ratio, (3, ref_w))
+    ref_x = stride * torch.arange(ref_w, dtype=torch.float32) + 1.5  # ratio 1 at the reference
+    inside = (ref_x >= image_x[0]) & (ref_x <= image_x[-1])
+    torch.testing.assert_close(out[0, 0, 1, inside], ref_x[inside], atol=1e-4, rtol=0)
