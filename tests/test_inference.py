@@ -1,10 +1,12 @@
 """The inference pipeline: image inputs of every kind, the Predictor with flip and scales,
 the end-to-end evaluator's ground-truth modes, infer_folder / infer.py outputs (results that
-pycocotools loads, per-image JSON, pictures), and unreadable, empty and huge inputs."""
+pycocotools loads, per-image JSON, pictures), every odd kind of image file, EXIF orientation,
+and keypoints mapped back to the pixels of a huge image."""
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -103,7 +105,9 @@ def test_ground_truth_keypoints_and_boxes_score_high_through_the_pipeline(full_c
 
 
 def _digest(folder: Path) -> dict:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    """Content and permission bits of a folder's files (directories by name)."""
+    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and os.access(p, os.R_OK) else None,
+                     p.stat().st_mode) for p in sorted(folder.iterdir())}
 
 
 def test_infer_folder_writes_results_json_and_pictures(full_checkpoint, coco_mini, tmp_path):
@@ -134,26 +138,127 @@ def test_infer_folder_writes_results_json_and_pictures(full_checkpoint, coco_min
     assert not list(out.rglob("*.tmp"))
 
 
-def test_infer_script_handles_corrupt_gray_rgba_huge_and_empty(full_checkpoint, tmp_path):
-    images = tmp_path / "images"
-    images.mkdir()
+def _odd_files(folder: Path) -> dict[str, str | None]:
+    """Every kind of odd file an image folder may hold, as files on disk: name -> None (must give
+    a result) or the reason the skip warning must give."""
+    from PIL import Image
+
+    folder.mkdir()
     rng = np.random.default_rng(1)
-    cv2.imwrite(str(images / "gray.jpg"), rng.integers(0, 255, (50, 70), dtype=np.uint8))
-    cv2.imwrite(str(images / "rgba.png"), rng.integers(0, 255, (60, 40, 4), dtype=np.uint8))
-    cv2.imwrite(str(images / "huge.bmp"), np.full((3000, 4200, 3), 128, np.uint8))
-    (images / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    (images / "notes.txt").write_text("not an image")
+    cv2.imwrite(str(folder / "gray16.png"), rng.integers(0, 65535, (50, 70), dtype=np.uint16))
+    cv2.imwrite(str(folder / "rgb16.png"), rng.integers(0, 65535, (50, 70, 3), dtype=np.uint16))
+    cv2.imwrite(str(folder / "rgba.png"), rng.integers(0, 255, (60, 40, 4), dtype=np.uint8))
+    Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).convert("P").save(folder / "palette.png")
+    cv2.imwrite(str(folder / "gray.jpg"), rng.integers(0, 255, (50, 70), dtype=np.uint8))
+    Image.fromarray(np.full((40, 60, 3), (200, 30, 30), np.uint8)).convert("CMYK").save(folder / "cmyk.jpg")
+    cv2.imwrite(str(folder / "one.png"), np.full((1, 1, 3), 90, np.uint8))
+    cv2.imwrite(str(folder / "two_by_three.png"), np.full((2, 3, 3), 90, np.uint8))
+    cv2.imwrite(str(folder / "big.jpg"), np.full((4000, 6000, 3), 128, np.uint8))
+    whole = cv2.imencode(".jpg", rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))[1].tobytes()
+    (folder / "truncated.jpg").write_bytes(whole[: len(whole) // 2])
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image")
+    (folder / "x.jpg").mkdir()
+    locked = folder / "locked.png"
+    cv2.imwrite(str(locked), np.full((20, 20, 3), 90, np.uint8))
+    locked.chmod(0)
+    (folder / "notes.txt").write_text("not an image name: not listed at all")
+    expected = {"gray16.png": None, "rgb16.png": None, "rgba.png": None, "palette.png": None, "gray.jpg": None,
+                "cmyk.jpg": None, "one.png": None, "two_by_three.png": None, "big.jpg": None,
+                "truncated.jpg": "truncated", "empty.jpg": "empty file", "text.jpg": "cannot decode",
+                "x.jpg": "is a directory"}
+    # root reads whatever the permission bits say
+    expected["locked.png"] = None if os.geteuid() == 0 else "no permission"
+    return expected
+
+
+def test_infer_script_reads_or_skips_every_odd_file(full_checkpoint, tmp_path):
+    images = tmp_path / "images"
+    expected = _odd_files(images)
+    before = _digest(images)
     out = tmp_path / "out"
     result = run_script("infer.py", "--checkpoint", str(full_checkpoint), "--images", str(images), "--out", str(out),
                         "--flip")
-    assert "skipped 1 unreadable file(s): corrupt.jpg" in result.stdout
-    assert "3 images" in result.stdout
-    ids = json.loads((out / "image_ids.json").read_text())
-    assert set(ids) == {"corrupt.jpg", "gray.jpg", "huge.bmp", "rgba.png"}
-    huge = cv2.imread(str(out / "pictures" / "huge_panel.jpg"))
-    assert max(huge.shape[:2]) <= 1600  # pictures of huge images are scaled down
-    record = json.loads((out / "json" / "huge.json").read_text())
-    assert (record["height"], record["width"]) == (3000, 4200)
+    assert _digest(images) == before  # inputs untouched
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: skipped")]
+    skipped = {name: reason for name, reason in expected.items() if reason}
+    assert len(warnings) == len(skipped), warnings
+    for name, reason in skipped.items():
+        lines = [w for w in warnings if f"{name}:" in w]
+        assert len(lines) == 1 and reason in lines[0], (name, lines)
+        assert not (out / "json" / f"{Path(name).stem}.json").exists()
+    read = [name for name, reason in expected.items() if reason is None]
+    assert f"{len(read)} images" in result.stdout
+    assert "Premature end" not in result.stdout + result.stderr  # no decoder noise for cut files
+    for name in read:
+        record = json.loads((out / "json" / f"{Path(name).stem}.json").read_text())
+        stored = cv2.imread(str(images / name), cv2.IMREAD_UNCHANGED) if name != "locked.png" else np.zeros((20, 20))
+        assert (record["height"], record["width"]) == stored.shape[:2], name
+    big = cv2.imread(str(out / "pictures" / "big_panel.jpg"))
+    assert max(big.shape[:2]) <= 1600  # pictures of huge images are scaled down
+
+
+def test_nothing_readable_is_an_error(full_checkpoint, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "empty.jpg").write_bytes(b"")
+    predictor = Predictor.from_checkpoint(full_checkpoint)
+    with pytest.raises(PosenetError, match="none of the 1 image file"):
+        infer_folder(predictor, images, tmp_path / "out", pictures=False, progress=False, log=lambda *a: None)
+
+
+def _stub_predictor(input_size: int) -> Predictor:
+    from _stub_models import ColourCodedNet
+
+    cfg = load_config(CONFIG, ["infer.grouping=greedy", "infer.peak_threshold=0.1", f"infer.input_size={input_size}"])
+    return Predictor(ColourCodedNet(whole_image_box=True), cfg)
+
+
+def test_keypoints_map_back_to_the_pixels_of_a_6000_by_4000_image(tmp_path):
+    """Coordinates, not only sizes: coded dots on a big photo come back where they were drawn,
+    within one network input pixel (23 image pixels at this scale)."""
+    from _stub_models import BACKGROUND, CODES
+
+    image = np.full((4000, 6000, 3), BACKGROUND, np.uint8)
+    places = {k: (700.0 + 900 * i, 800.0 + 450 * i) for i, k in enumerate(CODES)}
+    for k, (x, y) in places.items():
+        cv2.circle(image, (int(x), int(y)), 90, CODES[k], -1)
+    path = tmp_path / "big.png"
+    cv2.imwrite(str(path), image[:, :, ::-1])
+    people = _stub_predictor(256).predict(path)
+    assert len(people) == 1
+    kps = people[0]["keypoints"]
+    for k, (x, y) in places.items():
+        assert np.hypot(kps[k, 0] - x, kps[k, 1] - y) < 6000 / 256, (k, kps[k, :2], (x, y))
+
+
+def test_exif_orientation_is_honoured_at_inference_and_ignored_in_training(tmp_path):
+    from PIL import Image
+
+    from posenet.data.images import read_image
+
+    stored = np.full((40, 60, 3), 40, np.uint8)
+    stored[:10, :10] = (250, 40, 40)  # a red top-left corner in the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    upright = as_rgb(path)
+    assert upright.shape == (60, 40, 3)  # turned: the stored width is now the height
+    assert upright[:10, -10:, 0].mean() > 200 and upright[-10:, :10, 0].mean() < 100  # red now top right
+    assert read_image(path).shape == (40, 60, 3)  # training: the stored pixels, as COCO annotates them
+    # a dot drawn in the stored frame comes back in the upright frame
+    from _stub_models import BACKGROUND, CODES
+
+    stored = np.full((120, 200, 3), BACKGROUND, np.uint8)
+    cv2.circle(stored, (50, 30), 6, CODES[0], -1)
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    nose = _stub_predictor(200).predict(path)[0]["keypoints"][0]
+    # rotating 90 degrees clockwise takes stored (x, y) to (H - 1 - y, x)
+    assert np.hypot(nose[0] - (119 - 30), nose[1] - 50) < 1.5, nose
+
+
+def test_infer_script_with_no_images_is_one_error_line(full_checkpoint, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     import subprocess

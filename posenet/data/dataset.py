@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Sequence
 
 import cv2
@@ -31,6 +30,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from posenet.codecs.heatmap import KeypointHeatmapCodec
 from posenet.data.coco import CocoPersons
+from posenet.data.images import read_image, reduction_factor
 from posenet.data.keypoints import KeypointLayout
 from posenet.data.targets import grid_masks, image_persons, region_masks
 from posenet.data.transforms import (
@@ -50,48 +50,6 @@ from posenet.models.backbone import IMAGE_MEAN
 # The padding colour of a crop: the ImageNet mean, which ``normalize_image`` maps to 0 (what
 # the model pads with). BGR, because the warp runs before the channel swap.
 _BORDER_BGR = tuple(255.0 * c for c in reversed(IMAGE_MEAN))
-_REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
-                  8: cv2.IMREAD_REDUCED_COLOR_8}
-
-
-def read_image(path: str | os.PathLike, size: Sequence[int] | None = None, factor: int = 1) -> np.ndarray:
-    """Decode an image as 3-channel BGR uint8 (grayscale is replicated, alpha dropped, 16-bit
-    scaled), at 1/``factor`` resolution (1, 2, 4 or 8; JPEG decodes that directly, cheaper).
-
-    EXIF orientation is ignored: COCO annotations refer to the stored pixels. ``size``
-    (height, width), the annotation's, is checked. Raises DataError naming the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"image not found: {path}")
-    try:
-        image = cv2.imread(str(path), _REDUCED_FLAGS[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
-    except cv2.error as e:
-        raise DataError(f"{path}: cannot decode the image ({str(e).strip().splitlines()[-1]})") from None
-    if image is None or image.size == 0:
-        raise DataError(f"{path}: cannot decode the image (corrupt, truncated or not an image)")
-    if size is not None:
-        h, w = int(size[0]), int(size[1])
-        ih, iw = image.shape[:2]
-        if abs(ih * factor - h) >= factor or abs(iw * factor - w) >= factor:
-            raise DataError(
-                f"{path}: the image is {iw * factor}x{ih * factor} (width x height) but the annotation "
-                f"file says {w}x{h}"
-            )
-    return image
-
-
-def reduction_factor(scale: float, enabled: bool = True) -> int:
-    """The largest JPEG decode reduction (1, 2, 4, 8) that keeps at least one decoded pixel per
-    output pixel for a warp that scales by ``scale``."""
-    if not enabled:
-        return 1
-    for factor in (8, 4, 2):
-        if scale * factor <= 1.0:
-            return factor
-    return 1
-
-
 _fork_guard_installed = False
 _parent_cv2_threads: int | None = None
 

@@ -1,11 +1,14 @@
 """Poses for a folder of images (what ``scripts/infer.py`` runs).
 
-For every readable image (jpg, jpeg, png, bmp; any size; gray, RGB or RGBA) in ``images``:
+For every readable image (jpg, jpeg, png, bmp; any size; gray, RGB, RGBA, palette, 16-bit or
+CMYK; turned upright as its EXIF orientation says, coordinates in that frame) in ``images``:
 ``OUT/json/<name>.json`` (its people), ``OUT/pictures/<name>_{heatmaps,boxes,skeletons,panel}.jpg``
 and one entry per person in ``OUT/results.json`` (COCO keypoint results format). Image ids are
 the file names' numbers when every name is a number (COCO's naming), else the images' positions
-in sorted order; ``OUT/image_ids.json`` records which file got which id. Unreadable files are
-skipped with a warning and counted; inputs are only read; every output is written atomically.
+in sorted order; ``OUT/image_ids.json`` records which file got which id. Whatever has an image
+name but gives no image (empty, truncated, not an image, unreadable, a directory) is skipped
+with one warning line naming it and the reason; if nothing could be read that is an error.
+Inputs are only read; every output is written atomically.
 """
 from __future__ import annotations
 
@@ -29,7 +32,9 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise PosenetError(f"image folder not found: {folder}")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS)
+    # directories and other non-files with an image name are listed too: they are skipped with a
+    # warning, not silently
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
 
 
 def image_ids(files: list[Path]) -> list[int]:
@@ -100,6 +105,8 @@ def infer_folder(predictor: Predictor, images: str | os.PathLike, out: str | os.
         if pictures:
             for name, picture in draw_prediction(rgb, prediction, predictor.layout, threshold).items():
                 write_image_atomic(out / "pictures" / f"{path.stem}_{name}.jpg", _picture_scale(picture))
+    if len(skipped) == len(files):
+        raise PosenetError(f"none of the {len(files)} image file(s) in {images} could be read")
     write_json_atomic(out / "results.json", results)
     write_json_atomic(out / "image_ids.json", {str(p.name): i for p, i in zip(files, ids)})
     summary = {

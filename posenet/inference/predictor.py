@@ -53,12 +53,12 @@ class Prediction:
 
 
 def as_rgb(image) -> np.ndarray:
-    """An (H, W, 3) uint8 RGB array from a path or an RGB / gray / RGBA array (uint8 or
-    uint16); raises DataError for what cannot be read."""
-    from posenet.data.dataset import read_image
+    """An (H, W, 3) uint8 RGB array from a path (turned upright as its EXIF orientation says)
+    or an RGB / gray / RGBA array (uint8 or uint16); raises DataError for what cannot be read."""
+    from posenet.data.images import read_image
 
     if isinstance(image, (str, os.PathLike)):
-        return np.ascontiguousarray(read_image(image)[:, :, ::-1])
+        return np.ascontiguousarray(read_image(image, upright=True)[:, :, ::-1])
     array = np.asarray(image)
     if array.dtype == np.uint16:
         array = (array // 257).astype(np.uint8)
