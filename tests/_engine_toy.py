@@ -1,7 +1,10 @@
 """A toy regression model and dataset for the engine tests (importable by spawned processes).
 
-Run as a script under torchrun it trains the toy model and saves the final weights:
+Run as a script (alone, or under torchrun) it trains the toy model and saves the final weights:
 ``torchrun --nproc_per_node 2 tests/_engine_toy.py OUT_DIR BATCH_SIZE EPOCHS [dropout=P] [resume=1]``.
+For the kill -9 tests: ``every=N`` writes a step checkpoint every N steps; ``hang_at_step=S``
+stops at global step S, and ``hang_in_save=N`` halfway through writing the N-th checkpoint file;
+either touches ``OUT_DIR/hanging`` and then waits to be killed.
 """
 from __future__ import annotations
 
@@ -68,8 +71,35 @@ def evaluate(model, epoch) -> dict:
     return {"neg_mse": -float(((model(data.x).squeeze(1) - data.y) ** 2).mean())}
 
 
-def main(out_dir: str, batch_size: int, epochs: int, dropout: float = 0.0, resume: bool = False) -> None:
+def _hang(out_dir: str) -> None:
+    import time
+
+    (Path(out_dir) / "hanging").touch()
+    while True:
+        time.sleep(1)
+
+
+def main(out_dir: str, batch_size: int, epochs: int, dropout: float = 0.0, resume: bool = False,
+         every: int = 0, hang_at_step: int = 0, hang_in_save: int = 0) -> None:
     from posenet.engine import Trainer
+    from posenet.engine import checkpoint
+
+    if hang_in_save:
+        save, calls = torch.save, []
+
+        def half_then_hang(obj, f, *args, **kw):
+            calls.append(1)
+            if len(calls) < hang_in_save:
+                return save(obj, f, *args, **kw)
+            import io
+
+            data = io.BytesIO()
+            save(obj, data)
+            f.write(data.getvalue()[: len(data.getvalue()) // 2])
+            f.flush()
+            _hang(out_dir)
+
+        checkpoint.torch.save = half_then_hang
 
     torch.set_num_threads(1)
     trainer = Trainer(
@@ -84,9 +114,19 @@ def main(out_dir: str, batch_size: int, epochs: int, dropout: float = 0.0, resum
         out_dir=out_dir,
         seed=3,
         resume=resume,
+        checkpoint_every_steps=every,
         progress=False,
         tensorboard=False,
     )
+    if hang_at_step:
+        train_batch = trainer._train_batch
+
+        def hanging(batch):
+            if trainer.global_step == hang_at_step:
+                _hang(out_dir)
+            return train_batch(batch)
+
+        trainer._train_batch = hanging
     trainer.fit()
     if trainer.dist.rank == 0:
         torch.save(trainer.module.state_dict(), Path(out_dir) / "final.pt")
@@ -94,4 +134,5 @@ def main(out_dir: str, batch_size: int, epochs: int, dropout: float = 0.0, resum
 
 if __name__ == "__main__":
     options = dict(arg.split("=") for arg in sys.argv[4:])
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(options.get("dropout", 0)), options.get("resume") == "1")
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(options.get("dropout", 0)), options.get("resume") == "1",
+         int(options.get("every", 0)), int(options.get("hang_at_step", 0)), int(options.get("hang_in_save", 0)))

@@ -475,3 +475,77 @@ def test_channels_last_training_matches_the_default_layout(tmp_path):
 def test_trainer_channels_last_option_trains(tmp_path):
     history = make_trainer(tmp_path, epochs=2, channels_last=True).fit()
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+# ----------------------------------------------------------------------------- kill -9
+
+
+def _toy_process(out_dir: Path, *options: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent), str(HERE)]), OMP_NUM_THREADS="1")
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(name, None)
+    cmd = [sys.executable, str(HERE / "_engine_toy.py"), str(out_dir), "4", "3", "dropout=0.2", "every=5", *options]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen) -> None:
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-3000:]
+
+
+@pytest.mark.parametrize("where", ["hang_at_step=23", "hang_in_save=4"], ids=["mid-epoch", "mid-checkpoint-write"])
+def test_sigkill_then_resume_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path, where):
+    """A real ``kill -9``: mid-epoch (three steps after a step checkpoint), or while a checkpoint
+    file is half written. The resumed run ends with the uninterrupted run's weights, bit for
+    bit, and the killed writer's temporary file neither breaks the resume nor stays behind."""
+    import signal
+    import time
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    _finish(_toy_process(straight))
+    proc = _toy_process(split, where)
+    deadline = time.monotonic() + 120
+    while not (split / "hanging").exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the toy run never reached the point to kill it at"
+        time.sleep(0.05)
+    leftovers = sorted(p.name for p in split.glob(".*.tmp"))
+    if "save" in where:
+        assert leftovers, "the kill was meant to land while a checkpoint file was being written"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    (split / "hanging").unlink()
+    if "save" in where:
+        assert sorted(p.name for p in split.glob(".*.tmp")) == leftovers  # still there after the kill
+    load_checkpoint(split / "last.pt")  # the last complete checkpoint is intact
+
+    _finish(_toy_process(split, "resume=1"))
+    a, b = torch.load(straight / "final.pt"), torch.load(split / "final.pt")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert not list(split.rglob("*.tmp")), "temporary files piled up"
+    assert load_checkpoint(split / "last.pt")["epoch"] == 3
+
+
+def test_atomic_write_removes_the_temporaries_of_dead_writers_only(tmp_path):
+    from posenet.utils.io import atomic_write, remove_stale_temporaries, write_text_atomic
+
+    target = tmp_path / "metrics.json"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".metrics.json.{int(dead.stdout)}.tmp"
+    live = tmp_path / f".metrics.json.{os.getppid()}.tmp"  # a running process's write in progress
+    other = tmp_path / ".other.json.1.tmp"
+    for p in (stale, live, other):
+        p.write_text("half")
+    write_text_atomic(target, "{}")
+    assert target.read_text() == "{}"
+    assert not stale.exists() and live.exists() and other.exists()
+    assert remove_stale_temporaries(target) == []
+
+    with pytest.raises(OSError, match="disk full"):
+        with atomic_write(target, "w") as f:
+            f.write("partial")
+            raise OSError("disk full")
+    assert target.read_text() == "{}" and not (tmp_path / f".metrics.json.{os.getpid()}.tmp").exists()

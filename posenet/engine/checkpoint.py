@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from posenet.errors import PosenetError
+from posenet.utils.io import atomic_write
 
 FORMAT = "posenet-checkpoint"
 FORMAT_VERSION = 1
@@ -24,52 +25,20 @@ FORMAT_VERSION = 1
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``.
 
-    A crash at any moment leaves either the previous file or the new one, never a partial
-    file; the temporary file is removed when saving fails.
+    A crash at any moment, ``kill -9`` included, leaves either the previous file or the new
+    one, never a partial file; the temporary file is removed when saving fails, and the next
+    save removes one that a killed process left (``utils.io.atomic_write``).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-    return path
+    with atomic_write(path) as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Copy ``src`` over ``dst`` with the same temporary-file-and-rename guarantee."""
-    dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(dst.parent)
-    return dst
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_write(dst) as f, open(src, "rb") as source:
+        shutil.copyfileobj(source, f)
+    return Path(dst)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

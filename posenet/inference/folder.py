@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from posenet.errors import DataError, PosenetError
 from posenet.inference.predictor import Predictor, as_rgb, draw_prediction
-from posenet.utils.io import write_json_atomic
+from posenet.utils.io import write_bytes_atomic, write_json_atomic
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 # Pictures of huge images are scaled down to this longer side.
@@ -48,13 +48,7 @@ def write_image_atomic(path: Path, image: np.ndarray, quality: int = 90) -> None
     ok, data = cv2.imencode(path.suffix, image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise PosenetError(f"cannot encode {path}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data.tobytes())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_bytes_atomic(path, data.tobytes())
 
 
 def _picture_scale(image: np.ndarray) -> np.ndarray:

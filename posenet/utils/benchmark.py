@@ -17,6 +17,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from posenet.utils.io import write_text_atomic
+
 # --------------------------------------------------------------------------- timing
 
 
@@ -242,7 +244,4 @@ def replace_readme_section(readme: str, name: str, markdown: str) -> None:
         raise ValueError(f"{readme} has no {begin} ... {end} markers")
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
-    tmp = readme + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{head}{begin}\n{markdown.strip()}\n{end}{tail}")
-    os.replace(tmp, readme)
+    write_text_atomic(readme, f"{head}{begin}\n{markdown.strip()}\n{end}{tail}")

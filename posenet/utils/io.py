@@ -1,20 +1,88 @@
-"""Atomic file writes: a temporary file in the same folder, then a rename, so a reader never
-sees a half-written file and an interrupted write leaves the previous file intact."""
+"""Atomic file writes: a temporary file in the same folder, flushed to disk, then a rename, so a
+reader never sees a half-written file and an interrupted write (an exception, or the process
+killed outright) leaves the previous file intact. Temporary files are named
+``.<name>.<pid>.tmp``; those of processes that no longer run (killed mid-write) are removed by
+the next write of the same file, so they never pile up."""
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterator
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that writes of ``path`` by dead processes left behind; returns them."""
+    path = Path(path)
+    removed = []
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(glob.escape(prefix) + "*.tmp"):
+        pid = tmp.name[len(prefix):-len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename in ``folder`` durable (best effort: not every file system allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """``with atomic_write(path) as f: f.write(...)``: ``path`` is replaced by what was written
+    once the block ends without an exception (flushed and fsynced first); on an exception it is
+    left as it was and the temporary file is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    fsync_dir(path.parent)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    with atomic_write(path, "w") as f:
+        f.write(text)
+    return Path(path)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+    return Path(path)
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any, indent: int | None = None) -> Path:
