@@ -2,10 +2,11 @@
 
 Generate (or reuse) the synthetic COCO-format dataset of the config and print what it holds;
 train the keypoint, detection and PRN stages one after the other (each resumes a finished or
-interrupted run instead of starting over) and validate each; then the end-to-end keypoint AP
-and its ablation rows through the inference pipeline, ``infer.py``'s work over the synthetic
-val images and the photos in ``extra/test_images/``, and the table of every number with its
-protocol (printed and written to OUTPUT_DIR/results.md).
+interrupted run instead of starting over) and validate each beside its ceiling on that world
+(``stages.pipeline``); then the ablation rows through the inference pipeline (ground truth in
+place of each part, greedy grouping), ``infer.py``'s work over the synthetic val images and the
+photos in ``extra/test_images/`` (labelled out of domain), and the table of every number with
+its protocol (printed and written to OUTPUT_DIR/results.md).
 """
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def ensure_synthetic_dataset(cfg: DictConfig, log=print) -> Path:
 
 
 def run(cfg: DictConfig, log=print) -> dict:
-    from posenet.stages import detection, end_to_end, keypoint, prn
+    from posenet.stages import end_to_end
+    from posenet.stages.pipeline import run_stages
 
     out_dir = Path(cfg.output_dir)
     save_config(cfg, out_dir)
@@ -68,52 +70,21 @@ def run(cfg: DictConfig, log=print) -> dict:
     for split in (cfg.data.train_split, cfg.data.val_split):
         summaries[split] = build.coco_split(cfg.data, split).summary()
         log(format_summary(summaries[split]))
-    rows, seconds = [], {}
+    stages = run_stages(cfg, out_dir, log)
+    rows, seconds, full = stages["rows"], stages["seconds"], stages["checkpoint"]
 
-    keypoint_dir = out_dir / "keypoint"
-    log(f"\n== keypoint stage: training into {keypoint_dir} (runs again only what is not done yet)")
-    start = time.perf_counter()
-    keypoint.train(cfg, out_dir=keypoint_dir, resume=True, log=log)
-    seconds["keypoint"] = time.perf_counter() - start
-    checkpoint = keypoint_dir / "best.pt"
-    log(f"\n== keypoint stage: validation of {checkpoint}")
-    metrics, evaluator = keypoint.validate(cfg, checkpoint, log=log)
-    write_json_atomic(keypoint_dir / "val_metrics.json", keypoint.metrics_record(metrics, evaluator, checkpoint),
-                      indent=2)
-    rows.append(("keypoint stage: predicted keypoints in GT boxes (heatmap grouping)", "keypoint AP", metrics,
-                 evaluator.protocol()))
-
-    detection_dir = out_dir / "detection"
-    log(f"\n== detection stage: training into {detection_dir} from {checkpoint}")
-    start = time.perf_counter()
-    detection.train(cfg, init=checkpoint, out_dir=detection_dir, resume=True, log=log)
-    seconds["detection"] = time.perf_counter() - start
-    checkpoint = detection_dir / "best.pt"
-    log(f"\n== detection stage: validation of {checkpoint}")
-    box_metrics, box_evaluator = detection.validate(cfg, checkpoint, log=log)
-    write_json_atomic(detection_dir / "val_metrics.json", detection.metrics_record(box_metrics, box_evaluator, checkpoint),
-                      indent=2)
-    rows.append(("detection stage: person boxes", "box AP", box_metrics, box_evaluator.protocol()))
-
-    prn_dir = out_dir / "prn"
-    log(f"\n== PRN stage: training into {prn_dir} from {checkpoint}")
-    start = time.perf_counter()
-    prn.train(cfg, init=checkpoint, out_dir=prn_dir, resume=True, log=log)
-    seconds["prn"] = time.perf_counter() - start
-    full = prn_dir / "best.pt"
-
-    log(f"\n== end to end: {full} through the inference pipeline, and the ablations")
+    log(f"\n== the ablations: {full} with ground truth in place of each part, and the greedy grouping")
     start = time.perf_counter()
     records = {}
-    for mode, grouping in (("end-to-end", "prn"), ("end-to-end", "greedy"), ("pred-keypoints-gt-boxes", "prn"),
-                           ("gt-keypoints-pred-boxes", "prn"), ("gt-keypoints-gt-boxes", "prn"),
-                           ("gt-keypoints-gt-boxes", "greedy")):
+    for mode, grouping in (("end-to-end", "greedy"), ("pred-keypoints-gt-boxes", "prn"),
+                           ("gt-keypoints-pred-boxes", "prn"), ("gt-keypoints-gt-boxes", "greedy")):
         run_cfg = OmegaConf.merge(cfg, {"infer": {"grouping": grouping}})
         m, e = end_to_end.validate(run_cfg, full, mode, log=log)
         records[f"{mode}/{grouping}"] = end_to_end.metrics_record(m, e, full)
-        rows.append((f"{mode}, {grouping} grouping", "keypoint AP", m, e.protocol()))
-    write_json_atomic(out_dir / "end_to_end_metrics.json", records, indent=2)
-    seconds["validation"] = time.perf_counter() - start
+        rows.append((f"ablation: {mode}, {grouping} grouping", "keypoint AP", m, e.protocol()))
+    write_json_atomic(out_dir / "end_to_end_metrics.json", {"stages": stages["metrics"], "ablations": records},
+                      indent=2)
+    seconds["ablations"] = time.perf_counter() - start
 
     from posenet.inference import Predictor, infer_folder
 
@@ -131,7 +102,7 @@ def run(cfg: DictConfig, log=print) -> dict:
             pictures[name] = summary["pictures"]
 
     seconds["infer"] = time.perf_counter() - start
-    table = results_table(rows)
+    table = results_table(rows, stages["metrics"])
     write_text_atomic(out_dir / "results.md", table)
     seconds["total"] = time.perf_counter() - total_start
     log("\n" + table)
@@ -141,16 +112,31 @@ def run(cfg: DictConfig, log=print) -> dict:
         log(f"pictures ({name}): {folder}  (*_panel.jpg: heatmaps | boxes | skeletons){what}")
     log(f"results table: {out_dir / 'results.md'}; resolved config: {out_dir / 'config.yaml'}; "
         f"TensorBoard: tensorboard --logdir {out_dir}")
-    return {"datasets": summaries, "keypoint": metrics, "detection": box_metrics, "end_to_end": records,
-            "seconds": seconds, "pictures": pictures}
+    return {"datasets": summaries, "metrics": stages["metrics"], "ablations": records, "seconds": seconds,
+            "pictures": pictures}
 
 
-def results_table(rows) -> str:
-    """A markdown table of (what, metric, metrics, protocol) rows."""
+def results_table(rows, metrics: dict | None = None) -> str:
+    """A markdown table of (what, metric, metrics, protocol) rows, then (given the pipeline's
+    ``metrics``) each headline result beside its ceiling and the quickstart's aims, then the
+    protocols."""
     lines = ["| what | metric | AP | AP50 | AP75 | APM | APL |", "|---|---|---:|---:|---:|---:|---:|"]
     for what, metric, m, _ in rows:
-        lines.append(f"| {what} | {metric} | " + " | ".join(f"{m.get(k, float('nan')):.3f}"
-                                                              for k in ("AP", "AP50", "AP75", "APM", "APL")) + " |")
+        lines.append(f"| {what} | {metric} | " + " | ".join(_num(m.get(k)) for k in ("AP", "AP50", "AP75", "APM", "APL"))
+                     + " |")
     lines.append("")
-    lines += [f"- {what}: {protocol}" for what, _, _, protocol in rows]
+    if metrics:
+        lines += [
+            f"- keypoint AP (GT boxes) {metrics['keypoint_ap_gt_boxes']:.3f} of ceiling "
+            f"{metrics['keypoint_ap_gt_boxes_ceiling']:.3f} (aim >= 0.5);",
+            f"- person box AP {metrics['box_ap']:.3f} of ceiling {metrics['box_ap_ceiling']:.3f} (aim >= 0.6);",
+            f"- end-to-end AP {metrics['end_to_end_ap']:.3f} of ceiling {metrics['end_to_end_ap_ceiling']:.3f} "
+            "(aim >= 0.4).",
+            "",
+        ]
+    lines += [f"- {what}: {protocol}" for what, _, _, protocol in rows if not what.startswith("  ceiling")]
     return "\n".join(lines) + "\n"
+
+
+def _num(v) -> str:
+    return "n/a" if v is None or v < 0 else f"{v:.3f}"

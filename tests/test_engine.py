@@ -77,11 +77,15 @@ def crash_at_step(trainer: Trainer, step: int) -> None:
 
 
 def assert_same_state(a: Trainer, b: Trainer) -> None:
-    for (name, x), (_, y) in zip(a.module.state_dict().items(), b.module.state_dict().items()):
-        assert torch.equal(x, y), f"{name} differs"
+    wa, wb = a.module.state_dict(), b.module.state_dict()
+    assert list(wa) == list(wb), "the two models hold different tensors"
+    for name in wa:
+        assert torch.equal(wa[name], wb[name]), f"{name} differs"
     sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
     assert sa["param_groups"] == sb["param_groups"]
+    assert sa["state"].keys() == sb["state"].keys()
     for key in sa["state"]:
+        assert sa["state"][key].keys() == sb["state"][key].keys(), key
         for field, value in sa["state"][key].items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(sb["state"][key][field])), (key, field)
     assert a.global_step == b.global_step and a.epoch == b.epoch

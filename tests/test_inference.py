@@ -89,7 +89,10 @@ def test_missing_parts_and_config_are_clear_errors(full_checkpoint, tmp_path, co
         Predictor.from_checkpoint(tmp_path / "no_prn.pt", full_checkpoint.parent / "config.yaml")
     greedy = Predictor.from_checkpoint(tmp_path / "no_prn.pt", full_checkpoint.parent / "config.yaml",
                                        ["infer.grouping=greedy"])
-    assert greedy.predict(np.zeros((40, 30, 3), np.uint8)) is not None
+    # without a PRN the checkpoint still gives people through the greedy grouping: one per box
+    prediction = greedy.run(np.zeros((40, 30, 3), np.uint8))
+    assert len(prediction.people) == len(prediction.boxes) > 0
+    assert all(p["keypoints"].shape == (17, 3) for p in prediction.people)
 
 
 def test_ground_truth_keypoints_and_boxes_score_high_through_the_pipeline(full_checkpoint, coco_mini):
@@ -100,7 +103,7 @@ def test_ground_truth_keypoints_and_boxes_score_high_through_the_pipeline(full_c
     metrics = EndToEndEvaluator(predictor, persons, "gt-keypoints-gt-boxes", progress=False)()
     # greedy grouping of the true keypoints into the true boxes: right except where people
     # overlap (0.788 on the 79 val images when written)
-    assert 0.7 < metrics["AP"] < 1.0 and metrics["decode_ms"] > 0
+    assert metrics["AP"] > 0.7 and metrics["decode_ms"] > 0
     assert "network_ms" not in metrics  # no network pass needed in this mode
 
 

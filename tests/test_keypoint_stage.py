@@ -130,8 +130,11 @@ def tiny_overrides(root, out) -> list[str]:
             "train.visualize_every=2", "train.eval_every=1", "eval.batch_size=4"]
 
 
-def run_script(script, *args, torchrun: int = 0):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def run_script(script, *args, torchrun: int = 0, timeout: float = 600, threads: int | None = 1):
+    """Run ``scripts/<script>``; ``threads=None`` leaves the thread count to torch (all cores)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else dict(os.environ)
+    if not threads:
+        env.pop("OMP_NUM_THREADS", None)
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         env.pop(name, None)
     if torchrun:
@@ -142,7 +145,7 @@ def run_script(script, *args, torchrun: int = 0):
                "--master_addr", "127.0.0.1", "--master_port", str(port), str(REPO / "scripts" / script), *args]
     else:
         cmd = [sys.executable, str(REPO / "scripts" / script), *args]
-    result = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result
 
@@ -183,6 +186,13 @@ def test_train_then_validate_writes_everything_and_resume_is_exact(tiny_syntheti
     assert {"AP", "AP50", "AP75", "APM", "APL", "AR", "val_loss", "protocol", "checkpoint"} <= set(metrics)
     results = json.loads(results_out.read_text())
     assert isinstance(results, list) and results and len(results[0]["keypoints"]) == 51
+    # --flip changes what is evaluated: the same checkpoint without it gives other keypoints
+    plain_out = tmp_path / "plain_results.json"
+    run_script("val_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, tmp_path / "val_plain"),
+               "--checkpoint", str(straight / "last.pt"), "--results-out", str(plain_out))
+    plain = json.loads(plain_out.read_text())
+    assert len(plain) == len(results)
+    assert any(p["keypoints"] != r["keypoints"] for p, r in zip(plain, results))
 
 
 def test_mismatched_checkpoint_is_one_clear_line(tiny_synthetic, tmp_path):

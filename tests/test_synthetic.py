@@ -275,6 +275,38 @@ def test_generator_rejects_bad_settings():
         SyntheticCocoGenerator(crowd_prob=1.5)
     with pytest.raises(ValueError, match="seed"):
         write_synthetic_coco(os.devnull + "_never", 1, 1, seed=-1, progress=False)
+    with pytest.raises(ValueError, match="placement"):
+        SyntheticCocoGenerator(placement="grid")
+    with pytest.raises(ValueError, match="views"):
+        SyntheticCocoGenerator(views="side")
+    with pytest.raises(ValueError, match="pose_kinds"):
+        SyntheticCocoGenerator(pose_kinds=["stand", "dance"])
+
+
+def test_the_quickstart_world_settings_do_what_they_say():
+    """placement=row: people side by side, one slot each; views=front: every person faces the
+    camera (left shoulder on the image right); pose_kinds: only those poses are drawn."""
+    from posenet.data.synthetic import figure
+
+    gen = SyntheticCocoGenerator(min_people=3, max_people=3, min_size=240, max_size=240, min_person_height=100,
+                                 max_person_height=0.9, placement="row", views="front",
+                                 pose_kinds=["stand", "walk"], crowd_prob=0, unannotated_prob=0,
+                                 occluder_prob=0, max_clutter=0)
+    for index in range(12):
+        sample = gen.sample(0, "train", index)
+        people = [a for a in sample.annotations if not a["iscrowd"]]
+        assert len(people) == 3
+        centres = sorted((a["bbox"][0] + a["bbox"][2] / 2) for a in people)
+        for i, c in enumerate(centres):  # slot i of 3, jittered by at most 0.2 of a slot
+            assert (i + 0.3) * 80 - 20 <= c <= (i + 0.7) * 80 + 20, (index, centres)
+        for a in people:
+            k = np.asarray(a["keypoints"]).reshape(17, 3)
+            assert k[5, 0] > k[6, 0] and k[11, 0] > k[12, 0], index  # shoulders and hips: facing us
+    rng = np.random.default_rng(0)
+    kinds = [figure.sample_pose(rng, kinds=("sit",)) for _ in range(5)]
+    assert all(p.left_leg[0] > np.deg2rad(60) for p in kinds)  # sitting: thighs raised
+    # the default generator draws exactly what it drew before these settings existed
+    assert SyntheticCocoGenerator().placement == "random" and SyntheticCocoGenerator().views == "any"
 
 
 def test_a_dead_worker_is_an_error_not_a_hang(tmp_path):

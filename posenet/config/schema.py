@@ -64,6 +64,12 @@ class SyntheticConfig:
     min_person_height: float = 28.0
     max_person_height: float = 1.15
     group_prob: float = 0.35
+    # "random" (anywhere, group_prob groups) or "row" (side by side, one slot per person).
+    placement: str = choice("random", "random", "row")
+    # "any" (front, back, profile) or "front"; pose_kinds: a subset of stand, walk, run, arms_up,
+    # gesture, sit, crouch, free (empty: all).
+    views: str = choice("any", "any", "front")
+    pose_kinds: List[str] = field(default_factory=list)
     crowd_prob: float = 0.15
     occluder_prob: float = 0.3
     unannotated_prob: float = 0.08

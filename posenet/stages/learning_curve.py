@@ -21,7 +21,7 @@ from posenet.config.schema import SyntheticConfig
 
 # The generator parameters that make a world (image counts, seed and workers stay the config's).
 _WORLD_KEYS = ("min_people", "max_people", "min_size", "max_size", "min_person_height", "max_person_height",
-               "group_prob", "crowd_prob", "occluder_prob", "unannotated_prob", "max_clutter", "blur_prob",
+               "group_prob", "placement", "views", "pose_kinds", "crowd_prob", "occluder_prob", "unannotated_prob", "max_clutter", "blur_prob",
                "noise_std", "grayscale_prob")
 
 

@@ -6,13 +6,9 @@ through the real stage code and data path (masks, crowd ignore, targets, the tra
 ``keypoint.augment: false`` so the network is trained on exactly the inputs the evaluation
 gives it, and evaluates on the same images with the official metrics:
 
-* keypoint AP with ground-truth boxes (``stages.keypoint``), beside its ceiling: the training
-  targets as the network's heatmaps (:class:`~posenet.stages.keypoint.TargetHeatmaps`); the
-  grouping protocol loses people in crowds, so no network can pass it;
-* person box AP, all sizes and medium + large (``APML``), beside the ground-truth boxes as
-  detections;
-* end-to-end keypoint AP (detector + PRN, ``stages.end_to_end``), beside ground-truth
-  keypoints and boxes grouped by the trained PRN.
+keypoint AP with ground-truth boxes, person box AP (all sizes and medium + large) and
+end-to-end keypoint AP, each beside its ceiling (``stages.pipeline``, which the quickstart
+runs too).
 
 A correct pipeline memorises a handful of images; a stage that cannot is a bug to find.
 """
@@ -21,94 +17,31 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 from omegaconf import DictConfig
 
-from posenet.config import build, save_config
+from posenet.config import save_config
+from posenet.stages.pipeline import run_stages
 from posenet.utils.io import write_json_atomic
 
 METRIC_KEYS = ("keypoint_ap_gt_boxes", "keypoint_ap_gt_boxes_ceiling", "box_ap", "box_ap_medium_large",
                "end_to_end_ap", "end_to_end_ap_ceiling", "images", "minutes")
 
 
-def box_ceiling(persons) -> dict:
-    """Box AP of the ground-truth boxes (every non-crowd person, score 1) as detections."""
-    from posenet.data.targets import image_persons
-    from posenet.evaluation import box_results, evaluate_boxes
-
-    results = []
-    for image_id in persons.image_ids:
-        boxes = image_persons(persons.annotations(image_id), persons.keypoint_layout.num_keypoints).boxes
-        results += box_results([image_id] * len(boxes), boxes, np.ones(len(boxes)))
-    return evaluate_boxes(persons.coco, results, image_ids=persons.image_ids)
-
-
 def run(cfg: DictConfig, out_dir: str | Path | None = None, log=print) -> dict:
     """Train and evaluate every stage of ``cfg`` on its ``data.first_images`` images; returns
     ``{"metrics": {METRIC_KEYS...}, "rows": [(what, metric, metrics, protocol), ...],
     "seconds": {...}}``."""
-    from posenet.stages import detection, end_to_end, keypoint, prn
-
     if cfg.data.train_split != cfg.data.val_split:
         log(f"note: training on {cfg.data.train_split} and evaluating on {cfg.data.val_split}: "
             "this measures generalisation, not memorisation")
     out_dir = Path(out_dir or cfg.output_dir)
     save_config(cfg, out_dir)
-    start_all = time.perf_counter()
-    seconds, rows = {}, []
-
     start = time.perf_counter()
-    evaluator = keypoint.evaluator_from_config(cfg, progress=False)
-    kp_ceiling = evaluator(keypoint.TargetHeatmaps())
-    persons = evaluator.persons
-    box_top = box_ceiling(persons)
-    seconds["ceilings"] = time.perf_counter() - start
-    log(f"overfit: {len(persons)} images of {persons.split} ({persons.root}); keypoint ceiling "
-        f"AP {kp_ceiling['AP']:.3f}, box ceiling AP {box_top['AP']:.3f}")
-
-    start = time.perf_counter()
-    keypoint.train(cfg, out_dir=out_dir / "keypoint", resume=True, log=log)
-    seconds["keypoint"] = time.perf_counter() - start
-    checkpoint = out_dir / "keypoint" / "best.pt"
-    kp, kp_eval = keypoint.validate(cfg, checkpoint, log=log)
-    rows.append(("keypoint stage: predicted keypoints in GT boxes", "keypoint AP", kp, kp_eval.protocol()))
-    rows.append(("  ceiling: training targets as heatmaps", "keypoint AP", kp_ceiling, kp_eval.protocol()))
-
-    start = time.perf_counter()
-    detection.train(cfg, init=checkpoint, out_dir=out_dir / "detection", resume=True, log=log)
-    seconds["detection"] = time.perf_counter() - start
-    checkpoint = out_dir / "detection" / "best.pt"
-    box, box_eval = detection.validate(cfg, checkpoint, log=log)
-    rows.append(("detection stage: person boxes", "box AP", box, box_eval.protocol()))
-    rows.append(("  ceiling: ground-truth boxes as detections", "box AP", box_top, box_eval.protocol()))
-
-    start = time.perf_counter()
-    prn.train(cfg, init=checkpoint, out_dir=out_dir / "prn", resume=True, log=log)
-    seconds["prn"] = time.perf_counter() - start
-    full = out_dir / "prn" / "best.pt"
-    start = time.perf_counter()
-    e2e, e2e_eval = end_to_end.validate(cfg, full, "end-to-end", log=log)
-    top, top_eval = end_to_end.validate(cfg, full, "gt-keypoints-gt-boxes", log=log)
-    seconds["end_to_end"] = time.perf_counter() - start
-    rows.append(("end to end: detector + PRN", "keypoint AP", e2e, e2e_eval.protocol()))
-    rows.append(("  ceiling: GT keypoints + GT boxes through the trained PRN", "keypoint AP", top,
-                 top_eval.protocol()))
-    seconds["total"] = time.perf_counter() - start_all
-
-    metrics = {
-        "keypoint_ap_gt_boxes": kp["AP"],
-        "keypoint_ap_gt_boxes_ceiling": kp_ceiling["AP"],
-        "box_ap": box["AP"],
-        "box_ap_medium_large": box["APML"],
-        "box_ap_ceiling": box_top["AP"],
-        "end_to_end_ap": e2e["AP"],
-        "end_to_end_ap_ceiling": top["AP"],
-        "images": len(persons),
-        "minutes": seconds["total"] / 60.0,
-    }
-    result = {"metrics": metrics, "rows": rows, "seconds": seconds}
-    write_json_atomic(out_dir / "overfit_metrics.json", {**metrics, "seconds": seconds}, indent=2)
-    return result
+    result = run_stages(cfg, out_dir, log)
+    result["seconds"]["total"] = time.perf_counter() - start
+    result["metrics"]["minutes"] = result["seconds"]["total"] / 60.0
+    write_json_atomic(out_dir / "overfit_metrics.json", {**result["metrics"], "seconds": result["seconds"]}, indent=2)
+    return {"metrics": result["metrics"], "rows": result["rows"], "seconds": result["seconds"]}
 
 
 def format_table(result: dict, cfg: DictConfig, machine: str) -> str:
@@ -150,4 +83,4 @@ def _ratio(value: float, ceiling: float) -> str:
     return f"{value / ceiling:.2f}" if ceiling > 0 else "n/a"
 
 
-__all__ = ["METRIC_KEYS", "box_ceiling", "format_table", "run"]
+__all__ = ["METRIC_KEYS", "format_table", "run"]

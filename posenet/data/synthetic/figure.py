@@ -146,12 +146,20 @@ POSE_KINDS = ("stand", "walk", "run", "arms_up", "gesture", "sit", "crouch", "fr
 POSE_WEIGHTS = (0.22, 0.2, 0.1, 0.1, 0.16, 0.07, 0.05, 0.1)
 
 
-def sample_pose(rng: np.random.Generator, kind: str | None = None) -> PoseAngles:
-    """Angles of one of a few everyday poses (``POSE_KINDS``) or of a free random pose."""
+def sample_pose(rng: np.random.Generator, kind: str | None = None,
+                kinds: tuple[str, ...] | None = None) -> PoseAngles:
+    """Angles of one of a few everyday poses (``POSE_KINDS``) or of a free random pose.
+
+    ``kind`` fixes the pose; otherwise it is drawn from ``kinds`` (default all of
+    ``POSE_KINDS``) with their ``POSE_WEIGHTS``, renormalised."""
     d = np.deg2rad
     u = rng.uniform
     if kind is None:
-        kind = POSE_KINDS[rng.choice(len(POSE_KINDS), p=POSE_WEIGHTS)]
+        if kinds is None:
+            kind = POSE_KINDS[rng.choice(len(POSE_KINDS), p=POSE_WEIGHTS)]
+        else:
+            w = np.array([POSE_WEIGHTS[POSE_KINDS.index(k)] for k in kinds])
+            kind = kinds[rng.choice(len(kinds), p=w / w.sum())]
 
     def rest_arm():
         return (d(u(4, 22)), d(u(55, 115)), d(u(0, 30)))
@@ -444,8 +452,15 @@ def _extent(parts) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def sample_view(rng: np.random.Generator) -> tuple[float, float, float]:
-    """(yaw, elevation, roll): mostly front-ish views, often back or profile, small tilts."""
+VIEWS = ("any", "front")
+
+
+def sample_view(rng: np.random.Generator, views: str = "any") -> tuple[float, float, float]:
+    """(yaw, elevation, roll). ``views="any"``: mostly front-ish views, often back or profile,
+    small tilts. ``"front"``: facing the camera within 35 degrees, small tilts only."""
+    if views == "front":
+        yaw, elevation, roll = rng.uniform(-35, 35), rng.uniform(-5, 15), rng.normal(0, 4)
+        return float(np.deg2rad(yaw)), float(np.deg2rad(elevation)), float(np.deg2rad(roll))
     r = rng.random()
     if r < 0.4:
         yaw = rng.uniform(-35, 35)
@@ -458,9 +473,11 @@ def sample_view(rng: np.random.Generator) -> tuple[float, float, float]:
     return float(np.deg2rad(yaw)), float(np.deg2rad(elevation)), float(np.deg2rad(roll))
 
 
-def sample_figure(rng: np.random.Generator, height: float, center: tuple[float, float]) -> Figure:
-    """A random person of about ``height`` pixels (standing height) centred on ``center``."""
+def sample_figure(rng: np.random.Generator, height: float, center: tuple[float, float],
+                  views: str = "any", pose_kinds: tuple[str, ...] | None = None) -> Figure:
+    """A random person of about ``height`` pixels (standing height) centred on ``center``
+    (``views`` and ``pose_kinds`` as ``sample_view`` and ``sample_pose``)."""
     body = BodyShape.sample(rng)
-    pose = sample_pose(rng)
-    yaw, elevation, roll = sample_view(rng)
+    pose = sample_pose(rng, kinds=pose_kinds)
+    yaw, elevation, roll = sample_view(rng, views)
     return Figure(body, pose, yaw, elevation, roll, height, center)

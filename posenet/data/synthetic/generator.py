@@ -8,7 +8,9 @@ import numpy as np
 
 from posenet.data.keypoints import COCO_PERSON
 from posenet.data.synthetic.annotate import mask_bbox, mask_to_polygons, rasterize_polygons, rle_counts
-from posenet.data.synthetic.figure import KEYPOINT_PARTS, PELVIS, TORSO, Figure, sample_figure
+from posenet.data.synthetic.figure import (
+    KEYPOINT_PARTS, PELVIS, POSE_KINDS, TORSO, VIEWS, Figure, sample_figure,
+)
 from posenet.data.synthetic.render import (
     CROWD, LABEL_STRIDE, NoiseField, Outfit, draw_background, draw_clutter, draw_figure, finish_image,
 )
@@ -77,6 +79,10 @@ class SyntheticCocoGenerator:
         max_person_height: largest standing height as a fraction of the image height
             (above 1, people are cut by the frame). Heights are log-uniform in between.
         group_prob: chance that a person is placed next to the previous one (overlaps).
+        placement: "random" (anywhere, ``group_prob`` groups) or "row" (side by side across the
+            image, one slot each, no overlap beyond the slot's jitter; ``group_prob`` unused).
+        views: "any" (front, back and profile) or "front" (facing the camera within 35 degrees).
+        pose_kinds: the poses drawn (names of ``figure.POSE_KINDS``); default all of them.
         max_clutter: up to this many random non-human background shapes.
         occluder_prob: chance of objects in front of the people.
         max_occluders: up to this many of them.
@@ -105,6 +111,9 @@ class SyntheticCocoGenerator:
         min_person_height: float = 28.0,
         max_person_height: float = 1.15,
         group_prob: float = 0.35,
+        placement: str = "random",
+        views: str = "any",
+        pose_kinds: tuple[str, ...] | None = None,
         max_clutter: int = 12,
         occluder_prob: float = 0.3,
         max_occluders: int = 2,
@@ -127,6 +136,15 @@ class SyntheticCocoGenerator:
                         ("occluder_prob", occluder_prob), ("blur_prob", blur_prob)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+        if placement not in ("random", "row"):
+            raise ValueError(f"placement must be 'random' or 'row', got {placement!r}")
+        if views not in VIEWS:
+            raise ValueError(f"views must be one of {VIEWS}, got {views!r}")
+        if pose_kinds is not None:
+            pose_kinds = tuple(str(k) for k in pose_kinds)
+            unknown = [k for k in pose_kinds if k not in POSE_KINDS]
+            if not pose_kinds or unknown:
+                raise ValueError(f"pose_kinds must be a non-empty subset of {POSE_KINDS}, got {list(pose_kinds)}")
         if not 1 <= jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in [1, 100], got {jpeg_quality}")
         self.min_people, self.max_people = int(min_people), int(max_people)
@@ -139,6 +157,7 @@ class SyntheticCocoGenerator:
         self.min_person_height = float(min_person_height)
         self.max_person_height = float(max_person_height)
         self.group_prob = float(group_prob)
+        self.placement, self.views, self.pose_kinds = placement, views, pose_kinds
         self.max_clutter = int(max_clutter)
         self.occluder_prob, self.max_occluders = float(occluder_prob), int(max_occluders)
         self.blur_prob, self.noise_std = float(blur_prob), float(noise_std)
@@ -209,9 +228,12 @@ class SyntheticCocoGenerator:
 
     def _place_people(self, rng: np.random.Generator, n: int, height: int, width: int) -> list[Figure]:
         figures = []
-        for _ in range(n):
+        for i in range(n):
             h = self._person_height(rng, height)
-            if figures and rng.random() < self.group_prob:
+            if self.placement == "row":  # slot i of n across the width, jittered within it
+                cx = (i + 0.5 + rng.uniform(-0.2, 0.2)) * width / n
+                cy = rng.uniform(0.45, 0.55) * height
+            elif figures and rng.random() < self.group_prob:
                 prev = figures[-1]
                 px = (prev.bbox[0] + prev.bbox[2]) / 2
                 py = (prev.bbox[1] + prev.bbox[3]) / 2
@@ -219,7 +241,7 @@ class SyntheticCocoGenerator:
                 cy = py + rng.uniform(-0.15, 0.15) * max(h, prev.height)
             else:
                 cx, cy = rng.uniform(0.03, 0.97) * width, rng.uniform(0.1, 0.9) * height
-            figures.append(sample_figure(rng, h, (cx, cy)))
+            figures.append(sample_figure(rng, h, (cx, cy), self.views, self.pose_kinds))
         figures.sort(key=lambda f: f.bottom)  # lower in the picture = nearer = drawn later
         return figures
 
