@@ -4,8 +4,6 @@ the speed options of a config."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 

@@ -214,7 +214,7 @@ def _stub_predictor(input_size: int) -> Predictor:
     from _stub_models import ColourCodedNet
 
     cfg = load_config(CONFIG, ["infer.grouping=greedy", "infer.peak_threshold=0.1", f"infer.input_size={input_size}"])
-    return Predictor(ColourCodedNet(whole_image_box=True), cfg)
+    return build.predictor(cfg, ColourCodedNet(whole_image_box=True))
 
 
 def test_keypoints_map_back_to_the_pixels_of_a_6000_by_4000_image(tmp_path):

@@ -17,10 +17,9 @@ from torch import nn
 
 from posenet.codecs import KeypointHeatmapCodec
 from posenet.config import load_config
-from posenet.data.keypoints import COCO_PERSON
 from posenet.engine.checkpoint import load_checkpoint
 from posenet.inference import keypoints_in_boxes
-from posenet.stages.keypoint import evaluator_from_config, visualize
+from posenet.stages.keypoint import evaluator_from_config
 from posenet.vis import heatmap_overlay, heatmap_panels
 
 REPO = Path(__file__).resolve().parents[1]

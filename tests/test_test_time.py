@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from posenet.config import load_config
+from posenet.config import build, load_config
 from posenet.data.keypoints import COCO_PERSON
 from posenet.data.transforms import invert, transform_points
 from posenet.inference import Predictor, flip_back, to_grid_of
@@ -42,7 +42,7 @@ def image_peaks(predictor: Predictor, rgb: np.ndarray):
 
 def predictor(overrides) -> Predictor:
     cfg = load_config(CONFIG, ["infer.grouping=greedy", "infer.peak_threshold=0.1", *overrides])
-    return Predictor(ColourCodedNet(), cfg)
+    return build.predictor(cfg, ColourCodedNet())
 
 
 @pytest.mark.parametrize("width", [96, 91, 93, 94])

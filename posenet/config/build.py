@@ -169,6 +169,44 @@ def detection_options(cfg: DictConfig) -> dict:
                 nms_threshold=d.nms_threshold, max_detections=d.max_detections)
 
 
+def grouping(cfg: DictConfig, name: str | None = None):
+    """``infer.grouping`` (or ``name``) + ``prn`` → a registered grouping object
+    (``posenet.inference.groupings``)."""
+    from posenet.inference.groupings import make_grouping
+
+    name = name or cfg.infer.grouping
+    p = cfg.prn
+    options = {
+        "prn": dict(margin=p.box_margin, height=p.height, width=p.width, input_sigma=p.input_sigma, window=p.window),
+        "greedy": dict(margin=p.box_margin),
+    }
+    return make_grouping(name, **options.get(name, {}))
+
+
+def predictor(cfg: DictConfig, model, device="cpu", grouping_name: str | None = None):
+    """``infer`` + ``keypoint`` + ``detection`` + ``prn`` → :class:`posenet.inference.Predictor`
+    of ``model``."""
+    from posenet.inference.predictor import Predictor
+
+    inf = cfg.infer
+    return Predictor(
+        model,
+        keypoint_layout(cfg.data.keypoints),
+        grouping(cfg, grouping_name),
+        input_size=int(inf.input_size or cfg.keypoint.val_input_size),
+        scales=tuple(float(s) for s in inf.scales),
+        flip=inf.flip,
+        peak_threshold=inf.peak_threshold,
+        max_peaks=inf.max_peaks,
+        box_threshold=inf.box_threshold,
+        box_scale=inf.box_scale,
+        keypoint_threshold=inf.keypoint_threshold,
+        sigma=cfg.keypoint.sigma,
+        detect_options=detection_options(cfg),
+        device=device,
+    )
+
+
 def keypoint_dataset(cfg: DictConfig, split: str, train: bool):
     """``data`` + ``keypoint`` → :class:`posenet.data.dataset.CocoKeypointDataset` of a split."""
     from posenet.data.dataset import CocoKeypointDataset

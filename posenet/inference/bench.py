@@ -49,7 +49,8 @@ def benchmark_decode(cfg: DictConfig, input_size: int = 480, people: int = 20, c
         predictor = Predictor.from_config(cfg, checkpoint)
     else:
         torch.manual_seed(0)
-        predictor = Predictor(build.posenet_model(cfg, len(cfg.data.keypoints.names), detection=True, prn=True), cfg)
+        predictor = build.predictor(cfg, build.posenet_model(cfg, len(cfg.data.keypoints.names), detection=True,
+                                                             prn=True))
     predictor.input_size = input_size
     image = np.random.default_rng(0).integers(0, 255, (input_size, input_size, 3), dtype=np.uint8)
     network = time_call(lambda: predictor.network(image), warmup=2, repeats=repeats, budget_s=20)
@@ -61,8 +62,10 @@ def benchmark_decode(cfg: DictConfig, input_size: int = 480, people: int = 20, c
     net = NetworkOutput(heat, torch.from_numpy(boxes).float(), torch.ones(people), matrix, (input_size, input_size),
                         (input_size, input_size))
     rows = {}
-    for grouping in ("prn", "greedy"):
-        predictor.cfg.infer.grouping = grouping
+    from posenet.inference.groupings import GROUPINGS
+
+    for grouping in GROUPINGS:
+        predictor = predictor.with_grouping(build.grouping(cfg, grouping))
 
         def decode():
             xy, types, scores = predictor.peaks(net)

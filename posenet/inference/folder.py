@@ -77,7 +77,7 @@ def infer_folder(predictor: Predictor, images: str | os.PathLike, out: str | os.
         (out / "pictures").mkdir(parents=True, exist_ok=True)
     ids = image_ids(files)
     results, skipped, people, timings = [], [], 0, {"network_ms": [], "decode_ms": []}
-    threshold = predictor.cfg.infer.keypoint_threshold
+    threshold = predictor.keypoint_threshold
     for path, image_id in zip(tqdm(files, desc="infer", unit="img", disable=not progress), ids):
         try:
             rgb = as_rgb(path)

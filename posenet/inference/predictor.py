@@ -9,9 +9,9 @@ multiple of 32 itself); the keypoint heatmaps are averaged over ``infer.scales``
 onto the first scale's heatmap grid, cell centre to cell centre) and, with ``infer.flip``, with
 the mirrored image's (left/right swapped; ``test_time.flip_test``, exact for any width); person boxes come from the first scale's detection head; the heatmap peaks
 (3x3 local maxima above ``infer.peak_threshold``, sub-pixel refined) are grouped into the boxes
-by the Pose Residual Network (``infer.grouping=prn``, all boxes of the image in one batch) or by
-the greedy baseline (``greedy``: each peak to the box it is most central in). Everything is
-mapped back to original image pixels.
+by a grouping of ``posenet.inference.groupings`` (``infer.grouping``: the Pose Residual
+Network, all boxes of the image in one batch, or the greedy baseline, each peak to the box it
+is most central in). Everything is mapped back to original image pixels.
 
 A person is {"keypoints": (K, 3) x, y, score, "box": (4,) x1, y1, x2, y2, "box_score",
 "score"}; the pose score is the box score times the mean score of the keypoints above
@@ -36,7 +36,7 @@ from posenet.data.keypoints import KeypointLayout
 from posenet.data.transforms import fit_matrix, invert, transform_points, warp_image
 from posenet.errors import ConfigError, DataError
 from posenet.inference.test_time import flip_test, to_grid_of
-from posenet.inference.prn_grouping import greedy_assign, pose_scores, prn_assign
+from posenet.inference.prn_grouping import pose_scores
 
 
 @dataclass
@@ -72,18 +72,35 @@ def as_rgb(image) -> np.ndarray:
 
 
 class Predictor:
-    """A full checkpoint (keypoint + detection + PRN) and the config's ``infer`` settings."""
+    """A model with person boxes (keypoint + detection, and a PRN for the PRN grouping) and the
+    inference settings, as plain keywords (``posenet.config.build.predictor`` makes them from
+    a config's ``infer`` section; ``from_checkpoint`` and ``from_config`` load a run's).
 
-    def __init__(self, model, cfg: DictConfig, device: str | torch.device = "cpu"):
-        if cfg.infer.grouping == "prn" and not model.has_prn:
-            raise ConfigError("infer.grouping=prn but this checkpoint has no PRN (train it with "
-                              "scripts/train_prn.py, or use infer.grouping=greedy)")
+    ``grouping`` is a ``posenet.inference.groupings`` object; ``scales`` are relative to
+    ``input_size`` (the longer side at scale 1); ``sigma`` is the training heatmaps' Gaussian
+    (input pixels), which the sub-pixel refinement assumes; ``detect_options`` go to
+    ``PoseNet.detect``.
+    """
+
+    def __init__(self, model, layout: KeypointLayout, grouping, *, input_size: int, scales: Sequence[float] = (1.0,),
+                 flip: bool = False, peak_threshold: float = 0.05, max_peaks: int = 20, box_threshold: float = 0.3,
+                 box_scale: float = 1.0, keypoint_threshold: float = 0.05, sigma: float = 2.0,
+                 detect_options: dict | None = None, device: str | torch.device = "cpu"):
+        grouping.check_model(model)
+        if not scales:
+            raise ConfigError("infer.scales is empty: give at least one scale")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.cfg = cfg
-        self.layout: KeypointLayout = build.keypoint_layout(cfg.data.keypoints)
-        self.input_size = int(cfg.infer.input_size or cfg.keypoint.val_input_size)
-        self.detect_options = build.detection_options(cfg)
+        self.layout = layout
+        self.grouping = grouping
+        self.input_size = int(input_size)
+        self.scales = tuple(float(s) for s in scales)
+        self.flip = bool(flip)
+        self.peak_threshold, self.max_peaks = float(peak_threshold), int(max_peaks)
+        self.box_threshold, self.box_scale = float(box_threshold), float(box_scale)
+        self.keypoint_threshold = float(keypoint_threshold)
+        self.sigma = float(sigma)
+        self.detect_options = dict(detect_options or {})
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike, config: str | os.PathLike | None = None,
@@ -98,7 +115,20 @@ class Predictor:
     @classmethod
     def from_config(cls, cfg: DictConfig, checkpoint: str | os.PathLike, device: str = "cpu") -> "Predictor":
         """The model of ``cfg`` with every part ``checkpoint`` holds (detection branch, PRN)."""
-        return cls(build.model_from_checkpoint(cfg, checkpoint), cfg, device)
+        return build.predictor(cfg, build.model_from_checkpoint(cfg, checkpoint), device)
+
+    def with_grouping(self, grouping) -> "Predictor":
+        """The same model and settings with another grouping object."""
+        grouping.check_model(self.model)
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__, grouping=grouping)
+        return other
+
+    def describe(self) -> str:
+        """The settings, for protocol lines."""
+        scales = ", ".join(f"{s:g}" for s in self.scales)
+        return (f"grouping {self.grouping.name}, longer side {self.input_size} px, scales {scales}, "
+                f"flip {'on' if self.flip else 'off'}")
 
     def predict(self, image) -> list[dict]:
         """The people in one image (a path or an RGB / gray / RGBA array)."""
@@ -125,9 +155,8 @@ class Predictor:
             raise ConfigError("inference needs person boxes: this checkpoint has no detection branch "
                               "(train the detection stage: scripts/train_detection.py)")
         height, width = rgb.shape[:2]
-        inf = self.cfg.infer
         heat = boxes = box_scores = matrix = input_hw = None
-        for i, scale in enumerate(inf.scales):
+        for i, scale in enumerate(self.scales):
             size = max(32, int(round(self.input_size * float(scale))))
             m = fit_matrix((height, width), (size, size))
             s = size / max(height, width)
@@ -135,25 +164,24 @@ class Predictor:
             batch = torch.from_numpy(warp_image(rgb, m, hw)).permute(2, 0, 1)[None].to(self.device)
             out = self.model(batch)
             h = out["heatmaps"].float()
-            if inf.flip:
+            if self.flip:
                 h = flip_test(lambda x: self.model(x)["heatmaps"], batch, h, self.layout.flip_index,
                               self.model.output_stride)
             if i == 0:
                 heat, matrix, input_hw, first_scale = h, m, hw, s
                 det = self.model.detect(out, [hw], **self.detect_options)[0]
-                keep = det["scores"] >= inf.box_threshold
+                keep = det["scores"] >= self.box_threshold
                 boxes, box_scores = det["boxes"][keep].float().cpu(), det["scores"][keep].float().cpu()
             else:
                 heat = heat + to_grid_of(h, s / first_scale, heat.shape[-2:])
-        heat = (heat / len(inf.scales))[0].cpu()
+        heat = (heat / len(self.scales))[0].cpu()
         return NetworkOutput(heat, boxes, box_scores, matrix, input_hw, (height, width))
 
     def peaks(self, net: "NetworkOutput") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Heatmap peaks as flat (P, 2) input-pixel coordinates, (P,) keypoint types and scores."""
-        inf = self.cfg.infer
         K = net.heatmaps.shape[0]
-        codec = KeypointHeatmapCodec(net.input_size, stride=self.model.output_stride, sigma=self.cfg.keypoint.sigma)
-        peaks = codec.decode(net.heatmaps, threshold=inf.peak_threshold, max_peaks=inf.max_peaks)
+        codec = KeypointHeatmapCodec(net.input_size, stride=self.model.output_stride, sigma=self.sigma)
+        peaks = codec.decode(net.heatmaps, threshold=self.peak_threshold, max_peaks=self.max_peaks)
         valid = peaks.valid.reshape(-1)
         types = torch.arange(K).repeat_interleave(peaks.valid.shape[1])
         return peaks.coords.reshape(-1, 2)[valid], types[valid], peaks.scores.reshape(-1)[valid]
@@ -161,21 +189,16 @@ class Predictor:
     def group(self, xy: torch.Tensor, types: torch.Tensor, scores: torch.Tensor, boxes: torch.Tensor,
               box_scores: torch.Tensor, matrix: np.ndarray, image_size) -> tuple[list[dict], np.ndarray]:
         """People from peaks and boxes given in network input pixels (``matrix`` maps image
-        pixels there): grouping (``infer.grouping``), mapping back, pose scores, best first.
+        pixels there): grouping (``self.grouping``), mapping back, pose scores, best first.
         Returns the people and the (B, 4) boxes in image pixels."""
-        inf, p = self.cfg.infer, self.cfg.prn
         K = self.layout.num_keypoints
         boxes = boxes.float().reshape(-1, 4)
         if not len(boxes):
             return [], np.zeros((0, 4))
-        if inf.box_scale != 1.0 and len(boxes):
+        if self.box_scale != 1.0:
             centre, half = 0.5 * (boxes[:, :2] + boxes[:, 2:]), 0.5 * (boxes[:, 2:] - boxes[:, :2])
-            boxes = torch.cat([centre - inf.box_scale * half, centre + inf.box_scale * half], dim=1)
-        if inf.grouping == "prn":
-            keypoints, kp_scores = prn_assign(self.model.prn, boxes, xy, types, scores, K, p.box_margin,
-                                              p.height, p.width, p.input_sigma, p.window)
-        else:
-            keypoints, kp_scores = greedy_assign(boxes, xy, types, scores, K, p.box_margin)
+            boxes = torch.cat([centre - self.box_scale * half, centre + self.box_scale * half], dim=1)
+        keypoints, kp_scores = self.grouping(boxes.numpy(), xy.numpy(), types.numpy(), scores.numpy(), K, self.model)
         inverse = invert(matrix)
         keypoints = transform_points(inverse, np.asarray(keypoints, dtype=np.float64).reshape(-1, 2))
         keypoints = keypoints.reshape(len(boxes), K, 2)
@@ -185,7 +208,7 @@ class Predictor:
         image_boxes[:, 1::2] = image_boxes[:, 1::2].clip(0, h)
         kp_scores = np.clip(np.asarray(kp_scores, dtype=np.float64).reshape(len(boxes), K), 0, 1)
         box_scores_np = np.asarray(box_scores, dtype=np.float64).reshape(-1)
-        person_scores = np.asarray(pose_scores(box_scores_np, kp_scores, inf.keypoint_threshold),
+        person_scores = np.asarray(pose_scores(box_scores_np, kp_scores, self.keypoint_threshold),
                                    dtype=np.float64).reshape(-1)
         people = [
             {"keypoints": np.concatenate([keypoints[i], kp_scores[i][:, None]], axis=1),

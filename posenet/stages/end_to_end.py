@@ -14,8 +14,8 @@ gt-keypoints-gt-boxes      ground-truth keypoints (1.0)    ground truth (the pap
 =========================  ==============================  ==========================
 
 Ground-truth keypoints are the labelled (v > 0) keypoints of the non-crowd persons with
-keypoints, ground-truth boxes those persons' boxes (score 1). Grouping is ``infer.grouping``
-(prn or greedy).
+keypoints, ground-truth boxes those persons' boxes (score 1). Grouping is the predictor's
+(``infer.grouping``: one of ``posenet.inference.groupings``).
 """
 from __future__ import annotations
 
@@ -53,14 +53,12 @@ class EndToEndEvaluator:
         self.skipped = 0
 
     def protocol(self) -> str:
-        inf = self.predictor.cfg.infer
+        p = self.predictor
         keypoints, boxes = MODES[self.mode]
-        scales = ", ".join(f"{s:g}" for s in inf.scales)
         return (f"{self.persons.split} of {self.persons.root} ({len(self.image_ids)} images), {self.mode}: "
                 f"{'heatmap peaks' if keypoints == 'pred' else 'ground-truth keypoints'} + "
-                f"{'detected boxes (score >= ' + format(inf.box_threshold, 'g') + ')' if boxes == 'pred' else 'ground-truth boxes'}, "
-                f"grouping {inf.grouping}, longer side {self.predictor.input_size} px, scales {scales}, "
-                f"flip {'on' if inf.flip else 'off'}")
+                f"{'detected boxes (score >= ' + format(p.box_threshold, 'g') + ')' if boxes == 'pred' else 'ground-truth boxes'}, "
+                f"{p.describe()}")
 
     def __call__(self) -> dict:
         keypoint_source, box_source = MODES[self.mode]
@@ -151,7 +149,7 @@ def metrics_record(metrics: dict, evaluator: EndToEndEvaluator, checkpoint) -> d
     from posenet.evaluation import KEYPOINT_METRICS
 
     record = {k: metrics[k] for k in (*KEYPOINT_METRICS[:6], "decode_ms", "network_ms") if k in metrics}
-    return {**record, "mode": evaluator.mode, "grouping": evaluator.predictor.cfg.infer.grouping,
+    return {**record, "mode": evaluator.mode, "grouping": evaluator.predictor.grouping.name,
             "protocol": evaluator.protocol(), "checkpoint": str(checkpoint)}
 
 

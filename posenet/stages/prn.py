@@ -21,51 +21,38 @@ from posenet.data.prn_samples import PrnSceneDataset
 from posenet.data.targets import image_persons
 from posenet.errors import ConfigError
 from posenet.evaluation import KEYPOINT_METRICS, evaluate_keypoints, format_metrics, keypoint_results
-from posenet.inference.prn_grouping import greedy_assign, pose_scores, prn_assign
+from posenet.inference.prn_grouping import pose_scores
 from posenet.models import PoseNet
-
-GROUPINGS = ("prn", "greedy")
-
 
 class PrnEvaluator:
     """COCO keypoint AP of a grouping of ground-truth keypoints into ground-truth boxes.
 
     Per image of ``persons`` (the first ``max_images``; 0: all), every non-crowd person with
     labelled keypoints gives a box (its annotation's, score 1) and each of its labelled
-    keypoints a peak (score 1); ``grouping`` "prn" assigns the peaks with the model's PRN
-    (``prn_assign``), "greedy" with ``greedy_assign``. Results: keypoint scores clipped to
-    [0, 1], person scores from ``pose_scores``; AP by pycocotools' OKS.
+    keypoints a peak (score 1); ``grouping`` (a ``posenet.inference.groupings`` object) assigns
+    the peaks. Results: keypoint scores clipped to [0, 1], person scores from ``pose_scores``
+    with ``keypoint_threshold``; AP by pycocotools' OKS with ``layout``'s sigmas.
 
     Callable as the trainer's ``evaluate(model, epoch)``: the model is a ``PoseNet`` with a PRN
-    or a ``PoseResidualNetwork`` (ignored for "greedy"); ``last_results`` keeps the results of
-    the last call.
+    or a ``PoseResidualNetwork`` (ignored by groupings that need none); ``last_results`` keeps
+    the results of the last call.
     """
 
-    def __init__(self, persons, cfg: DictConfig, grouping: str = "prn", max_images: int | None = None,
+    def __init__(self, persons, grouping, layout, keypoint_threshold: float = 0.05, max_images: int = 0,
                  progress: bool = True):
-        if grouping not in GROUPINGS:
-            raise ConfigError(f"grouping must be one of {', '.join(GROUPINGS)}, not {grouping!r}")
-        self.persons = persons
-        self.grouping = grouping
-        p = cfg.prn
-        self.margin, self.height, self.width = p.box_margin, p.height, p.width
-        self.input_sigma, self.window = p.input_sigma, p.window
-        self.keypoint_threshold = cfg.infer.keypoint_threshold
-        self.layout = build.keypoint_layout(cfg.data.keypoints)
-        if persons.keypoint_layout.names != self.layout.names:
+        if persons.keypoint_layout.names != layout.names:
             raise ConfigError(f"{persons.files.annotation_file}: its keypoints "
                               f"({', '.join(persons.keypoint_layout.names)}) differ from data.keypoints.names")
-        limit = cfg.eval.max_images if max_images is None else max_images
-        self.image_ids = list(persons.image_ids[:limit] if limit else persons.image_ids)
+        self.persons, self.grouping, self.layout = persons, grouping, layout
+        self.keypoint_threshold = keypoint_threshold
+        self.image_ids = list(persons.image_ids[:max_images] if max_images else persons.image_ids)
         self.progress = progress
         self.last_results: list[dict] = []
 
     def protocol(self) -> str:
-        how = (f"PRN (window {self.window}, box margin {self.margin:.0%})"
-               if self.grouping == "prn" else f"greedy (most central box, margin {self.margin:.0%})")
         return (f"{self.persons.split} of {self.persons.root} ({len(self.image_ids)} images), ground-truth keypoints "
-                f"grouped into ground-truth boxes of the persons with keypoints by {how}; no images, no flip; "
-                f"pose score = box score x mean keypoint score above {self.keypoint_threshold:g}")
+                f"grouped into ground-truth boxes of the persons with keypoints by {self.grouping.describe()}; "
+                f"no images, no flip; pose score = box score x mean keypoint score above {self.keypoint_threshold:g}")
 
     def image_inputs(self, image_id: int) -> dict:
         """The grouping's inputs for one image: "boxes" (B, 4) x1 y1 x2 y2 and "box_scores"
@@ -79,30 +66,22 @@ class PrnEvaluator:
         return {"boxes": boxes, "box_scores": np.ones(len(boxes)), "peaks_xy": kps[..., :2][labelled],
                 "peaks_type": types, "peaks_score": np.ones(len(types)), "keypoints": kps}
 
-    def group(self, prn, inputs: dict) -> tuple[np.ndarray, np.ndarray]:
+    def group(self, model, inputs: dict) -> tuple[np.ndarray, np.ndarray]:
         """(keypoints (B, K, 2), scores (B, K)) of one image's ``image_inputs``."""
-        peaks = (inputs["peaks_xy"], inputs["peaks_type"], inputs["peaks_score"])
-        K = self.layout.num_keypoints
-        if self.grouping == "greedy":
-            return greedy_assign(inputs["boxes"], *peaks, K, self.margin)
-        return prn_assign(prn, inputs["boxes"], *peaks, K, self.margin, self.height, self.width,
-                          self.input_sigma, self.window)
+        return self.grouping(inputs["boxes"], inputs["peaks_xy"], inputs["peaks_type"], inputs["peaks_score"],
+                             self.layout.num_keypoints, model)
 
     @torch.no_grad()
     def __call__(self, model=None, epoch: int | None = None) -> dict:
-        prn = None
-        if self.grouping == "prn":
-            prn = getattr(model, "prn", model)
-            if prn is None:
-                raise ConfigError("PRN grouping needs a model with a PRN")
+        self.grouping.check_model(model)
         results = []
         start = time.perf_counter()
-        for image_id in tqdm(self.image_ids, desc=f"validate {self.grouping}", leave=False,
+        for image_id in tqdm(self.image_ids, desc=f"validate {self.grouping.name}", leave=False,
                              disable=not self.progress, mininterval=5):
             inputs = self.image_inputs(image_id)
             if not len(inputs["boxes"]):
                 continue
-            xy, scores = self.group(prn, inputs)
+            xy, scores = self.group(model, inputs)
             person = pose_scores(inputs["box_scores"], scores, self.keypoint_threshold)
             results += keypoint_results([image_id] * len(xy), xy, np.clip(scores, 0, 1), person)
         self.last_results = results
@@ -111,8 +90,11 @@ class PrnEvaluator:
         return metrics
 
 
-def evaluator_from_config(cfg: DictConfig, grouping: str = "prn", progress: bool = True) -> PrnEvaluator:
-    return PrnEvaluator(build.coco_split(cfg.data, cfg.data.val_split), cfg, grouping, progress=progress)
+def evaluator_from_config(cfg: DictConfig, grouping: str = "prn", progress: bool = True,
+                          max_images: int | None = None) -> PrnEvaluator:
+    return PrnEvaluator(build.coco_split(cfg.data, cfg.data.val_split), build.grouping(cfg, grouping),
+                        build.keypoint_layout(cfg.data.keypoints), cfg.infer.keypoint_threshold,
+                        cfg.eval.max_images if max_images is None else max_images, progress=progress)
 
 
 def scene_dataset(cfg: DictConfig, persons=None) -> PrnSceneDataset:
@@ -186,9 +168,9 @@ def validate(cfg: DictConfig, checkpoint: str | Path | None, grouping: str = "pr
     needs no checkpoint) on ``data.val_split``; returns (metrics, evaluator)."""
     evaluator = evaluator_from_config(cfg, grouping)
     model = None
-    if grouping == "prn":
+    if evaluator.grouping.needs_prn:
         if checkpoint is None:
-            raise ConfigError("PRN grouping needs a PRN-stage checkpoint")
+            raise ConfigError(f"{grouping} grouping needs a PRN-stage checkpoint")
         model = load_model(cfg, checkpoint, device)
     log(f"protocol: {evaluator.protocol()}" + (f"; checkpoint {checkpoint}" if model is not None else ""))
     metrics = evaluator(model)
@@ -199,10 +181,10 @@ def validate(cfg: DictConfig, checkpoint: str | Path | None, grouping: str = "pr
 def metrics_record(metrics: dict, evaluator: PrnEvaluator, checkpoint) -> dict:
     """What ``--metrics-out`` writes: the keypoint metrics, protocol, grouping, checkpoint."""
     record = {k: metrics[k] for k in KEYPOINT_METRICS[:6] if k in metrics}
-    record.update(grouping=evaluator.grouping, protocol=evaluator.protocol(),
+    record.update(grouping=evaluator.grouping.name, protocol=evaluator.protocol(),
                   checkpoint=None if checkpoint is None else str(checkpoint))
     return record
 
 
-__all__ = ["GROUPINGS", "PrnEvaluator", "evaluator_from_config", "load_model", "metrics_record", "prepare_model",
+__all__ = ["PrnEvaluator", "evaluator_from_config", "load_model", "metrics_record", "prepare_model",
            "scene_dataset", "train", "validate"]

@@ -1,0 +1,107 @@
+"""Groupings: how one image's keypoint peaks are assigned to its person boxes, behind one
+registry, so that the Predictor, the evaluators, ``val_keypoint.py --grouping`` and the
+benchmarks call every grouping the same way.
+
+A grouping is called as ``grouping(boxes, peaks_xy, peaks_type, peaks_score, num_keypoints,
+model)``: boxes (B, 4) x1 y1 x2 y2 and peaks (P, 2) / (P,) / (P,) of one image in one pixel
+frame, ``model`` the network (a ``PoseNet`` or the PRN itself; groupings that need no network
+ignore it). It returns ``(keypoints (B, K, 2), scores (B, K))`` as numpy arrays: the score of an
+assigned keypoint is its peak's, that of one left unassigned 0.
+
+Adding a grouping is one class here with ``@register_grouping`` and its constructor arguments
+in ``posenet.config.build.grouping``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from posenet.errors import ConfigError
+from posenet.inference.prn_grouping import greedy_assign, prn_assign
+
+GROUPINGS: dict[str, type["Grouping"]] = {}
+
+
+def register_grouping(cls: type["Grouping"]) -> type["Grouping"]:
+    if cls.name in GROUPINGS:
+        raise ValueError(f"a grouping named {cls.name!r} is already registered")
+    GROUPINGS[cls.name] = cls
+    return cls
+
+
+class Grouping:
+    """The interface; see the module's note."""
+
+    name: str = ""
+    needs_prn: bool = False
+
+    def __call__(self, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int,
+                 model=None) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One phrase for protocol lines."""
+        return self.name
+
+    def check_model(self, model) -> None:
+        """ConfigError when ``model`` lacks what this grouping needs."""
+        if self.needs_prn and _prn_of(model) is None:
+            raise ConfigError(f"infer.grouping={self.name} needs a PRN but this checkpoint has no PRN (train it "
+                              "with scripts/train_prn.py, or use infer.grouping=greedy)")
+
+
+def _prn_of(model):
+    if model is None:
+        return None
+    if getattr(model, "has_prn", None) is not None:
+        return model.prn if model.has_prn else None
+    return getattr(model, "prn", model)
+
+
+@register_grouping
+class PrnGrouping(Grouping):
+    """The Pose Residual Network (``prn_assign``): every box's peaks through the trained PRN."""
+
+    name = "prn"
+    needs_prn = True
+
+    def __init__(self, margin: float = 0.21, height: int = 56, width: int = 36, input_sigma: float = 1.0,
+                 window: int = 15):
+        self.margin, self.height, self.width = margin, height, width
+        self.input_sigma, self.window = input_sigma, window
+
+    def __call__(self, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, model=None):
+        prn = _prn_of(model)
+        if prn is None:
+            raise ConfigError("PRN grouping needs a model with a PRN")
+        return prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, self.margin, self.height,
+                          self.width, self.input_sigma, self.window)
+
+    def describe(self) -> str:
+        return f"PRN (window {self.window}, box margin {self.margin:.0%})"
+
+
+@register_grouping
+class GreedyGrouping(Grouping):
+    """The baseline (``greedy_assign``): each peak to the enlarged box it is most central in."""
+
+    name = "greedy"
+
+    def __init__(self, margin: float = 0.21):
+        self.margin = margin
+
+    def __call__(self, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, model=None):
+        return greedy_assign(boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, self.margin)
+
+    def describe(self) -> str:
+        return f"greedy (most central box, margin {self.margin:.0%})"
+
+
+def make_grouping(name: str, **options) -> Grouping:
+    """The registered grouping ``name`` built with ``options``; ConfigError naming the choices."""
+    if name not in GROUPINGS:
+        raise ConfigError(f"unknown grouping {name!r}; choose one of {', '.join(sorted(GROUPINGS))}")
+    return GROUPINGS[name](**options)
+
+
+
+__all__ = ["GROUPINGS", "GreedyGrouping", "Grouping", "PrnGrouping", "make_grouping", "register_grouping"]
