@@ -12,8 +12,8 @@ from torch import nn
 
 from posenet.config import load_config
 from posenet.data.coco import CocoPersons
-from posenet.data.prn_samples import (
-    PrnSceneDataset,
+from posenet.codecs.prn_grid import (
+    PrnGridCodec,
     box_grid,
     encode_peaks,
     encode_targets,
@@ -21,6 +21,7 @@ from posenet.data.prn_samples import (
     image_to_grid,
     peak_cells,
 )
+from posenet.data.prn_samples import PrnSceneDataset
 from posenet.engine.checkpoint import load_checkpoint
 from posenet.inference.prn_grouping import (
     folded_first_layer,
@@ -409,3 +410,26 @@ def test_prepare_model_on_a_detection_checkpoint_trains_the_prn_alone(tiny_synth
     x, t = torch.rand(4, 17, H, W), {"target": torch.full((4, 17, H, W), 1 / (H * W)), "weight": torch.ones(4, 17)}
     losses = model(x, t)
     assert set(losses) == {"loss", "loss_prn"} and losses["loss"].requires_grad
+
+
+def test_prn_grid_codec_decodes_its_targets_back_to_the_keypoints():
+    """Round trip: encode_targets then decode gives each labelled keypoint back within half a
+    cell (in image pixels); decode of torch grids equals decode of numpy grids."""
+    codec = PrnGridCodec(MARGIN, H, W, 1.0, 2.0)
+    rng = np.random.default_rng(3)
+    boxes = np.array([[10, 20, 60, 140], [40, 10, 120, 90]], dtype=np.float64)
+    kps = np.zeros((2, 17, 3))
+    for b, (x1, y1, x2, y2) in enumerate(boxes):
+        kps[b, :, 0] = rng.uniform(x1, x2, 17)
+        kps[b, :, 1] = rng.uniform(y1, y2, 17)
+        kps[b, :, 2] = 2
+    kps[1, 3, 2] = 0  # unlabelled: weight 0
+    target, weight = codec.encode_targets(boxes, kps)
+    xy, value = codec.decode(boxes, target)
+    cell = (boxes[:, 2:] - boxes[:, :2]) * (1 + 2 * MARGIN) / np.array([W, H])  # cell size in pixels
+    error = np.abs(xy - kps[..., :2]) / cell[:, None]
+    assert (error[weight > 0] <= 0.5 + 1e-9).all() and weight[1, 3] == 0
+    assert (value[weight > 0] > 0).all()
+    xy_t, _ = codec.decode(boxes, torch.from_numpy(target))
+    np.testing.assert_array_equal(xy, xy_t)
+    assert codec.decode(np.zeros((0, 4)), np.zeros((0, 17, H, W)))[0].shape == (0, 17, 2)

@@ -1,19 +1,6 @@
-"""Pose Residual Network grids from keypoints and boxes, and the PRN's training samples.
+"""The Pose Residual Network's training samples: scenes of real poses, encoded as PRN grids.
 
-The grid of a box: the box is enlarged by ``margin`` of its width (height) on each side, then
-split into ``height`` x ``width`` cells. Grid coordinates are continuous: ``u = (x - X1) *
-width / (X2 - X1)`` and ``v = (y - Y1) * height / (Y2 - Y1)`` for the enlarged box (X1, Y1,
-X2, Y2), so cell (i, j) covers u in [j, j + 1), v in [i, i + 1) and its centre is (j + 0.5,
-i + 0.5); a point belongs to cell (floor(v), floor(u)). ``box_grid`` returns this map as one
-2x3 affine matrix per box and ``grid_to_image`` its exact inverse.
-
-* ``encode_peaks``: the PRN input. Every peak of type k inside a box sets its cell of channel
-  k (to 1, or to the peak's score; the larger where two share a cell), then each channel is
-  blurred with a Gaussian of ``sigma`` cells whose centre weight is 1 (truncated at 3 sigma),
-  as separable matrix products over all boxes at once.
-* ``encode_targets``: the PRN target. The same for the box's own person's labelled keypoints,
-  blurred with ``target_sigma`` and normalised to sum 1 per channel; ``weight`` is 1 for the
-  keypoints that are labelled and inside the grid.
+The grids are encoded by ``posenet.codecs.prn_grid``.
 
 ``PrnSceneDataset`` trains the PRN on annotations alone. Most of its scenes are composed from
 real poses: COCO skeletons (non-crowd persons with at least ``min_keypoints`` labelled
@@ -32,135 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from posenet.codecs.prn_grid import encode_peaks, encode_targets
 from posenet.data.targets import image_persons
 from posenet.errors import DataError
-
-
-# ----------------------------------------------------------------------------- grids
-
-
-def box_grid(boxes, margin: float, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """The enlarged boxes (B, 4) x1 y1 x2 y2 and the affine matrices (B, 2, 3) that map image
-    pixels (x, y) to continuous grid coordinates (u, v) (module docstring). Boxes narrower or
-    shorter than 1 pixel are widened to 1 pixel about their centre."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    centre = (b[:, :2] + b[:, 2:]) / 2
-    size = np.maximum(b[:, 2:] - b[:, :2], 1.0)
-    half = size * (0.5 + margin)
-    enlarged = np.concatenate([centre - half, centre + half], axis=1)
-    scale = np.array([width, height], dtype=np.float64) / (2 * half)  # (B, 2) cells per pixel
-    affine = np.zeros((len(b), 2, 3))
-    affine[:, 0, 0], affine[:, 1, 1] = scale[:, 0], scale[:, 1]
-    affine[:, :, 2] = -enlarged[:, :2] * scale
-    return enlarged, affine
-
-
-def _affine_parts(affine: np.ndarray, ndim: int) -> tuple[np.ndarray, np.ndarray]:
-    """The per-box scale and offset (box grids are axis-aligned), shaped (B, 1.., 2)."""
-    shape = (len(affine),) + (1,) * (ndim - 2) + (2,)
-    return affine[:, [0, 1], [0, 1]].reshape(shape), affine[:, :, 2].reshape(shape)
-
-
-def image_to_grid(affine: np.ndarray, xy, per_box: bool = False) -> np.ndarray:
-    """Image pixels -> grid coordinates: points (P, 2) into every box's grid, (B, P, 2); or,
-    with ``per_box``, points (B, ..., 2) each into its own box's grid."""
-    xy = np.asarray(xy, dtype=np.float64)
-    if not per_box:
-        xy = np.broadcast_to(xy.reshape(1, -1, 2), (len(affine), xy.size // 2, 2))
-    scale, offset = _affine_parts(affine, xy.ndim)
-    return xy * scale + offset
-
-
-def grid_to_image(affine: np.ndarray, uv) -> np.ndarray:
-    """Grid coordinates (B, ..., 2), each in its own box's grid -> image pixels: the exact
-    inverse of ``image_to_grid``, x = (u - tx) / sx."""
-    uv = np.asarray(uv, dtype=np.float64)
-    scale, offset = _affine_parts(affine, uv.ndim)
-    return (uv - offset) / scale
-
-
-def gaussian_matrix(n: int, sigma: float) -> np.ndarray:
-    """(n, n) blur along one axis: exp(-d^2 / (2 sigma^2)) for |d| <= ceil(3 sigma), else 0
-    (the identity for sigma 0)."""
-    d = np.arange(n)[:, None] - np.arange(n)[None]
-    if sigma <= 0:
-        return (d == 0).astype(np.float32)
-    g = np.exp(-0.5 * (d / sigma) ** 2)
-    g[np.abs(d) > np.ceil(3 * sigma)] = 0.0
-    return g.astype(np.float32)
-
-
-def blur(grids: np.ndarray, sigma: float) -> np.ndarray:
-    """(..., H, W) grids blurred with the separable Gaussian of ``gaussian_matrix``."""
-    h, w = grids.shape[-2:]
-    return gaussian_matrix(h, sigma) @ grids.astype(np.float32) @ gaussian_matrix(w, sigma).T
-
-
-def _scatter(boxes, xy, types, values, num_keypoints: int, margin: float, height: int, width: int):
-    """(B, K, H, W) grids with ``values`` (P,) at the cells of points ``xy`` (P, 2) of ``types``
-    (P,) in each box (the maximum where two share a cell), and whether each point is inside
-    each grid, (B, P)."""
-    _, affine = box_grid(boxes, margin, height, width)
-    B, P = len(affine), len(xy)
-    grids = np.zeros((B, num_keypoints, height, width), dtype=np.float32)
-    if P == 0 or B == 0:
-        return grids, np.zeros((B, P), dtype=bool)
-    cell = np.floor(image_to_grid(affine, xy)).astype(np.int64)  # (B, P, 2): column, row
-    inside = (cell[..., 0] >= 0) & (cell[..., 0] < width) & (cell[..., 1] >= 0) & (cell[..., 1] < height)
-    b, p = np.nonzero(inside)
-    flat = ((b * num_keypoints + types[p]) * height + cell[b, p, 1]) * width + cell[b, p, 0]
-    np.maximum.at(grids.reshape(-1), flat, values[p].astype(np.float32))
-    return grids, inside
-
-
-def peak_cells(boxes, peaks_xy, peaks_type, peaks_score=None, num_keypoints: int = 17, margin: float = 0.21,
-               height: int = 56, width: int = 36) -> np.ndarray:
-    """The PRN input grids before their blur, (B, K, H, W) float32: each peak's score (None: 1)
-    at its cell of its type's channel in every box it lies in; arguments as ``encode_peaks``."""
-    xy = np.asarray(peaks_xy, dtype=np.float64).reshape(-1, 2)
-    types = np.asarray(peaks_type, dtype=np.int64).reshape(-1)
-    values = np.ones(len(xy), np.float32) if peaks_score is None else np.asarray(peaks_score, np.float32).reshape(-1)
-    if not (len(types) == len(values) == len(xy)):
-        raise ValueError(f"{len(xy)} peaks, {len(types)} types and {len(values)} scores")
-    if len(types) and (types.min() < 0 or types.max() >= num_keypoints):
-        raise ValueError(f"peak types must lie in 0..{num_keypoints - 1}")
-    return _scatter(boxes, xy, types, values, num_keypoints, margin, height, width)[0]
-
-
-def encode_peaks(boxes, peaks_xy, peaks_type, peaks_score=None, num_keypoints: int = 17, margin: float = 0.21,
-                 height: int = 56, width: int = 36, sigma: float = 1.0) -> np.ndarray:
-    """PRN input grids (B, K, H, W) float32 of boxes (B, 4) x1 y1 x2 y2 from peaks (P, 2) in
-    image pixels, their keypoint types (P,) and scores (P,) (None: 1 each); see the module
-    docstring."""
-    return blur(peak_cells(boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, margin, height, width), sigma)
-
-
-def encode_targets(boxes, keypoints, margin: float = 0.21, height: int = 56, width: int = 36,
-                   sigma: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
-    """PRN targets of boxes (B, 4) from each box's own person's keypoints (B, K, 3) (x, y,
-    flag; flag > 0 is labelled): (target (B, K, H, W) float32, each channel with a labelled
-    keypoint inside the grid blurred with ``sigma`` and normalised to sum 1, else 0;
-    weight (B, K) float32, 1 on those channels)."""
-    kps = np.asarray(keypoints, dtype=np.float64)
-    if kps.ndim != 3 or kps.shape[-1] != 3:
-        raise ValueError(f"keypoints must be (B, K, 3), got {kps.shape}")
-    B, K = kps.shape[:2]
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    if len(boxes) != B:
-        raise ValueError(f"{len(boxes)} boxes for the keypoints of {B} persons")
-    grids = np.zeros((B, K, height, width), dtype=np.float32)
-    for_box = np.zeros((B, K), dtype=bool)
-    if B:
-        _, affine = box_grid(boxes, margin, height, width)
-        cell = np.floor(image_to_grid(affine, kps[..., :2], per_box=True)).astype(np.int64)
-        for_box = ((kps[..., 2] > 0) & (cell[..., 0] >= 0) & (cell[..., 0] < width)
-                   & (cell[..., 1] >= 0) & (cell[..., 1] < height))
-        b, k = np.nonzero(for_box)
-        grids[b, k, cell[b, k, 1], cell[b, k, 0]] = 1.0
-    target = blur(grids, sigma)
-    total = target.sum(axis=(2, 3), keepdims=True)
-    target = np.where(total > 0, target / np.maximum(total, 1e-12), 0.0).astype(np.float32)
-    return target, for_box.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- training samples
@@ -283,5 +144,4 @@ class PrnSceneDataset(Dataset):
         return torch.from_numpy(grid[0]), {"target": torch.from_numpy(target[0]), "weight": torch.from_numpy(weight[0])}
 
 
-__all__ = ["PrnScene", "PrnSceneDataset", "blur", "box_grid", "encode_peaks", "encode_targets", "gaussian_matrix", "peak_cells",
-           "grid_to_image", "image_to_grid"]
+__all__ = ["PrnScene", "PrnSceneDataset"]

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posenet.data.prn_samples import blur, box_grid, grid_to_image, image_to_grid, peak_cells
+from posenet.codecs.prn_grid import PrnGridCodec, blur, box_grid, image_to_grid
 from posenet.models.prn import PoseResidualNetwork
 
 _FOLDED: "weakref.WeakKeyDictionary[PoseResidualNetwork, tuple]" = weakref.WeakKeyDictionary()
@@ -153,7 +153,8 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
     B, K, P = len(boxes), num_keypoints, len(xy)
     if B == 0:
         return np.zeros((0, K, 2)), np.zeros((0, K))
-    cells = peak_cells(boxes, xy, types, scores, K, margin, height, width)
+    codec = PrnGridCodec(margin, height, width, input_sigma)
+    cells = codec.cells(boxes, xy, types, scores, K)
     grids = torch.from_numpy(blur(cells, input_sigma))
     device = next(prn.parameters()).device
     was_training = prn.training
@@ -165,11 +166,8 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
             out = prn(grids.to(device)).float()
     finally:
         prn.train(was_training)
-    _, affine = box_grid(boxes, margin, height, width)
-    # fallback: the highest output cell of each channel, at its centre
-    best = out.flatten(2).argmax(2).cpu().numpy()  # (B, K)
-    centre = np.stack([best % width, best // width], axis=-1) + 0.5
-    keypoints = grid_to_image(affine, centre)
+    affine = codec.affine(boxes)
+    keypoints, _ = codec.decode(boxes, out)  # fallback: the highest output cell of each channel
     result = np.zeros((B, K))
     if P:
         cell = np.floor(image_to_grid(affine, xy)).astype(np.int64)  # (B, P, 2)

@@ -2,7 +2,7 @@
 
 The PRN looks at one person box at a time: its input is a (K, H, W) grid of every detected
 keypoint peak inside the (enlarged) box, one channel per keypoint type, blurred
-(``posenet.data.prn_samples.encode_peaks``); its output, of the same shape, says where in the
+(``posenet.codecs.prn_grid.encode_peaks``); its output, of the same shape, says where in the
 box the keypoints of the box's own person are. An MLP over the flattened grid, a residual
 connection from the input, then a softmax.
 
