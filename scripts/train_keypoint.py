@@ -6,7 +6,7 @@ from posenet.stages import keypoint
 
 def main():
     parser = cli.config_parser(__doc__)
-    parser.add_argument("--out", help="run directory (default: the config's output_dir)")
+    parser.add_argument("--out", help="run directory (default: OUTPUT_DIR/keypoint, as the other stages' OUTPUT_DIR/<stage>)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     args, cfg = cli.parse_config_args(parser)
     records = keypoint.train(cfg, out_dir=args.out, resume=args.resume)

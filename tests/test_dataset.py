@@ -7,6 +7,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
+from _codec_helpers import highest_peak
 from posenet.codecs.heatmap import KeypointHeatmapCodec
 from posenet.data import COCO_PERSON
 from posenet.data.coco import CocoPersons
@@ -138,7 +139,7 @@ def test_training_keypoints_decode_back_to_the_annotations(mini_train):
             meta = target["meta"]
             ann = next(a for a in mini_train.annotations(meta["image_id"]) if not a["iscrowd"] and a["num_keypoints"])
             kps = np.asarray(ann["keypoints"], float).reshape(K, 3)
-            coords, _ = codec.decode_single(target["heatmaps"])
+            coords, _ = highest_peak(codec, target["heatmaps"])
             back = transform_points(meta["inverse"], coords.numpy().astype(float))
             at = transform_points(meta["matrix"], kps[:, :2])
             flips += meta["flipped"]
@@ -174,8 +175,8 @@ def test_flip_moves_left_keypoints_to_the_right_channels(mini_train):
             image_b, b = _sample(mirrored, index, seed)
             if a["heatmaps"][left_wrist].max() < 0.99:
                 continue
-            xy_a, _ = codec.decode_single(a["heatmaps"][left_wrist : left_wrist + 1])
-            xy_b, _ = codec.decode_single(b["heatmaps"][right_wrist : right_wrist + 1])
+            xy_a, _ = highest_peak(codec, a["heatmaps"][left_wrist : left_wrist + 1])
+            xy_b, _ = highest_peak(codec, b["heatmaps"][right_wrist : right_wrist + 1])
             assert xy_b[0, 0] == pytest.approx(479 - xy_a[0, 0], abs=0.05)
             assert xy_b[0, 1] == pytest.approx(xy_a[0, 1], abs=0.05)
             # The whole sample is the mirror image, with left and right channels swapped.
@@ -297,7 +298,7 @@ def test_handwritten_crowd_rle_and_unannotated_person(tmp_path, compressed):
     np.testing.assert_array_equal(target["segmentation"][0].numpy(), expected_seg)
     np.testing.assert_allclose(target["boxes"].numpy(), [[8, 32, 56, 44], [40, 8, 56, 24]])
     np.testing.assert_allclose(target["crowd_boxes"].numpy(), [[8, 8, 24, 24]])
-    coords, scores = ds.codec.decode_single(target["heatmaps"])
+    coords, scores = highest_peak(ds.codec, target["heatmaps"])
     assert scores[0] > 0.9 and scores[9] > 0.9 and scores[1] == 0
     np.testing.assert_allclose(coords[[0, 9]].numpy(), [[20, 38], [50, 40]], atol=0.05)
     assert (image_t[:, :48, :64] == 90).all()
@@ -366,7 +367,7 @@ def test_reduced_decode_keeps_the_geometry(tmp_path):
             assert meta["decode_factor"] == (factor if reduced else 1)
             at = transform_points(meta["matrix"], centre[None])[0]
             np.testing.assert_allclose(disc_centroid(image_t, at), at, atol=0.3)
-            coords, _ = ds.codec.decode_single(target["heatmaps"])
+            coords, _ = highest_peak(ds.codec, target["heatmaps"])
             channel = FLIP[0] if meta["flipped"] else 0
             back = transform_points(meta["inverse"], coords[channel].numpy().astype(float)[None])[0]
             assert np.hypot(*(back - centre)) < 2.0
@@ -406,7 +407,7 @@ def test_grayscale_rgba_and_tiny_images(tmp_path):
     # The tiny image is enlarged to fill the input; its keypoint decodes back.
     image_t, target = ds[2]
     assert (image_t[:, :60, :90].float() - 50).abs().max() <= 1
-    coords, _ = ds.codec.decode_single(target["heatmaps"])
+    coords, _ = highest_peak(ds.codec, target["heatmaps"])
     back = transform_points(target["meta"]["inverse"], coords[0].numpy().astype(float)[None])[0]
     np.testing.assert_allclose(back, [1, 1], atol=0.1)
     # The RGBA image's green survives as green (RGB order).

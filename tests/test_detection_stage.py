@@ -64,7 +64,7 @@ def test_detection_stage_end_to_end_frozen_means_frozen(tiny_synthetic, tmp_path
     kp_dir, det_dir = tmp_path / "kp", tmp_path / "det"
     # trainable batch norm in the keypoint stage: the detection stage must not move its statistics
     common = ["model.frozen_bn=false", "detection.fpn_channels=16", "detection.head_convs=1"]
-    run_script("train_keypoint.py", "--config", str(CONFIG), *tiny_overrides(tiny_synthetic, kp_dir),
+    run_script("train_keypoint.py", "--config", str(CONFIG), *tiny_overrides(tiny_synthetic, kp_dir), "--out", str(kp_dir),
                "train.epochs=1", *common)
     init = kp_dir / "last.pt"
     det = tiny_overrides(tiny_synthetic, det_dir) + common + ["detection.epochs=2"]

@@ -156,7 +156,7 @@ def weights(path) -> dict:
 def test_train_then_validate_writes_everything_and_resume_is_exact(tiny_synthetic, tmp_path):
     cfg = REPO / "configs/synthetic_small.yaml"
     straight, split = tmp_path / "straight", tmp_path / "split"
-    run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, straight), "train.epochs=2")
+    run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, straight), "--out", str(straight), "train.epochs=2")
     for name in ("last.pt", "best.pt", "config.yaml", "version.txt", "metrics.jsonl", "log.txt"):
         assert (straight / name).is_file(), name
     events = list((straight / "tb").glob("events.out.tfevents.*"))
@@ -167,11 +167,11 @@ def test_train_then_validate_writes_everything_and_resume_is_exact(tiny_syntheti
     # stop after one epoch, resume to two: the same weights as running through (a schedule that
     # does not depend on train.epochs, which is what the first call changes to stop early)
     constant = ["train.schedule=none"]
-    run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, tmp_path / "through"),
+    run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, tmp_path / "through"), "--out", str(tmp_path / "through"),
                "train.epochs=2", *constant)
-    run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, split), "train.epochs=1",
+    run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, split), "--out", str(split), "train.epochs=1",
                *constant)
-    run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, split), "train.epochs=2",
+    run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, split), "--out", str(split), "train.epochs=2",
                *constant, "--resume")
     a, b = weights(tmp_path / "through" / "last.pt"), weights(split / "last.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -196,7 +196,7 @@ def test_train_then_validate_writes_everything_and_resume_is_exact(tiny_syntheti
 
 def test_mismatched_checkpoint_is_one_clear_line(tiny_synthetic, tmp_path):
     cfg = REPO / "configs/synthetic_small.yaml"
-    run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, tmp_path / "run"), "train.epochs=1")
+    run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, tmp_path / "run"), "--out", str(tmp_path / "run"), "train.epochs=1")
     cmd = [sys.executable, str(REPO / "scripts/val_keypoint.py"), "--config", str(cfg),
            *tiny_overrides(tiny_synthetic, tmp_path / "val"), "model.fpn_channels=32",
            "--checkpoint", str(tmp_path / "run" / "last.pt")]
@@ -211,8 +211,8 @@ def test_two_gloo_processes_match_one_process(tiny_synthetic, tmp_path):
     """Same global batch (2 x 2 against 1 x 4), frozen batch norm: the same training."""
     cfg = REPO / "configs/synthetic_small.yaml"
     common = ["train.epochs=2", "train.lr=3e-4", "eval.max_images=2"]
-    run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, tmp_path / "one"), *common)
-    run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, tmp_path / "two"), *common,
+    run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, tmp_path / "one"), "--out", str(tmp_path / "one"), *common)
+    run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, tmp_path / "two"), "--out", str(tmp_path / "two"), *common,
                "train.batch_size=2", torchrun=2)
     one, two = weights(tmp_path / "one" / "last.pt"), weights(tmp_path / "two" / "last.pt")
     for name in one:

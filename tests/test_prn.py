@@ -353,7 +353,7 @@ def test_gt_keypoints_and_gt_boxes_ap_perfect_prn_beats_greedy(coco_mini):
 
 def test_train_prn_script_end_to_end_keeps_the_init_weights(coco_mini, tiny_synthetic, tmp_path):
     kp_dir, prn_dir = tmp_path / "kp", tmp_path / "prn"
-    run_script("train_keypoint.py", "--config", str(CONFIG), *tiny_overrides(tiny_synthetic, kp_dir), "train.epochs=1",
+    run_script("train_keypoint.py", "--config", str(CONFIG), *tiny_overrides(tiny_synthetic, kp_dir), "--out", str(kp_dir), "train.epochs=1",
                "model.frozen_bn=false")
     init = kp_dir / "last.pt"
     overrides = tiny_overrides(tiny_synthetic, prn_dir) + [

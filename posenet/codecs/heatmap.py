@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _max3x3(heat: torch.Tensor) -> torch.Tensor:
+def max_filter_3x3(heat: torch.Tensor) -> torch.Tensor:
     """3x3 maximum filter (stride 1, same size) as two separable passes.
 
     Equal to ``F.max_pool2d(heat, 3, 1, 1)`` and about ten times faster on CPU.
@@ -61,8 +61,8 @@ class KeypointHeatmapCodec:
         refine: sub-pixel refinement of decoded peaks: "quadratic" (a parabola through the
             log-values of the peak cell and its neighbours, exact for Gaussians), "quarter"
             (shift a quarter cell toward the higher neighbour) or "none".
-        peak_threshold: default minimum value of a peak in ``decode``.
-        max_peaks: default number of peaks kept per channel in ``decode``.
+        peak_threshold: default minimum value of a peak in ``decode`` (as ``infer.peak_threshold``).
+        max_peaks: default number of peaks kept per channel in ``decode`` (as ``infer.max_peaks``).
     """
 
     def __init__(
@@ -73,8 +73,8 @@ class KeypointHeatmapCodec:
         truncate: float = 0.01,
         combine: str = "max",
         refine: str = "quadratic",
-        peak_threshold: float = 0.1,
-        max_peaks: int = 30,
+        peak_threshold: float = 0.05,
+        max_peaks: int = 20,
     ):
         if len(input_size) != 2 or min(input_size) <= 0:
             raise ValueError(f"input_size must be (height, width), got {input_size}")
@@ -179,25 +179,14 @@ class KeypointHeatmapCodec:
         max_peaks = self.max_peaks if max_peaks is None else int(max_peaks)
         heat, single = self._as_batch(heatmaps)
         N, K, H, W = heat.shape
-        is_peak = (heat == _max3x3(heat)) & (heat >= threshold)
+        is_peak = (heat == max_filter_3x3(heat)) & (heat >= threshold)
         ranked = torch.where(is_peak, heat, torch.full_like(heat, -math.inf))
         scores, index = ranked.flatten(2).topk(min(max_peaks, H * W), dim=2)
         valid = torch.isfinite(scores)
         scores = torch.where(valid, scores, torch.zeros_like(scores))
-        coords = self._refine(heat, index)
+        coords = self.refine_at(heat, index)
         peaks = Peaks(coords, scores, valid)
         return Peaks(*(t[0] for t in peaks)) if single else peaks
-
-    def decode_single(self, heatmaps) -> tuple[torch.Tensor, torch.Tensor]:
-        """The highest cell of each channel ("one person per heatmap"), refined.
-
-        Returns coords (N, K, 2) as (x, y) in input pixels and scores (N, K); the batch
-        dimension is dropped for a (K, H, W) input.
-        """
-        heat, single = self._as_batch(heatmaps)
-        scores, index = heat.flatten(2).max(dim=2)
-        coords = self._refine(heat, index[..., None])[..., 0, :]
-        return (coords[0], scores[0]) if single else (coords, scores)
 
     @staticmethod
     def _as_batch(heatmaps) -> tuple[torch.Tensor, bool]:
@@ -208,8 +197,9 @@ class KeypointHeatmapCodec:
         heat = heat[None] if single else heat
         return heat.float(), single
 
-    def _refine(self, heat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Input-pixel (x, y) of cells ``index`` (N, K, M) into the flattened maps, refined."""
+    def refine_at(self, heat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Input-pixel (x, y) (N, K, M, 2) of cells ``index`` (N, K, M) into the flattened maps
+        of ``heat`` (N, K, H, W), refined to sub-cell precision as ``refine`` says."""
         N, K, H, W = heat.shape
         iy = torch.div(index, W, rounding_mode="floor")
         ix = index - iy * W
@@ -254,3 +244,6 @@ class KeypointHeatmapCodec:
         # A single cell (no neighbour on either side) carries no sub-cell information.
         offset = torch.where(has_lo | has_hi, offset, torch.zeros_like(offset))
         return offset.clamp(-0.5, 0.5)
+
+
+__all__ = ["KeypointHeatmapCodec", "Peaks", "max_filter_3x3"]

@@ -32,7 +32,7 @@ class KeypointLayoutConfig:
 
 @dataclass
 class DataConfig:
-    """Where the COCO-format dataset lives and which splits to use (DESIGN.md §3)."""
+    """Where the COCO-format dataset lives and which splits to use (docs/design.md §6)."""
 
     root: str = MISSING
     # coco2017: ROOT/annotations/person_keypoints_{split}.json, ROOT/{split}/*.jpg
@@ -159,7 +159,7 @@ class TrainConfig:
 
 @dataclass
 class DetectionConfig:
-    """Stage 2: the detection FPN (P3..P7) and RetinaNet person heads (DESIGN.md §2)."""
+    """Stage 2: the detection FPN (P3..P7) and RetinaNet person heads (docs/design.md §2)."""
 
     fpn_channels: int = 256
     head_convs: int = 4
@@ -175,7 +175,7 @@ class DetectionConfig:
     crowd_ioa: float = 0.5
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
-    smooth_l1_beta: float = 0.1111
+    smooth_l1_beta: float = 1.0 / 9.0
     box_weight: float = 1.0
     # Persons smaller than this (input pixels, geometric mean of the box sides) are no
     # detection targets (0: every person is one).
@@ -194,7 +194,7 @@ class DetectionConfig:
 
 @dataclass
 class PrnConfig:
-    """Stage 3: the Pose Residual Network (DESIGN.md §2), trained on annotations alone."""
+    """Stage 3: the Pose Residual Network (docs/design.md §2), trained on annotations alone."""
 
     # The per-box grid: height x width cells for each keypoint type.
     height: int = 56

@@ -126,9 +126,6 @@ class EpochSampler(Sampler):
         self.skip = int(skip)
         self._order.set_epoch(self.epoch)
 
-    def full_length(self) -> int:
-        return len(self._order)
-
     def __len__(self) -> int:
         return max(0, len(self._order) - self.skip)
 

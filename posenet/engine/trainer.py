@@ -8,9 +8,7 @@ of all entries. ``(images, targets)`` is what ``collate_fn`` returns for a list 
 Evaluation is the stage's business: ``evaluate(model, epoch) -> {name: number}`` is called on
 rank 0 only, with the unwrapped model in eval mode under ``torch.no_grad()``; the other ranks
 wait (for up to ``dist_timeout_minutes``) and then receive the metrics, so the LR plateau and
-the best checkpoint are decided identically everywhere. A ``val_dataset`` adds the mean
-validation losses (``val_loss``, ``val_<name>``), computed on rank 0 with batch-norm and
-dropout layers in eval mode.
+the best checkpoint are decided identically everywhere.
 
 Outputs in ``out_dir``: ``last.pt`` (every epoch and every ``checkpoint_every_steps``),
 ``best.pt`` (best ``metric``), ``config.yaml``, ``log.txt``, ``metrics.jsonl`` and ``tb/``.
@@ -72,7 +70,6 @@ class Trainer:
         epochs, batch_size: batch size per process (the global batch is ``batch_size * world``).
         out_dir: where checkpoints, logs and TensorBoard events go.
         evaluate: optional ``(model, epoch) -> dict`` of metrics (see the module docstring).
-        val_dataset: optional dataset whose mean losses are logged as ``val_*`` metrics.
         collate_fn: list of samples -> ``(images, targets)``; torch's default_collate if None.
         num_workers, drop_last: DataLoader settings for training.
         scheduler: None, a name for :func:`build_scheduler` (options in ``scheduler_kw``;
@@ -86,7 +83,7 @@ class Trainer:
         checkpoint_every_steps: also write ``last.pt`` mid-epoch every N steps (0: off).
         eval_every: evaluate every N epochs (and after the last).
         metric, metric_mode: the epoch metric that picks ``best.pt`` ("max" for AP, "min" for
-            a loss). Default: ``val_loss`` with a ``val_dataset``, else ``train_loss``.
+            a loss). Default: ``train_loss``.
         seed: seeds everything (``seed + rank`` for the model's own randomness) and the data order.
         device: None for ``cuda:LOCAL_RANK`` when available, else the CPU.
         resume: True continues from ``out_dir/last.pt`` when it exists; a path resumes from it.
@@ -106,7 +103,6 @@ class Trainer:
         batch_size: int,
         out_dir: str | os.PathLike,
         evaluate: Callable[[nn.Module, int], Mapping[str, float]] | None = None,
-        val_dataset: Dataset | None = None,
         collate_fn: Callable | None = None,
         num_workers: int = 0,
         drop_last: bool = True,
@@ -148,7 +144,7 @@ class Trainer:
         self.grad_clip = grad_clip
         self.log_every, self.eval_every = int(log_every), int(eval_every)
         self.checkpoint_every_steps = int(checkpoint_every_steps)
-        self.metric = metric or ("val_loss" if val_dataset is not None else "train_loss")
+        self.metric = metric or "train_loss"
         self.metric_mode = metric_mode
         self.seed = int(seed)
         self.evaluate_fn = evaluate
@@ -205,18 +201,6 @@ class Trainer:
                 f"the training set ({len(train_dataset)} samples over {self.dist.world_size} process(es)) "
                 f"holds less than one batch of {self.batch_size}"
             )
-        self.val_loader = None
-        if val_dataset is not None:
-            self.val_loader = DataLoader(
-                SeededDataset(val_dataset, self.seed),
-                batch_size=self.batch_size,
-                sampler=EpochSampler(len(val_dataset), shuffle=False, seed=self.seed),
-                num_workers=self.num_workers,
-                collate_fn=self.collate,
-                pin_memory=self.device.type == "cuda",
-                generator=torch.Generator().manual_seed(self.seed),
-            )
-
         self.schedule = self._build_schedule(scheduler, dict(scheduler_kw or {}))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.logger = RunLogger(self.out_dir, enabled=self.dist.is_main, tensorboard=tensorboard, progress=progress)
@@ -454,7 +438,7 @@ class Trainer:
     def _evaluate(self, epoch: int) -> dict[str, float] | None:
         """The validation metrics of this epoch (the same on every rank), None if not its turn."""
         done = epoch + 1
-        if (self.evaluate_fn is None and self.val_loader is None) or (done % self.eval_every and done != self.epochs):
+        if self.evaluate_fn is None or (done % self.eval_every and done != self.epochs):
             return None
         metrics, failure = None, None
         if self.dist.is_main:
@@ -471,47 +455,13 @@ class Trainer:
         return shared
 
     def _evaluate_here(self, done: int) -> dict[str, float]:
-        metrics = {}
-        if self.val_loader is not None:
-            metrics.update(self._validation_losses(done - 1))
-        if self.evaluate_fn is not None:
-            self.module.eval()
-            try:
-                with torch.no_grad():
-                    result = self.evaluate_fn(self.module, done)
-            finally:
-                self.module.train()
-            metrics.update(_as_metrics(result))
-        return metrics
-
-    def _validation_losses(self, epoch: int) -> dict[str, float]:
-        """Mean losses over ``val_dataset``; the model stays in train mode (it only returns
-        losses there) but batch norm and dropout layers run in eval mode."""
-        switched = [m for m in self.module.modules()
-                    if isinstance(m, (nn.modules.batchnorm._NormBase, nn.modules.dropout._DropoutNd)) and m.training]
-        for m in switched:
-            m.train(False)
-        sums: dict[str, float] = {}
-        count = 0
-        self.val_loader.sampler.set_epoch(epoch)
+        self.module.eval()
         try:
             with torch.no_grad():
-                for batch in self.val_loader:
-                    self._warn_bad(batch.bad)
-                    if batch.data is None:
-                        continue
-                    images, targets = _split_batch(batch.data)
-                    with self._autocast():
-                        losses = self.module(to_device(images, self.device), to_device(targets, self.device))
-                    _, parts = _objective(losses)
-                    for k, v in parts.items():
-                        sums[k] = sums.get(k, 0.0) + float(v) * batch.size
-                    count += batch.size
+                result = self.evaluate_fn(self.module, done)
         finally:
-            for m in switched:
-                m.train(True)
-        names = ["loss"] + [k for k in sums if k != "loss"] if sums else []
-        return {("val_loss" if k == "loss" else f"val_{k}"): sums[k] / max(count, 1) for k in names}
+            self.module.train()
+        return _as_metrics(result)
 
     def _metric_value(self, record: Mapping[str, Any], evaluated: bool) -> float | None:
         """The monitored metric this epoch; None on epochs without evaluation."""

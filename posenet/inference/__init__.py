@@ -1,7 +1,7 @@
 """From network outputs to people: peaks, boxes, grouping (PRN or greedy), the Predictor and
 folders of images."""
 
-from posenet.inference.grouping import keypoints_in_boxes
+from posenet.inference.box_peaks import keypoints_in_boxes
 from posenet.inference.test_time import flip_back, flip_test, to_grid_of
 from posenet.inference.predictor import Prediction, Predictor, draw_prediction
 from posenet.inference.folder import infer_folder

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from posenet.codecs import KeypointHeatmapCodec
 from posenet.config import build
 from posenet.inference.predictor import NetworkOutput, Predictor
 from posenet.utils.benchmark import machine_info, time_call
@@ -56,7 +55,7 @@ def benchmark_decode(cfg: DictConfig, input_size: int = 480, people: int = 20, c
     network = time_call(lambda: predictor.network(image), warmup=2, repeats=repeats, budget_s=20)
 
     keypoints, boxes = crowd_scene(people, input_size)
-    codec = KeypointHeatmapCodec((input_size, input_size), stride=4, sigma=cfg.keypoint.sigma)
+    codec = predictor.heatmap_codec((input_size, input_size))
     heat = torch.from_numpy(codec.encode(keypoints))
     matrix = np.eye(3)[:2]
     net = NetworkOutput(heat, torch.from_numpy(boxes).float(), torch.ones(people), matrix, (input_size, input_size),

@@ -177,11 +177,16 @@ class Predictor:
         heat = (heat / len(self.scales))[0].cpu()
         return NetworkOutput(heat, boxes, box_scores, matrix, input_hw, (height, width))
 
+    def heatmap_codec(self, input_hw: tuple[int, int]) -> KeypointHeatmapCodec:
+        """The codec of the network's heatmaps for an input of ``input_hw`` (height, width), with
+        this predictor's peak settings."""
+        return KeypointHeatmapCodec(input_hw, stride=self.model.output_stride, sigma=self.sigma,
+                                    peak_threshold=self.peak_threshold, max_peaks=self.max_peaks)
+
     def peaks(self, net: "NetworkOutput") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Heatmap peaks as flat (P, 2) input-pixel coordinates, (P,) keypoint types and scores."""
         K = net.heatmaps.shape[0]
-        codec = KeypointHeatmapCodec(net.input_size, stride=self.model.output_stride, sigma=self.sigma)
-        peaks = codec.decode(net.heatmaps, threshold=self.peak_threshold, max_peaks=self.max_peaks)
+        peaks = self.heatmap_codec(net.input_size).decode(net.heatmaps)
         valid = peaks.valid.reshape(-1)
         types = torch.arange(K).repeat_interleave(peaks.valid.shape[1])
         return peaks.coords.reshape(-1, 2)[valid], types[valid], peaks.scores.reshape(-1)[valid]

@@ -30,7 +30,7 @@ def _upsample(x: torch.Tensor, size, mode: str) -> torch.Tensor:
 
 
 class KeypointSubnet(nn.Module):
-    """Keypoint heatmaps and person segmentation from K2..K5 (DESIGN.md §2).
+    """Keypoint heatmaps and person segmentation from K2..K5 (docs/design.md §2).
 
     Per level: two 3x3 convs ``in_channels -> level_channels -> level_channels``, each followed
     by ReLU. The coarser levels are upsampled to K2's size and concatenated, then a 3x3 conv to

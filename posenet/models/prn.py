@@ -1,4 +1,4 @@
-"""The Pose Residual Network (PRN) of MultiPoseNet and its loss (DESIGN.md §2).
+"""The Pose Residual Network (PRN) of MultiPoseNet and its loss (docs/design.md §2).
 
 The PRN looks at one person box at a time: its input is a (K, H, W) grid of every detected
 keypoint peak inside the (enlarged) box, one channel per keypoint type, blurred

@@ -165,7 +165,7 @@ def train(cfg: DictConfig, out_dir: str | Path | None = None, resume: bool = Fal
     """Train the keypoint stage of ``cfg``; returns the per-epoch records."""
     from posenet.engine.loader import seed_everything
 
-    out_dir = Path(out_dir or cfg.output_dir)
+    out_dir = Path(out_dir or Path(cfg.output_dir) / "keypoint")
     train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
     evaluator = evaluator_from_config(cfg)
     seed_everything(cfg.seed)  # the initial weights are part of the run: same seed, same run

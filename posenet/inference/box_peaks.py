@@ -1,4 +1,4 @@
-"""Group heatmap peaks into people.
+"""Keypoints inside known person boxes: the highest heatmap peaks of each box.
 
 ``keypoints_in_boxes`` is the grouping with known person boxes: each keypoint of a person is
 the highest heatmap cell of its channel inside the person's (enlarged) box, refined to
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from posenet.codecs import KeypointHeatmapCodec
-from posenet.codecs.heatmap import _max3x3
+from posenet.codecs.heatmap import max_filter_3x3
 
 
 def keypoints_in_boxes(heatmaps: torch.Tensor, boxes: torch.Tensor, codec: KeypointHeatmapCodec,
@@ -50,7 +50,7 @@ def keypoints_in_boxes(heatmaps: torch.Tensor, boxes: torch.Tensor, codec: Keypo
     index = (heat[None] * mask[:, None]).flatten(2).argmax(2)  # (B, K): highest cell in each box
     if exclusive and B > 1:
         index = _exclusive_peaks(heat, mask, boxes, xs, ys, index, centrality)
-    coords = codec._refine(heat[None], index.t()[None])[0].transpose(0, 1)  # (B, K, 2)
+    coords = codec.refine_at(heat[None], index.t()[None])[0].transpose(0, 1)  # (B, K, 2)
     scores = heat.flatten(1).gather(1, index.t()).t()
     return coords, scores
 
@@ -64,7 +64,7 @@ def _exclusive_peaks(heat, mask, boxes, xs, ys, fallback, centrality):
     dx = (xs[None] - centre[:, :1]) / half[:, :1]  # (B, w)
     dy = (ys[None] - centre[:, 1:]) / half[:, 1:]  # (B, h)
     prior = torch.exp(-0.5 * centrality * (dy[:, :, None] ** 2 + dx[:, None, :] ** 2))  # (B, h, w)
-    peak = (heat == _max3x3(heat)) & (heat > 0)  # (K, h, w)
+    peak = (heat == max_filter_3x3(heat)) & (heat > 0)  # (K, h, w)
     rank = heat[None] * prior[:, None] * (peak[None] & mask[:, None])  # (B, K, h, w)
     rank = rank.transpose(0, 1).reshape(K, B, h * w)  # view of a fresh temporary: free to write
     chosen = torch.full((K, B), -1, dtype=torch.long, device=heat.device)
