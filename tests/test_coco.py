@@ -37,8 +37,8 @@ def _write_coco(path, n_images):
 def test_coco2014_minival_is_the_first_images_of_val2014(tmp_path):
     _write_coco(tmp_path / "annotations" / "person_keypoints_val2014.json", 10)
     (tmp_path / "val2014").mkdir()
-    minival = CocoPersons(tmp_path, "minival2014", layout="coco2014", minival_size=4)
-    rest = CocoPersons(tmp_path, "valminusminival2014", layout="coco2014", minival_size=4)
+    minival = CocoPersons(tmp_path, "minival2014", folders="coco2014", minival_size=4)
+    rest = CocoPersons(tmp_path, "valminusminival2014", folders="coco2014", minival_size=4)
     assert minival.image_ids == [100, 101, 102, 103]
     assert rest.image_ids == list(range(104, 110))
     assert split_files(tmp_path, "train2014", "coco2014").image_dir == tmp_path / "train2014"

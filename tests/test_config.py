@@ -74,8 +74,8 @@ def test_wrong_type_names_key_and_file(tree):
 
 
 def test_value_outside_its_choices(tree):
-    with pytest.raises(ConfigError, match=r"'data\.layout' is 'coco2019'; it must be one of 'coco2017', 'coco2014'"):
-        load_config(tree / "top.yaml", ["data.layout=coco2019"])
+    with pytest.raises(ConfigError, match=r"'data\.folders' is 'coco2019'; it must be one of 'coco2017', 'coco2014'"):
+        load_config(tree / "top.yaml", ["data.folders=coco2019"])
 
 
 def test_missing_required_value(tree):

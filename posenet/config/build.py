@@ -27,7 +27,7 @@ def keypoint_layout(cfg: DictConfig) -> KeypointLayout:
 
 def coco_split(cfg: DictConfig, split: str) -> CocoPersons:
     """``data`` → the annotations of one split."""
-    return CocoPersons(cfg.root, split, layout=cfg.layout, minival_size=cfg.minival_size,
+    return CocoPersons(cfg.root, split, folders=cfg.folders, minival_size=cfg.minival_size,
                        first_images=cfg.first_images)
 
 

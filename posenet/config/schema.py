@@ -35,10 +35,10 @@ class DataConfig:
     """Where the COCO-format dataset lives and which splits to use (docs/design.md §6)."""
 
     root: str = MISSING
-    # coco2017: ROOT/annotations/person_keypoints_{split}.json, ROOT/{split}/*.jpg
+    # The folder scheme. coco2017: ROOT/annotations/person_keypoints_{split}.json, ROOT/{split}/*.jpg
     # coco2014: also offers the splits minival2014 (first ``minival_size`` val2014 images in
     # annotation-file order) and valminusminival2014.
-    layout: str = choice("coco2017", "coco2017", "coco2014")
+    folders: str = choice("coco2017", "coco2017", "coco2014")
     train_split: str = "train2017"
     val_split: str = "val2017"
     minival_size: int = 2644

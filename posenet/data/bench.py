@@ -49,7 +49,7 @@ def benchmark_data(
     num_samples: int = 960,
     batch_size: int = 8,
     train: bool = True,
-    layout: str = "coco2017",
+    folders: str = "coco2017",
     seed: int = 0,
     profile_samples: int | None = None,
     persons_only: bool = False,
@@ -62,7 +62,7 @@ def benchmark_data(
     without a (non-crowd) person, the cheaper half of COCO; ``dataset_kwargs`` go to
     :class:`CocoKeypointDataset`. Returns a dict; :func:`format_data_benchmark` prints it.
     """
-    persons = CocoPersons(root, split, layout=layout)
+    persons = CocoPersons(root, split, folders=folders)
     dataset = CocoKeypointDataset(persons, input_size=input_size, train=train, **dataset_kwargs)
     indices = list(range(len(dataset)))
     if persons_only:

@@ -1,4 +1,4 @@
-"""Read COCO-format person keypoint annotations (2017 and 2014 layouts) with pycocotools."""
+"""Read COCO-format person keypoint annotations (2017 and 2014 folder schemes) with pycocotools."""
 from __future__ import annotations
 
 import contextlib
@@ -13,7 +13,7 @@ from posenet.data.keypoints import KeypointLayout
 from posenet.data.targets import has_keypoints
 from posenet.errors import DataError
 
-LAYOUTS = ("coco2017", "coco2014")
+FOLDERS = ("coco2017", "coco2014")
 _SPLITS = {
     "coco2017": ("train2017", "val2017"),
     "coco2014": ("train2014", "val2014", "minival2014", "valminusminival2014"),
@@ -29,16 +29,17 @@ class SplitFiles:
     images: slice = field(default_factory=lambda: slice(None))
 
 
-def split_files(root: str | Path, split: str, layout: str = "coco2017", minival_size: int = 2644) -> SplitFiles:
+def split_files(root: str | Path, split: str, folders: str = "coco2017", minival_size: int = 2644) -> SplitFiles:
     """The annotation file and image folder of ``split`` under ``root``.
 
-    The 2014 layout's minival2014 is the first ``minival_size`` images of val2014 in
+    The 2014 scheme's minival2014 is the first ``minival_size`` images of val2014 in
     annotation-file order, and valminusminival2014 the rest of val2014.
     """
-    if layout not in _SPLITS:
-        raise DataError(f"unknown dataset layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
-    if split not in _SPLITS[layout]:
-        raise DataError(f"unknown split {split!r} for the {layout} layout; expected one of {', '.join(_SPLITS[layout])}")
+    if folders not in _SPLITS:
+        raise DataError(f"unknown dataset folder scheme {folders!r}; expected one of {', '.join(FOLDERS)}")
+    if split not in _SPLITS[folders]:
+        raise DataError(f"unknown split {split!r} for the {folders} folder scheme; expected one of "
+                        f"{', '.join(_SPLITS[folders])}")
     root = Path(root)
     if split in ("minival2014", "valminusminival2014"):
         images = slice(None, minival_size) if split == "minival2014" else slice(minival_size, None)
@@ -57,14 +58,14 @@ class CocoPersons:
     (the overfitting benchmark's images; evaluation then covers those images alone).
     """
 
-    def __init__(self, root: str | Path, split: str, layout: str = "coco2017", minival_size: int = 2644,
+    def __init__(self, root: str | Path, split: str, folders: str = "coco2017", minival_size: int = 2644,
                  first_images: int = 0):
         root = Path(root)
         if not root.is_dir():
-            raise DataError(f"dataset root not found: {root} (expected the {layout} layout, see README 'Data')")
+            raise DataError(f"dataset root not found: {root} (expected the {folders} folder scheme, see README 'Data')")
         self.root = root
         self.split = split
-        self.files = split_files(root, split, layout, minival_size)
+        self.files = split_files(root, split, folders, minival_size)
         self.coco = _load_coco(self.files.annotation_file)
         if not self.files.image_dir.is_dir():
             raise DataError(f"image folder not found: {self.files.image_dir}")

@@ -59,15 +59,16 @@ def image_persons(annotations: Sequence[dict], num_keypoints: int) -> ImagePerso
     counted = (kps[..., 2] > 0).sum(axis=1)
     return ImagePersons(
         keypoints=kps,
-        boxes=_xyxy([a.get("bbox") for a in singles]),
+        boxes=xywh_to_xyxy([a.get("bbox") for a in singles]),
         num_keypoints=counted,
-        crowd_boxes=_xyxy([a.get("bbox") for a in crowd]),
+        crowd_boxes=xywh_to_xyxy([a.get("bbox") for a in crowd]),
         annotations=singles,
         crowd=crowd,
     )
 
 
-def _xyxy(bboxes: list) -> np.ndarray:
+def xywh_to_xyxy(bboxes: Sequence) -> np.ndarray:
+    """COCO boxes (x, y, width, height) -> (N, 4) x1, y1, x2, y2 (missing boxes: zeros)."""
     out = np.zeros((len(bboxes), 4), dtype=np.float64)
     for i, b in enumerate(bboxes):
         if b is not None and len(b) == 4:
@@ -81,6 +82,11 @@ def has_keypoints(annotation: dict) -> bool:
     if "num_keypoints" in annotation:
         return annotation["num_keypoints"] > 0
     return any(v > 0 for v in (annotation.get("keypoints") or ())[2::3])
+
+
+def keypoint_persons(annotations: Sequence[dict]) -> list[dict]:
+    """The evaluated persons of an image: not crowd, with labelled keypoints."""
+    return [a for a in annotations if not a.get("iscrowd", 0) and has_keypoints(a)]
 
 
 def annotation_rle(annotation: dict, height: int, width: int):

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from posenet.data.targets import keypoint_persons, xywh_to_xyxy
 from posenet.data.transforms import fit_matrix, transform_points
 from posenet.errors import ConfigError, DataError
 from posenet.evaluation import evaluate_keypoints, keypoint_results
@@ -68,8 +69,7 @@ class EndToEndEvaluator:
         self.skipped = 0
         for image_id in tqdm(self.image_ids, desc=f"validate {self.mode}", leave=False, disable=not self.progress,
                              mininterval=5):
-            anns = [a for a in self.persons.annotations(image_id)
-                    if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0]
+            anns = keypoint_persons(self.persons.annotations(image_id))
             if needs_network:
                 try:
                     rgb = as_rgb(self.persons.image_path(image_id))
@@ -123,8 +123,7 @@ def _gt_keypoints(anns, matrix) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 def _gt_boxes(anns, matrix) -> tuple[torch.Tensor, torch.Tensor]:
     if not anns:
         return torch.zeros(0, 4), torch.zeros(0)
-    xywh = np.array([a["bbox"] for a in anns], dtype=np.float64)
-    xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    xyxy = xywh_to_xyxy([a["bbox"] for a in anns])
     boxes = transform_points(matrix, xyxy.reshape(-1, 2)).reshape(-1, 4)
     return torch.from_numpy(boxes).float(), torch.ones(len(boxes))
 

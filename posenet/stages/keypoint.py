@@ -19,6 +19,7 @@ from posenet.config import build
 from posenet.data.dataset import collate
 from posenet.data.transforms import transform_points
 from posenet.evaluation import evaluate_keypoints, format_metrics, keypoint_results, write_results
+from posenet.data.targets import keypoint_persons, xywh_to_xyxy
 from posenet.inference import flip_test, keypoints_in_boxes
 
 
@@ -97,12 +98,10 @@ class KeypointEvaluator:
     def _group(self, heatmaps: torch.Tensor, metas: list[dict]) -> list[dict]:
         results = []
         for heat, meta in zip(heatmaps, metas):
-            anns = [a for a in self.persons.annotations(meta["image_id"])
-                    if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0]
+            anns = keypoint_persons(self.persons.annotations(meta["image_id"]))
             if not anns:
                 continue
-            xywh = np.array([a["bbox"] for a in anns], dtype=np.float64)
-            xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+            xyxy = xywh_to_xyxy([a["bbox"] for a in anns])
             corners = transform_points(meta["matrix"], xyxy.reshape(-1, 2)).reshape(-1, 4)
             xy, scores = keypoints_in_boxes(heat, torch.from_numpy(corners), self.codec, self.box_margin,
                                             self.exclusive_peaks, self.box_centrality)
