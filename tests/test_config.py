@@ -145,3 +145,12 @@ def test_overrides_may_come_before_and_after_options(repo_root):
     args, cfg = cli.parse_config_args(parser, ["--config", str(repo_root / "configs" / "synthetic_small.yaml"),
                                                "seed=3", "--out", "somewhere", "train.epochs=2"])
     assert args.out == "somewhere" and cfg.seed == 3 and cfg.train.epochs == 2
+
+
+def test_a_renamed_key_still_loads_with_a_warning(tmp_path):
+    from posenet.config.loader import ConfigRenameWarning
+
+    write(tmp_path / "old.yaml", {"name": "x", "data": {"root": "/d", "layout": "coco2014"}})
+    with pytest.warns(ConfigRenameWarning, match="'data.layout' is now 'data.folders'"):
+        cfg = load_config(tmp_path / "old.yaml")
+    assert cfg.data.folders == "coco2014" and "layout" not in cfg.data

@@ -77,6 +77,10 @@ def test_predictor_runs_with_flip_and_scales(full_checkpoint):
         assert {"network_ms", "decode_ms"} <= set(prediction.timing)
         pictures = draw_prediction(image, prediction, predictor.layout)
         assert pictures["panel"].shape == (120, 270, 3) and pictures["skeletons"].shape == (120, 90, 3)
+        # people under the picture threshold are not drawn: no box, no skeleton over the image
+        nobody = draw_prediction(image, prediction, predictor.layout, box_threshold=2.0)
+        assert np.array_equal(nobody["boxes"], image[:, :, ::-1]) and np.array_equal(nobody["skeletons"], image[:, :, ::-1])
+        assert not np.array_equal(pictures["boxes"], image[:, :, ::-1])
 
 
 def test_missing_parts_and_config_are_clear_errors(full_checkpoint, tmp_path, coco_mini):

@@ -203,6 +203,7 @@ def predictor(cfg: DictConfig, model, device="cpu", grouping_name: str | None = 
         keypoint_threshold=inf.keypoint_threshold,
         sigma=cfg.keypoint.sigma,
         detect_options=detection_options(cfg),
+        picture_box_threshold=inf.picture_box_threshold,
         device=device,
     )
 

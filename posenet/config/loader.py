@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -65,6 +66,24 @@ def _read_yaml(file: Path) -> dict:
     return raw
 
 
+# Keys that were renamed: configs written before (a run's config.yaml) still load, with a warning.
+RENAMED = {("data", "layout"): ("data", "folders")}
+
+
+def _renamed(raw: dict, source: str) -> dict:
+    for (section, old), (new_section, new) in RENAMED.items():
+        node = raw.get(section)
+        if isinstance(node, dict) and old in node:
+            warnings.warn(f"{source}: '{section}.{old}' is now '{new_section}.{new}'", ConfigRenameWarning,
+                          stacklevel=4)
+            raw.setdefault(new_section, {}).setdefault(new, node.pop(old))
+    return raw
+
+
+class ConfigRenameWarning(UserWarning):
+    """A config used a key's old name."""
+
+
 def _expand_bases(file: Path, chain: tuple[Path, ...] = ()) -> Iterable[tuple[Path, dict]]:
     """(file, contents) pairs in merge order: bases depth-first, then the file itself."""
     file = file.resolve()
@@ -82,7 +101,7 @@ def _expand_bases(file: Path, chain: tuple[Path, ...] = ()) -> Iterable[tuple[Pa
         if not base_path.is_file():
             raise ConfigError(f"{file}: base config not found: {base} (looked for {base_path})")
         yield from _expand_bases(base_path, chain + (file,))
-    yield file, raw
+    yield file, _renamed(raw, str(file))
 
 
 def _parse_overrides(overrides: Sequence[str]) -> DictConfig:

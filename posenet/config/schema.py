@@ -245,6 +245,9 @@ class InferConfig:
     grouping: str = choice("prn", "prn", "greedy")
     # Keypoints below this score do not count towards the pose score.
     keypoint_threshold: float = 0.05
+    # Pictures (infer.py, the quickstart) draw the people whose box score reaches this; the
+    # results files keep every person above box_threshold.
+    picture_box_threshold: float = 0.5
 
 
 @dataclass

@@ -67,7 +67,9 @@ def person_record(person: dict) -> dict:
 
 def infer_folder(predictor: Predictor, images: str | os.PathLike, out: str | os.PathLike,
                  pictures: bool = True, progress: bool = True, log=print) -> dict:
-    """Run ``predictor`` over the folder; returns a summary (counts, mean timings, paths)."""
+    """Run ``predictor`` over the folder; returns a summary (counts, mean timings, paths). The
+    pictures draw the people whose box score reaches ``predictor.picture_box_threshold``; the
+    results files hold them all."""
     files = list_images(images)
     if not files:
         raise PosenetError(f"no images in {images} (looked for {', '.join(EXTENSIONS)})")
@@ -97,7 +99,8 @@ def infer_folder(predictor: Predictor, images: str | os.PathLike, out: str | os.
         results += [{"image_id": image_id, "category_id": 1, "keypoints": r["keypoints"], "score": r["score"]}
                     for r in records]
         if pictures:
-            for name, picture in draw_prediction(rgb, prediction, predictor.layout, threshold).items():
+            for name, picture in draw_prediction(rgb, prediction, predictor.layout, threshold,
+                                                 predictor.picture_box_threshold).items():
                 write_image_atomic(out / "pictures" / f"{path.stem}_{name}.jpg", _picture_scale(picture))
     if len(skipped) == len(files):
         raise PosenetError(f"none of the {len(files)} image file(s) in {images} could be read")

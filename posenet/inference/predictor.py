@@ -79,13 +79,15 @@ class Predictor:
     ``grouping`` is a ``posenet.inference.groupings`` object; ``scales`` are relative to
     ``input_size`` (the longer side at scale 1); ``sigma`` is the training heatmaps' Gaussian
     (input pixels), which the sub-pixel refinement assumes; ``detect_options`` go to
-    ``PoseNet.detect``.
+    ``PoseNet.detect``; pictures (``draw_prediction`` through ``infer_folder``) draw the people
+    whose box score reaches ``picture_box_threshold``.
     """
 
     def __init__(self, model, layout: KeypointLayout, grouping, *, input_size: int, scales: Sequence[float] = (1.0,),
                  flip: bool = False, peak_threshold: float = 0.05, max_peaks: int = 20, box_threshold: float = 0.3,
                  box_scale: float = 1.0, keypoint_threshold: float = 0.05, sigma: float = 2.0,
-                 detect_options: dict | None = None, device: str | torch.device = "cpu"):
+                 detect_options: dict | None = None, picture_box_threshold: float = 0.0,
+                 device: str | torch.device = "cpu"):
         grouping.check_model(model)
         if not scales:
             raise ConfigError("infer.scales is empty: give at least one scale")
@@ -101,6 +103,7 @@ class Predictor:
         self.keypoint_threshold = float(keypoint_threshold)
         self.sigma = float(sigma)
         self.detect_options = dict(detect_options or {})
+        self.picture_box_threshold = float(picture_box_threshold)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike, config: str | os.PathLike | None = None,
@@ -236,10 +239,11 @@ class NetworkOutput:
 
 
 def draw_prediction(rgb: np.ndarray, prediction: Prediction, layout: KeypointLayout,
-                    keypoint_threshold: float = 0.05) -> dict[str, np.ndarray]:
+                    keypoint_threshold: float = 0.05, box_threshold: float = 0.0) -> dict[str, np.ndarray]:
     """Pictures of one prediction as BGR uint8 images: "heatmaps" (the maximum over keypoint
     types, over the image), "boxes" (with scores), "skeletons" (keypoints at or above
-    ``keypoint_threshold``), and "panel": the three side by side."""
+    ``keypoint_threshold``), and "panel": the three side by side; only the people whose box
+    score reaches ``box_threshold`` are drawn."""
     from posenet.vis import draw_boxes, draw_skeleton, heatmap_overlay, person_color
 
     h, w = prediction.image_size
@@ -252,11 +256,12 @@ def draw_prediction(rgb: np.ndarray, prediction: Prediction, layout: KeypointLay
                                 borderValue=0)
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     pictures = {"heatmaps": np.ascontiguousarray(heatmap_overlay(rgb, heat_image)[:, :, ::-1])}
-    colors = [person_color(i) for i in range(len(prediction.people))]
-    pictures["boxes"] = draw_boxes(bgr, [p["box"] for p in prediction.people], colors,
-                                   [f"{p['box_score']:.2f}" for p in prediction.people], xywh=False)
+    people = [p for p in prediction.people if p["box_score"] >= box_threshold]
+    colors = [person_color(i) for i in range(len(people))]
+    pictures["boxes"] = draw_boxes(bgr, [p["box"] for p in people], colors,
+                                   [f"{p['box_score']:.2f}" for p in people], xywh=False)
     skeletons = bgr.copy()
-    for person, color in zip(prediction.people, colors):
+    for person, color in zip(people, colors):
         kps = person["keypoints"].copy()
         kps[:, 2] = np.where(kps[:, 2] >= keypoint_threshold, 2.0, 0.0)
         skeletons = draw_skeleton(skeletons, kps, color, layout)
