@@ -5,7 +5,7 @@ Builds ``posenet._C`` with ``FORCE_CUDA=1`` into a temporary directory (the in-t
 that the tests use is left alone), then loads the built library in a fresh Python process
 (one that has not loaded ``posenet._C``: registering the ``posenet`` operator library twice
 in one process aborts it) and checks that ``posenet::nms`` and ``posenet::batched_nms`` have
-CUDA and CPU kernels. Prints one line, ``cuda-check: OK ...`` or ``cuda-check: FAILED ...``,
+CUDA and CPU kernels and that bad inputs give clean Python errors, not a crash. Prints one line, ``cuda-check: OK ...`` or ``cuda-check: FAILED ...``,
 and exits non-zero on failure.
 
 Environment: ``CUDA_HOME`` (default /usr/local/cuda), ``TORCH_CUDA_ARCH_LIST`` (default
@@ -30,8 +30,25 @@ torch.ops.load_library(sys.argv[1])
 missing = [f"{op} ({key})" for op in ("posenet::nms", "posenet::batched_nms")
            for key in ("CUDA", "CPU")
            if not torch._C._dispatch_has_kernel_for_dispatch_key(op, key)]
-print("missing kernels: " + ", ".join(missing) if missing else "ok")
-sys.exit(1 if missing else 0)
+if missing:
+    print("missing kernels: " + ", ".join(missing))
+    sys.exit(1)
+# The CUDA build's input checks on bad CPU inputs: each one clean Python error (a crash here
+# ends the probe with a signal, which the caller reports).
+B = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 2.0, 2.0]])
+S = torch.tensor([0.9, 0.8])
+nan_b = B.clone()
+nan_b[1, 2] = float("nan")
+bad = [((nan_b, S, 0.5), ValueError), ((B, torch.tensor([0.9, float("inf")]), 0.5), ValueError),
+       ((B, S[:1], 0.5), ValueError), ((B.int(), S, 0.5), TypeError), ((B[:, :2], S, 0.5), ValueError)]
+for args, error in bad:
+    try:
+        torch.ops.posenet.nms(*args)
+    except error:
+        continue
+    print(f"bad input {[tuple(a.shape) if hasattr(a, 'shape') else a for a in args]} gave no {error.__name__}")
+    sys.exit(1)
+print("ok")
 """
 
 
@@ -84,13 +101,14 @@ def main() -> int:
             [sys.executable, "-c", PROBE, libs[0]], env=env, capture_output=True, text=True
         )
         if probe.returncode != 0:
-            reason = tail(probe.stdout + probe.stderr, 1) or f"exit status {probe.returncode}"
+            reason = tail(probe.stdout + probe.stderr, 1) or (
+                f"killed by signal {-probe.returncode}" if probe.returncode < 0 else f"exit status {probe.returncode}")
             print(f"cuda-check: FAILED - the built library does not load cleanly: {reason}")
             return 1
         print(
             f"cuda-check: OK - posenet._C built with CUDA (nvcc {env['CUDA_HOME']}, arch "
             f"{env['TORCH_CUDA_ARCH_LIST']}) in {seconds:.0f} s; posenet::nms and "
-            f"posenet::batched_nms have CUDA and CPU kernels"
+            f"posenet::batched_nms have CUDA and CPU kernels; bad inputs raise clean errors"
         )
         return 0
     finally:

@@ -8,7 +8,7 @@ import pytest
 from posenet.config import build, load_config
 from posenet.errors import ConfigError
 from posenet.inference.groupings import GROUPINGS, GreedyGrouping, Grouping, make_grouping, register_grouping
-from posenet.inference.prn_grouping import greedy_assign
+from posenet.inference.prn_grouping import most_central_assign
 
 from test_keypoint_stage import REPO
 
@@ -40,7 +40,7 @@ def test_greedy_grouping_is_greedy_assign():
     boxes = np.array([[0, 0, 40, 80], [30, 0, 70, 80]], dtype=np.float64)
     xy, types, scores = rng.uniform(0, 70, (30, 2)), rng.integers(0, 17, 30), rng.uniform(0.1, 1, 30)
     got = GreedyGrouping(0.21)(boxes, xy, types, scores, 17)
-    want = greedy_assign(boxes, xy, types, scores, 17, 0.21)
+    want = most_central_assign(boxes, xy, types, scores, 17, 0.21)
     assert all(np.array_equal(a, b) for a, b in zip(got, want))
 
 

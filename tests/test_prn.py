@@ -25,8 +25,8 @@ from posenet.data.prn_samples import PrnSceneDataset
 from posenet.engine.checkpoint import load_checkpoint
 from posenet.inference.prn_grouping import (
     folded_first_layer,
-    greedy_assign,
-    greedy_matching,
+    most_central_assign,
+    best_first_matching,
     pose_scores,
     prn_assign,
     window_sums,
@@ -187,7 +187,7 @@ def test_a_perfect_prn_groups_a_crowd_that_greedy_grouping_mixes_up():
     expected[owner, types] = scores
     np.testing.assert_array_equal(got_scores, expected)
 
-    greedy, greedy_scores = greedy_assign(boxes, xy, types, scores, K, MARGIN)
+    greedy, greedy_scores = most_central_assign(boxes, xy, types, scores, K, MARGIN)
     wrong = np.abs(greedy - kps[..., :2]).max(-1) > 1e-6
     assert wrong.sum() >= B  # at least the stretched-out wrists go to the neighbours
     centre = np.repeat(((boxes[:, :2] + boxes[:, 2:]) / 2)[:, None], K, 1)
@@ -269,7 +269,7 @@ def test_greedy_matching_is_the_one_by_one_greedy_pass():
     rng = np.random.default_rng(5)
     score = rng.random((3, 6, 9))
     score[rng.random(score.shape) < 0.5] = -np.inf
-    chosen = greedy_matching(score)
+    chosen = best_first_matching(score)
     expected = np.full((3, 6), -1)
     for k in range(3):
         taken = set()
@@ -372,9 +372,9 @@ def test_train_prn_script_end_to_end_keeps_the_init_weights(coco_mini, tiny_synt
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN statistics, bitwise
 
     cfg = load_config(CONFIG, overrides)
-    metrics, evaluator = prn_stage.validate(cfg, prn_dir / "best.pt", log=lambda *a: None)
-    record = prn_stage.metrics_record(metrics, evaluator, prn_dir / "best.pt")
-    assert {"AP", "AP50", "grouping", "protocol", "checkpoint"} <= set(record) and record["grouping"] == "prn"
+    evaluator = prn_stage.evaluator_from_config(cfg, "prn", progress=False)
+    metrics = evaluator(prn_stage.load_model(cfg, prn_dir / "best.pt"))
+    assert {"AP", "AP50", "val_seconds"} <= set(metrics) and "PRN (window" in evaluator.protocol()
     with pytest.raises(Exception, match="no PRN"):
         prn_stage.load_model(cfg, init)
 

@@ -4,7 +4,70 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include <cmath>
+#include <cstdlib>
+
 #include "nms.h"
+
+namespace posenet {
+namespace ops {
+namespace detail {
+
+static const char* dtype_name(const at::Tensor& t) {
+  return c10::toString(t.scalar_type());
+}
+
+void check_inputs(
+    const at::Tensor& boxes,
+    const at::Tensor& scores,
+    const at::Tensor* idxs,
+    double iou_threshold) {
+  TORCH_CHECK_VALUE(
+      boxes.dim() == 2 && boxes.size(1) == 4,
+      "nms: boxes must have shape (N, 4), got ", boxes.sizes());
+  TORCH_CHECK_VALUE(
+      scores.dim() == 1, "nms: scores must have shape (N,), got ", scores.sizes());
+  TORCH_CHECK_VALUE(
+      boxes.size(0) == scores.size(0),
+      "nms: boxes and scores must have the same length, got ", boxes.size(0), " and ",
+      scores.size(0));
+  TORCH_CHECK_TYPE(
+      at::isFloatingType(boxes.scalar_type()),
+      "nms: boxes must be a floating-point tensor, got ", dtype_name(boxes));
+  TORCH_CHECK_TYPE(
+      at::isFloatingType(scores.scalar_type()),
+      "nms: scores must be a floating-point tensor, got ", dtype_name(scores));
+  TORCH_CHECK_VALUE(
+      boxes.device() == scores.device(),
+      "nms: boxes and scores must be on the same device, got ", boxes.device(), " and ",
+      scores.device());
+  TORCH_CHECK_VALUE(
+      std::isfinite(iou_threshold), "nms: iou_threshold must be finite, got ", iou_threshold);
+  if (idxs != nullptr) {
+    TORCH_CHECK_VALUE(
+        idxs->dim() == 1, "batched_nms: idxs must have shape (N,), got ", idxs->sizes());
+    TORCH_CHECK_VALUE(
+        idxs->size(0) == boxes.size(0),
+        "batched_nms: boxes and idxs must have the same length, got ", boxes.size(0),
+        " and ", idxs->size(0));
+    TORCH_CHECK_TYPE(
+        at::isIntegralType(idxs->scalar_type(), /*includeBool=*/false),
+        "batched_nms: idxs must be an integer tensor, got ", dtype_name(*idxs));
+    TORCH_CHECK_VALUE(
+        idxs->device() == boxes.device(),
+        "batched_nms: boxes and idxs must be on the same device, got ", boxes.device(),
+        " and ", idxs->device());
+  }
+}
+
+void throw_non_finite(const char* what) {
+  TORCH_CHECK_VALUE(false, "nms: ", what, " contain NaN or infinite values");
+  abort();  // unreachable
+}
+
+}  // namespace detail
+}  // namespace ops
+}  // namespace posenet
 
 TORCH_LIBRARY(posenet, m) {
   m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");

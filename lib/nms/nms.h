@@ -27,54 +27,15 @@ at::Tensor batched_nms_cpu(
 
 namespace detail {
 
-inline const char* dtype_name(const at::Tensor& t) {
-  return c10::toString(t.scalar_type());
-}
-
-// Checks everything that does not need to read the tensors' data. Non-finite values are
-// found by the kernels while they read the data.
-inline void check_inputs(
+// Checks everything that does not need to read the tensors' data; non-finite values are found
+// by the kernels while they read the data. Defined once, in nms.cpp (compiled by the host
+// compiler only), so that the CPU and CUDA translation units share one copy of the checks and
+// of the error-message code instead of an inline copy each.
+void check_inputs(
     const at::Tensor& boxes,
     const at::Tensor& scores,
     const at::Tensor* idxs,
-    double iou_threshold) {
-  TORCH_CHECK_VALUE(
-      boxes.dim() == 2 && boxes.size(1) == 4,
-      "nms: boxes must have shape (N, 4), got ", boxes.sizes());
-  TORCH_CHECK_VALUE(
-      scores.dim() == 1, "nms: scores must have shape (N,), got ", scores.sizes());
-  TORCH_CHECK_VALUE(
-      boxes.size(0) == scores.size(0),
-      "nms: boxes and scores must have the same length, got ", boxes.size(0), " and ",
-      scores.size(0));
-  TORCH_CHECK_TYPE(
-      at::isFloatingType(boxes.scalar_type()),
-      "nms: boxes must be a floating-point tensor, got ", dtype_name(boxes));
-  TORCH_CHECK_TYPE(
-      at::isFloatingType(scores.scalar_type()),
-      "nms: scores must be a floating-point tensor, got ", dtype_name(scores));
-  TORCH_CHECK_VALUE(
-      boxes.device() == scores.device(),
-      "nms: boxes and scores must be on the same device, got ", boxes.device(), " and ",
-      scores.device());
-  TORCH_CHECK_VALUE(
-      std::isfinite(iou_threshold), "nms: iou_threshold must be finite, got ", iou_threshold);
-  if (idxs != nullptr) {
-    TORCH_CHECK_VALUE(
-        idxs->dim() == 1, "batched_nms: idxs must have shape (N,), got ", idxs->sizes());
-    TORCH_CHECK_VALUE(
-        idxs->size(0) == boxes.size(0),
-        "batched_nms: boxes and idxs must have the same length, got ", boxes.size(0),
-        " and ", idxs->size(0));
-    TORCH_CHECK_TYPE(
-        at::isIntegralType(idxs->scalar_type(), /*includeBool=*/false),
-        "batched_nms: idxs must be an integer tensor, got ", dtype_name(*idxs));
-    TORCH_CHECK_VALUE(
-        idxs->device() == boxes.device(),
-        "batched_nms: boxes and idxs must be on the same device, got ", boxes.device(),
-        " and ", idxs->device());
-  }
-}
+    double iou_threshold);
 
 // The dtype the IoU is computed in: fp64 stays fp64, everything else runs in fp32.
 inline at::ScalarType compute_dtype(const at::Tensor& boxes) {
@@ -93,10 +54,8 @@ inline T threshold_as(double thr) {
   return t;
 }
 
-[[noreturn]] inline void throw_non_finite(const char* what) {
-  TORCH_CHECK_VALUE(false, "nms: ", what, " contain NaN or infinite values");
-  abort();  // unreachable
-}
+// Throws the ValueError "nms: <what> contain NaN or infinite values" (defined in nms.cpp).
+[[noreturn]] void throw_non_finite(const char* what);
 
 }  // namespace detail
 }  // namespace ops

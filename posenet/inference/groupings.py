@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from posenet.errors import ConfigError
-from posenet.inference.prn_grouping import greedy_assign, prn_assign
+from posenet.inference.prn_grouping import most_central_assign, prn_assign
 
 GROUPINGS: dict[str, type["Grouping"]] = {}
 
@@ -82,7 +82,7 @@ class PrnGrouping(Grouping):
 
 @register_grouping
 class GreedyGrouping(Grouping):
-    """The baseline (``greedy_assign``): each peak to the enlarged box it is most central in."""
+    """The baseline (``most_central_assign``): each peak to the enlarged box it is most central in."""
 
     name = "greedy"
 
@@ -90,7 +90,7 @@ class GreedyGrouping(Grouping):
         self.margin = margin
 
     def __call__(self, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, model=None):
-        return greedy_assign(boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, self.margin)
+        return most_central_assign(boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, self.margin)
 
     def describe(self) -> str:
         return f"greedy (most central box, margin {self.margin:.0%})"

@@ -29,7 +29,7 @@ def _as_peaks(peaks_xy, peaks_type, peaks_score):
     return xy, types, scores
 
 
-def greedy_matching(score: np.ndarray) -> np.ndarray:
+def best_first_matching(score: np.ndarray) -> np.ndarray:
     """Greedy assignment in (K, B, S) candidate scores (-inf: no candidate): best pairs first,
     each (k, b) row takes at most one slot s and each (k, s) at most one row. Returns the
     chosen slot per (k, b), -1 where none.
@@ -76,7 +76,7 @@ def _assign(pair_score: np.ndarray, types: np.ndarray, num_keypoints: int) -> np
     slot, slots = _by_type(types, num_keypoints)
     score = np.full((num_keypoints, B, slots), -np.inf)
     score[types, :, slot] = pair_score.T
-    chosen = greedy_matching(score)  # (K, B) slots
+    chosen = best_first_matching(score)  # (K, B) slots
     peak_of = np.full((num_keypoints, max(slots, 1)), -1, dtype=np.int64)
     peak_of[types, slot] = np.arange(P)
     return np.where(chosen >= 0, np.take_along_axis(peak_of, chosen.clip(0), 1), -1).T
@@ -143,7 +143,7 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
     k inside a box's enlarged box scores the PRN output of that box's channel k summed over
     the ``window`` x ``window`` cells around the peak's cell; pairs scoring more than
     ``min_score`` are assigned greedily, best first, each peak to one box per type and each box
-    one peak per type (``greedy_matching``). An unassigned keypoint lies at the centre of the
+    one peak per type (``best_first_matching``). An unassigned keypoint lies at the centre of the
     PRN output's highest cell of its channel, with score 0.
     """
     if window < 1 or window % 2 == 0:
@@ -182,7 +182,7 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
     return keypoints, result
 
 
-def greedy_assign(boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int,
+def most_central_assign(boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int,
                   margin: float = 0.21) -> tuple[np.ndarray, np.ndarray]:
     """The baseline grouping: each peak goes to the box, among the enlarged boxes it lies in,
     where it is most central (distance to the box centre in half box sizes, per axis, the
@@ -229,4 +229,4 @@ def pose_scores(box_scores, keypoint_scores, threshold: float = 0.05) -> np.ndar
     return box * mean
 
 
-__all__ = ["folded_first_layer", "greedy_assign", "greedy_matching", "pose_scores", "prn_assign", "window_sums"]
+__all__ = ["folded_first_layer", "most_central_assign", "best_first_matching", "pose_scores", "prn_assign", "window_sums"]

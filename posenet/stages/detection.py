@@ -8,22 +8,19 @@ branch included: later stages and inference load one file.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from posenet.config import build
 from posenet.data.dataset import collate
 from posenet.data.transforms import transform_points
 from posenet.errors import ConfigError
 from posenet.evaluation import BOX_METRICS, box_results, evaluate_boxes, format_metrics
+from posenet.evaluation.base import DatasetEvaluator
 
 
-class DetectionEvaluator:
+class DetectionEvaluator(DatasetEvaluator):
     """COCO person box AP on a validation dataset (every non-crowd person is a ground-truth
     box, with or without keypoints; crowd regions are COCO's ignore regions).
 
@@ -31,19 +28,12 @@ class DetectionEvaluator:
     of the last call (COCO results format, original image pixels).
     """
 
+    description = "validate boxes"
+
     def __init__(self, dataset, options: dict, batch_size: int = 4, num_workers: int = 0,
                  max_images: int = 0, progress: bool = True):
-        if max_images and max_images < len(dataset):
-            dataset = Subset(dataset, range(max_images))
-        self.dataset = dataset
-        base = dataset.dataset if isinstance(dataset, Subset) else dataset
-        self.persons = base.persons
-        self.input_size = base.input_size
-        self.image_ids = base.image_ids[: len(dataset)]
+        super().__init__(dataset, batch_size, num_workers, max_images, progress)
         self.options = dict(options)
-        self.loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
-        self.progress = progress
-        self.last_results: list[dict] = []
 
     def protocol(self) -> str:
         o = self.options
@@ -51,24 +41,16 @@ class DetectionEvaluator:
                 f"(longer side {max(self.input_size)} px), person boxes with score > {o['score_threshold']:g}, "
                 f"NMS IoU {o['nms_threshold']:g}, at most {o['max_detections']} per image")
 
-    @torch.no_grad()
-    def __call__(self, model, epoch: int | None = None) -> dict:
+    def evaluate(self, model, batches) -> dict:
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
         results = []
-        start = time.perf_counter()
-        for images, targets in tqdm(self.loader, desc="validate boxes", leave=False, disable=not self.progress,
-                                    mininterval=5):
+        for images, targets in batches:
             outputs = model(images.to(device))
             size = tuple(images.shape[-2:])
             for det, meta in zip(model.detect(outputs, [size] * len(images), **self.options), targets["meta"]):
                 results += self._to_image(det, meta)
         self.last_results = results
-        metrics = evaluate_boxes(self.persons.coco, results, image_ids=self.image_ids)
-        metrics["val_seconds"] = time.perf_counter() - start
-        model.train(was_training)
-        return metrics
+        return evaluate_boxes(self.persons.coco, results, image_ids=self.image_ids)
 
     @staticmethod
     def _to_image(det: dict, meta: dict) -> list[dict]:

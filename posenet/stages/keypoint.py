@@ -6,24 +6,22 @@ heatmap cell of its channel inside the box enlarged by ``eval.box_margin``.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from posenet.config import build
 from posenet.data.dataset import collate
 from posenet.data.transforms import transform_points
 from posenet.evaluation import evaluate_keypoints, format_metrics, keypoint_results, write_results
 from posenet.data.targets import keypoint_persons, xywh_to_xyxy
+from posenet.evaluation.base import DatasetEvaluator
 from posenet.inference import flip_test, keypoints_in_boxes
 
 
-class KeypointEvaluator:
+class KeypointEvaluator(DatasetEvaluator):
     """COCO keypoint AP (GT boxes), PCK@0.1 ("PCK": share of the labelled keypoints predicted
     within 0.1 * sqrt(person area)) and the masked heatmap loss on a validation dataset.
 
@@ -31,25 +29,18 @@ class KeypointEvaluator:
     of the last call (COCO results format, original image pixels).
     """
 
+    description = "validate keypoints"
+
     def __init__(self, dataset, batch_size: int = 4, num_workers: int = 0, flip: bool = False,
                  box_margin: float = 0.1, keypoint_threshold: float = 0.05, max_images: int = 0,
                  exclusive_peaks: bool = True, box_centrality: float = 1.0, progress: bool = True):
-        if max_images and max_images < len(dataset):
-            dataset = Subset(dataset, range(max_images))
-        self.dataset = dataset
-        base = dataset.dataset if isinstance(dataset, Subset) else dataset
-        self.persons = base.persons
-        self.layout = base.layout
-        self.codec = base.codec
-        self.loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate)
+        super().__init__(dataset, batch_size, num_workers, max_images, progress)
         self.flip = flip
         self.box_margin = box_margin
         self.exclusive_peaks = exclusive_peaks
         self.box_centrality = box_centrality
         self.keypoint_threshold = keypoint_threshold
-        self.progress = progress
         self.pck_threshold = 0.1
-        self.last_results: list[dict] = []
         self._pck_counts = [0, 0]
 
     def protocol(self) -> str:
@@ -59,15 +50,10 @@ class KeypointEvaluator:
                 f"ground-truth boxes of the persons with keypoints (margin {self.box_margin:.0%}, "
                 + (f"exclusive peaks, centrality {self.box_centrality:g})" if self.exclusive_peaks else "highest cell per box)"))
 
-    @torch.no_grad()
-    def __call__(self, model, epoch: int | None = None) -> dict:
+    def evaluate(self, model, batches) -> dict:
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
         results, losses, n_batches = [], {}, 0
         self._pck_counts = [0, 0]
-        start = time.perf_counter()
-        batches = tqdm(self.loader, desc="validate", leave=False, disable=not self.progress, mininterval=5)
         for images, targets in batches:
             images = images.to(device)
             dense = {k: targets[k].to(device) for k in ("heatmaps", "segmentation", "ignore_mask")}
@@ -81,19 +67,11 @@ class KeypointEvaluator:
                                      model.output_stride)
             results += self._group(heatmaps.cpu(), targets["meta"])
         self.last_results = results
-        metrics = evaluate_keypoints(self.persons.coco, results, image_ids=self._image_ids(),
-                                     sigmas=self.layout.sigmas)
+        metrics = evaluate_keypoints(self.persons.coco, results, image_ids=self.image_ids, sigmas=self.layout.sigmas)
         hits, labelled = self._pck_counts
         metrics["PCK"] = hits / labelled if labelled else 0.0
         metrics.update({f"val_{k}": v / max(n_batches, 1) for k, v in losses.items()})
-        metrics["val_seconds"] = time.perf_counter() - start
-        model.train(was_training)
         return metrics
-
-    def _image_ids(self) -> list[int]:
-        base = self.dataset.dataset if isinstance(self.dataset, Subset) else self.dataset
-        ids = base.image_ids
-        return ids[: len(self.dataset)]
 
     def _group(self, heatmaps: torch.Tensor, metas: list[dict]) -> list[dict]:
         results = []

@@ -20,7 +20,7 @@ from posenet.config import build
 from posenet.data.prn_samples import PrnSceneDataset
 from posenet.data.targets import image_persons
 from posenet.errors import ConfigError
-from posenet.evaluation import KEYPOINT_METRICS, evaluate_keypoints, format_metrics, keypoint_results
+from posenet.evaluation import evaluate_keypoints, keypoint_results
 from posenet.inference.prn_grouping import pose_scores
 from posenet.models import PoseNet
 
@@ -162,29 +162,5 @@ def load_model(cfg: DictConfig, checkpoint: str | Path, device="cpu"):
     return build.model_from_checkpoint(cfg, checkpoint, device, require=("prn",))
 
 
-def validate(cfg: DictConfig, checkpoint: str | Path | None, grouping: str = "prn", device: str = "cpu",
-             log=print) -> tuple[dict, PrnEvaluator]:
-    """GT-keypoints + GT-boxes AP of the PRN of ``checkpoint`` (or of the greedy baseline, which
-    needs no checkpoint) on ``data.val_split``; returns (metrics, evaluator)."""
-    evaluator = evaluator_from_config(cfg, grouping)
-    model = None
-    if evaluator.grouping.needs_prn:
-        if checkpoint is None:
-            raise ConfigError(f"{grouping} grouping needs a PRN-stage checkpoint")
-        model = load_model(cfg, checkpoint, device)
-    log(f"protocol: {evaluator.protocol()}" + (f"; checkpoint {checkpoint}" if model is not None else ""))
-    metrics = evaluator(model)
-    log(format_metrics(metrics))
-    return metrics, evaluator
-
-
-def metrics_record(metrics: dict, evaluator: PrnEvaluator, checkpoint) -> dict:
-    """What ``--metrics-out`` writes: the keypoint metrics, protocol, grouping, checkpoint."""
-    record = {k: metrics[k] for k in KEYPOINT_METRICS[:6] if k in metrics}
-    record.update(grouping=evaluator.grouping.name, protocol=evaluator.protocol(),
-                  checkpoint=None if checkpoint is None else str(checkpoint))
-    return record
-
-
-__all__ = ["PrnEvaluator", "evaluator_from_config", "load_model", "metrics_record", "prepare_model",
-           "scene_dataset", "train", "validate"]
+__all__ = ["PrnEvaluator", "evaluator_from_config", "load_model", "prepare_model",
+           "scene_dataset", "train"]
