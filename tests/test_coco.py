@@ -49,7 +49,7 @@ def test_clear_errors(tmp_path):
         CocoPersons(tmp_path / "nope", "val2017")
     with pytest.raises(DataError, match="annotation file not found"):
         CocoPersons(tmp_path, "val2017")
-    with pytest.raises(DataError, match="unknown split 'val2014' for the coco2017 layout"):
+    with pytest.raises(DataError, match="unknown split 'val2014' for the coco2017 folder scheme"):
         CocoPersons(tmp_path, "val2014")
     ann = tmp_path / "annotations" / "person_keypoints_val2017.json"
     ann.parent.mkdir()
