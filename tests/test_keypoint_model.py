@@ -295,3 +295,35 @@ def test_image_normalisation_round_trip():
     assert normalize_image(mean.expand(3, 4, 4)).abs().max() < 1e-6
     with pytest.raises(ValueError):
         normalize_image(torch.zeros(4, 5, 5))
+
+
+def test_any_trunk_of_the_interface_feeds_the_fpns_and_a_wrong_one_is_refused():
+    """The backbone interface: four maps at strides 4..32 with declared channels."""
+    from posenet.models.backbone import TRUNKS, Trunk
+
+    class TinyTrunk(Trunk):
+        out_channels = (8, 16, 24, 32)
+
+        def __init__(self):
+            super().__init__()
+            self.convs = nn.ModuleList(nn.Conv2d(3 if i == 0 else self.out_channels[i - 1], c, 3,
+                                                 stride=4 if i == 0 else 2, padding=1)
+                                       for i, c in enumerate(self.out_channels))
+
+        def forward(self, x):
+            outs = []
+            for conv in self.convs:
+                x = conv(x)
+                outs.append(x)
+            return tuple(outs)
+
+    model = PoseNet(num_keypoints=5, trunk=TinyTrunk(), fpn_channels=16, subnet_channels=8, fuse_channels=16).eval()
+    out = model(torch.zeros(1, 3, 64, 96, dtype=torch.uint8))
+    assert out["heatmaps"].shape == (1, 5, 16, 24)
+
+    class Wrong(TinyTrunk):
+        strides = (8, 16, 32, 64)
+
+    with pytest.raises(ValueError, match="strides 4, 8, 16, 32"):
+        PoseNet(trunk=Wrong())
+    assert "resnet" in TRUNKS

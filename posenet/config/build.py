@@ -61,13 +61,10 @@ def posenet_model(cfg: DictConfig, num_keypoints: int, detection: bool = False, 
     :class:`posenet.models.PoseNet`."""
     from posenet.models import PoseNet
 
-    m, d = cfg.model, cfg.detection
+    m = cfg.model
     return PoseNet(
         num_keypoints=num_keypoints,
-        backbone_depth=m.backbone_depth,
-        pretrained=m.pretrained,
-        frozen_bn=m.frozen_bn,
-        trainable_layers=m.trainable_layers,
+        trunk=trunk(cfg),
         fpn_channels=m.fpn_channels,
         subnet_channels=m.subnet_channels,
         fuse_channels=m.fuse_channels,
@@ -75,24 +72,54 @@ def posenet_model(cfg: DictConfig, num_keypoints: int, detection: bool = False, 
         segmentation_weight=m.segmentation_weight,
         intermediate_weight=m.intermediate_weight,
         foreground_weight=m.foreground_weight,
-        detection=detection,
-        detection_options=dict(
-            fpn_channels=d.fpn_channels,
-            num_convs=d.head_convs,
-            anchor_sizes=list(d.anchor_sizes),
-            prior_prob=d.prior_prob,
-            positive_iou=d.positive_iou,
-            negative_iou=d.negative_iou,
-            crowd_ioa=d.crowd_ioa,
-            focal_alpha=d.focal_alpha,
-            focal_gamma=d.focal_gamma,
-            smooth_l1_beta=d.smooth_l1_beta,
-            box_weight=d.box_weight,
-            min_box_size=d.min_box_size,
-        ),
-        prn=prn,
-        prn_options=prn_options(cfg),
+        detection_head=detection_head(cfg) if detection else None,
+        detection_fpn_channels=cfg.detection.fpn_channels,
+        prn=pose_residual_network(cfg, num_keypoints) if prn else None,
     )
+
+
+def trunk(cfg: DictConfig):
+    """``model.backbone`` and its settings → a registered trunk (``posenet.models.backbone``)."""
+    from posenet.models.backbone import TRUNKS
+
+    m = cfg.model
+    options = {
+        "resnet": dict(depth=m.backbone_depth, pretrained=m.pretrained, frozen_bn=m.frozen_bn,
+                       trainable_layers=m.trainable_layers),
+    }
+    if m.backbone not in TRUNKS:
+        raise ConfigError(f"unknown model.backbone {m.backbone!r}; choose one of {', '.join(sorted(TRUNKS))}")
+    return TRUNKS[m.backbone](**options.get(m.backbone, {}))
+
+
+def detection_head(cfg: DictConfig):
+    """``detection`` → :class:`posenet.models.retinanet.RetinaNetHead` on the detection FPN."""
+    from posenet.models.retinanet import RetinaNetHead
+
+    d = cfg.detection
+    return RetinaNetHead(
+        in_channels=d.fpn_channels,
+        num_convs=d.head_convs,
+        anchor_sizes=list(d.anchor_sizes),
+        prior_prob=d.prior_prob,
+        positive_iou=d.positive_iou,
+        negative_iou=d.negative_iou,
+        crowd_ioa=d.crowd_ioa,
+        focal_alpha=d.focal_alpha,
+        focal_gamma=d.focal_gamma,
+        smooth_l1_beta=d.smooth_l1_beta,
+        box_weight=d.box_weight,
+        min_box_size=d.min_box_size,
+    )
+
+
+def pose_residual_network(cfg: DictConfig, num_keypoints: int):
+    """``prn`` → :class:`posenet.models.prn.PoseResidualNetwork`."""
+    from posenet.models.prn import PoseResidualNetwork
+
+    p = cfg.prn
+    return PoseResidualNetwork(num_keypoints=num_keypoints, height=p.height, width=p.width, hidden=p.hidden,
+                               second_hidden=p.second_hidden, dropout=p.dropout, softmax=p.softmax)
 
 
 # What to do when a checkpoint lacks a part that is asked for.
@@ -153,13 +180,6 @@ def stage_config(cfg: DictConfig, section: str) -> DictConfig:
 
     keys = [k for k in ("epochs", "lr", "batch_size") if k in cfg[section] and cfg[section][k] is not None]
     return OmegaConf.merge(cfg, {"train": {k: cfg[section][k] for k in keys}}) if keys else cfg
-
-
-def prn_options(cfg: DictConfig) -> dict:
-    """``prn`` → the constructor keywords of ``posenet.models.prn.PoseResidualNetwork``."""
-    p = cfg.prn
-    return dict(height=p.height, width=p.width, hidden=p.hidden, second_hidden=p.second_hidden,
-                dropout=p.dropout, softmax=p.softmax)
 
 
 def detection_options(cfg: DictConfig) -> dict:

@@ -84,6 +84,8 @@ class SyntheticConfig:
 class ModelConfig:
     """The network (``posenet.models.PoseNet``)."""
 
+    # The trunk (posenet.models.backbone.TRUNKS): "resnet" (torchvision's, of backbone_depth).
+    backbone: str = choice("resnet", "resnet")
     backbone_depth: int = choice(50, 18, 34, 50, 101, 152)
     # "none" (random initialisation), "imagenet" (torchvision's weights, from the torch hub
     # cache) or the path of a ResNet state_dict file.

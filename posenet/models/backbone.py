@@ -38,7 +38,32 @@ def denormalize_image(image: torch.Tensor) -> torch.Tensor:
     return (image.float() * std + mean).round().clamp(0, 255).to(torch.uint8)
 
 
-class ResNetTrunk(nn.Module):
+class Trunk(nn.Module):
+    """The backbone interface: ``forward(x)`` of normalised images (N, 3, H, W), H and W
+    multiples of 32, returns four feature maps C2..C5 at ``strides`` (4, 8, 16, 32) with
+    ``out_channels`` channels each; the keypoint FPN and the detection FPN take any trunk.
+    A new backbone is a subclass registered with ``@register_trunk("name")`` and built from
+    config in ``posenet.config.build.trunk`` (``model.backbone``)."""
+
+    strides: tuple[int, int, int, int] = (4, 8, 16, 32)
+    out_channels: tuple[int, int, int, int]
+
+
+TRUNKS: dict[str, type[Trunk]] = {}
+
+
+def register_trunk(name: str):
+    def register(cls: type[Trunk]) -> type[Trunk]:
+        if name in TRUNKS:
+            raise ValueError(f"a trunk named {name!r} is already registered")
+        TRUNKS[name] = cls
+        return cls
+
+    return register
+
+
+@register_trunk("resnet")
+class ResNetTrunk(Trunk):
     """torchvision ResNet without its classifier; returns C2, C3, C4, C5 (strides 4..32).
 
     Module names are torchvision's (``conv1``, ``bn1``, ``layer1``..``layer4``), so a

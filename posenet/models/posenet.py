@@ -70,16 +70,22 @@ class PoseNet(nn.Module):
         segmentation_weight: float = 1.0,
         intermediate_weight: float = 1.0,
         foreground_weight: float = 0.0,
-        detection: bool = False,
-        detection_options: Mapping | None = None,
-        prn: bool = False,
-        prn_options: Mapping | None = None,
+        trunk: nn.Module | None = None,
+        detection_head: nn.Module | None = None,
+        detection_fpn_channels: int = 256,
+        prn: nn.Module | None = None,
     ):
         super().__init__()
         self.num_keypoints = num_keypoints
-        self.trunk = ResNetTrunk(
-            depth=backbone_depth, pretrained=pretrained, frozen_bn=frozen_bn, trainable_layers=trainable_layers
-        )
+        # ``trunk``: any ``backbone.Trunk`` (built from config by ``build.trunk``); without one,
+        # the ResNet of ``backbone_depth`` and the other trunk arguments.
+        if trunk is None:
+            trunk = ResNetTrunk(depth=backbone_depth, pretrained=pretrained, frozen_bn=frozen_bn,
+                                trainable_layers=trainable_layers)
+        if tuple(getattr(trunk, "strides", ())) != (4, 8, 16, 32) or len(getattr(trunk, "out_channels", ())) != 4:
+            raise ValueError("the trunk must return four feature maps at strides 4, 8, 16, 32 and declare their "
+                             "out_channels (see posenet.models.backbone.Trunk)")
+        self.trunk = trunk
         self.keypoint_fpn = KeypointFPN(self.trunk.out_channels, fpn_channels)
         self.keypoint_subnet = KeypointSubnet(
             num_keypoints=num_keypoints,
@@ -92,19 +98,14 @@ class PoseNet(nn.Module):
             intermediate_weight=intermediate_weight,
             foreground_weight=foreground_weight,
         )
-        self.detection_fpn = self.detection_head = None
-        if detection:
-            from posenet.models.retinanet import RetinaNetHead
-
-            options = dict(detection_options or {})
-            channels = options.pop("fpn_channels", 256)
-            self.detection_fpn = DetectionFPN(self.trunk.out_channels, channels)
-            self.detection_head = RetinaNetHead(in_channels=channels, **options)
-        self.prn = None
-        if prn:
-            from posenet.models.prn import PoseResidualNetwork
-
-            self.prn = PoseResidualNetwork(num_keypoints=num_keypoints, **dict(prn_options or {}))
+        # The optional parts come built (``posenet.config.build.posenet_model``): a
+        # ``RetinaNetHead`` whose ``in_channels`` is ``detection_fpn_channels``, and a
+        # ``PoseResidualNetwork`` for ``num_keypoints``.
+        self.detection_fpn = None
+        self.detection_head = detection_head
+        if detection_head is not None:
+            self.detection_fpn = DetectionFPN(self.trunk.out_channels, detection_fpn_channels)
+        self.prn = prn
         self.train_tasks = {"keypoints"}
         self.frozen: set[str] = set()
 
