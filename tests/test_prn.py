@@ -26,12 +26,12 @@ from posenet.engine.checkpoint import load_checkpoint
 from posenet.inference.prn_grouping import (
     folded_first_layer,
     most_central_assign,
-    best_first_matching,
     pose_scores,
     prn_assign,
     window_sums,
 )
 from posenet.models.prn import PoseResidualNetwork
+from posenet.ops.matching import best_first_matching
 from posenet.stages import prn as prn_stage
 
 from test_keypoint_stage import REPO, run_script, tiny_overrides

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from posenet.codecs.prn_grid import PrnGridCodec, blur, box_grid, image_to_grid
 from posenet.models.prn import PoseResidualNetwork
+from posenet.ops.matching import best_first_matching
 
 _FOLDED: "weakref.WeakKeyDictionary[PoseResidualNetwork, tuple]" = weakref.WeakKeyDictionary()
 
@@ -27,36 +28,6 @@ def _as_peaks(peaks_xy, peaks_type, peaks_score):
     if not len(xy) == len(types) == len(scores):
         raise ValueError(f"{len(xy)} peaks, {len(types)} types and {len(scores)} scores")
     return xy, types, scores
-
-
-def best_first_matching(score: np.ndarray) -> np.ndarray:
-    """Greedy assignment in (K, B, S) candidate scores (-inf: no candidate): best pairs first,
-    each (k, b) row takes at most one slot s and each (k, s) at most one row. Returns the
-    chosen slot per (k, b), -1 where none.
-
-    The rounds accept every pair that is the best of its row and of its column at once: such a
-    pair is the next one the one-by-one greedy pass would take in its row and column, so the
-    result is the greedy pass's (ties broken by index), in a few vectorised rounds instead of
-    one Python step per pair.
-    """
-    score = score.copy()
-    K, B, S = score.shape
-    chosen = np.full((K, B), -1, dtype=np.int64)
-    if B == 0 or S == 0:
-        return chosen
-    boxes = np.arange(B)
-    while True:
-        row = score.argmax(2)  # (K, B): best slot of each row
-        value = np.take_along_axis(score, row[..., None], 2)[..., 0]
-        col = score.argmax(1)  # (K, S): best row of each slot
-        mutual = np.isfinite(value) & (np.take_along_axis(col, row, 1) == boxes)
-        if not mutual.any():
-            return chosen
-        k, b = np.nonzero(mutual)
-        s = row[k, b]
-        chosen[k, b] = s
-        score[k, b, :] = -np.inf
-        score[k, :, s] = -np.inf
 
 
 def _by_type(types: np.ndarray, num_keypoints: int) -> tuple[np.ndarray, int]:
@@ -229,4 +200,4 @@ def pose_scores(box_scores, keypoint_scores, threshold: float = 0.05) -> np.ndar
     return box * mean
 
 
-__all__ = ["folded_first_layer", "most_central_assign", "best_first_matching", "pose_scores", "prn_assign", "window_sums"]
+__all__ = ["folded_first_layer", "most_central_assign", "pose_scores", "prn_assign", "window_sums"]
