@@ -208,9 +208,11 @@ def test_mismatched_checkpoint_is_one_clear_line(tiny_synthetic, tmp_path):
 
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tiny_synthetic, tmp_path):
-    """Same global batch (2 x 2 against 1 x 4), frozen batch norm: the same training."""
+    """Same global batch (2 x 2 against 1 x 4), frozen batch norm: the same training. SGD, whose
+    step is proportional to the gradient: Adam's step is about lr wherever a gradient is near
+    zero, so a rounding difference there can flip it by a whole step (3e-4 measured)."""
     cfg = REPO / "configs/synthetic_small.yaml"
-    common = ["train.epochs=2", "train.lr=3e-4", "eval.max_images=2"]
+    common = ["train.epochs=2", "train.optimizer=sgd", "train.lr=1e-5", "eval.max_images=2"]
     run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, tmp_path / "one"), "--out", str(tmp_path / "one"), *common)
     run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, tmp_path / "two"), "--out", str(tmp_path / "two"), *common,
                "train.batch_size=2", torchrun=2)
@@ -220,6 +222,7 @@ def test_two_gloo_processes_match_one_process(tiny_synthetic, tmp_path):
     h1 = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     h2 = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [r["train_loss"] for r in h2] == pytest.approx([r["train_loss"] for r in h1], rel=1e-3)
+    assert h1[-1]["train_loss"] < h1[0]["train_loss"]  # it did train
 
 
 class ShiftedHeatmaps(nn.Module):
