@@ -85,7 +85,7 @@ class Predictor:
 
     def __init__(self, model, layout: KeypointLayout, grouping, *, input_size: int, scales: Sequence[float] = (1.0,),
                  flip: bool = False, peak_threshold: float = 0.05, max_peaks: int = 20, box_threshold: float = 0.3,
-                 box_scale: float = 1.0, keypoint_threshold: float = 0.05, sigma: float = 2.0,
+                 box_scale: float = 1.0, keypoint_threshold: float = 0.05, sigma: float = 7.0,
                  detect_options: dict | None = None, picture_box_threshold: float = 0.0,
                  device: str | torch.device = "cpu"):
         grouping.check_model(model)
