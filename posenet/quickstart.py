@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from posenet.config import build, save_config
 from posenet.data.coco import format_summary
+from posenet.stages.pipeline import format_ap
 from posenet.utils.io import write_json_atomic, write_text_atomic
 
 MANIFEST = "synthetic.yaml"
@@ -122,7 +123,7 @@ def results_table(rows, metrics: dict | None = None) -> str:
     protocols."""
     lines = ["| what | metric | AP | AP50 | AP75 | APM | APL |", "|---|---|---:|---:|---:|---:|---:|"]
     for what, metric, m, _ in rows:
-        lines.append(f"| {what} | {metric} | " + " | ".join(_num(m.get(k)) for k in ("AP", "AP50", "AP75", "APM", "APL"))
+        lines.append(f"| {what} | {metric} | " + " | ".join(format_ap(m.get(k)) for k in ("AP", "AP50", "AP75", "APM", "APL"))
                      + " |")
     lines.append("")
     if metrics:
@@ -136,7 +137,3 @@ def results_table(rows, metrics: dict | None = None) -> str:
         ]
     lines += [f"- {what}: {protocol}" for what, _, _, protocol in rows if not what.startswith("  ceiling")]
     return "\n".join(lines) + "\n"
-
-
-def _num(v) -> str:
-    return "n/a" if v is None or v < 0 else f"{v:.3f}"

@@ -10,7 +10,7 @@ from pathlib import Path
 from pycocotools.coco import COCO
 
 from posenet.data.keypoints import KeypointLayout
-from posenet.data.targets import has_keypoints
+from posenet.data.targets import keypoint_persons
 from posenet.errors import DataError
 
 FOLDERS = ("coco2017", "coco2014")
@@ -75,8 +75,7 @@ class CocoPersons:
         if first_images < 0:
             raise DataError(f"first_images must be >= 0, got {first_images}")
         if first_images:
-            with_keypoints = [i for i in self.image_ids if any(
-                not a.get("iscrowd", 0) and has_keypoints(a) for a in self.annotations(i))]
+            with_keypoints = [i for i in self.image_ids if keypoint_persons(self.annotations(i))]
             if len(with_keypoints) < first_images:
                 raise DataError(f"{self.files.annotation_file}: asked for the first {first_images} images with "
                                 f"annotated persons, the split has {len(with_keypoints)}")

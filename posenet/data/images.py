@@ -46,6 +46,9 @@ def _check_complete_jpeg(path: Path) -> None:
     with open(path, "rb") as f:
         if f.read(2) != b"\xff\xd8":
             return  # not a JPEG
+        f.seek(max(0, size - 2))
+        if f.read(2) == b"\xff\xd9":  # the usual case: two bytes read, nothing more
+            return
         f.seek(max(0, size - _JPEG_TAIL))
         if b"\xff\xd9" in f.read():
             return

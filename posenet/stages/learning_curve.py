@@ -10,6 +10,7 @@ quickstart's data with the same image counts and seed.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import textwrap
 import time
@@ -19,10 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from posenet.config.schema import SyntheticConfig
 
-# The generator parameters that make a world (image counts, seed and workers stay the config's).
-_WORLD_KEYS = ("min_people", "max_people", "min_size", "max_size", "min_person_height", "max_person_height",
-               "group_prob", "placement", "views", "pose_kinds", "crowd_prob", "occluder_prob", "unannotated_prob", "max_clutter", "blur_prob",
-               "noise_std", "grayscale_prob")
+# The generator parameters that make a world: every synthetic setting but the image counts,
+# the seed and the workers, which stay the config's.
+_WORLD_KEYS = tuple(f.name for f in dataclasses.fields(SyntheticConfig)
+                    if f.name not in ("num_train", "num_val", "seed", "workers"))
 
 
 def world_configs(cfg: DictConfig) -> dict[str, DictConfig]:

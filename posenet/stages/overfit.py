@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from posenet.config import save_config
-from posenet.stages.pipeline import run_stages
+from posenet.stages.pipeline import format_ap, run_stages
 from posenet.utils.io import write_json_atomic
 
 METRIC_KEYS = ("keypoint_ap_gt_boxes", "keypoint_ap_gt_boxes_ceiling", "box_ap", "box_ap_medium_large",
@@ -57,7 +57,7 @@ def format_table(result: dict, cfg: DictConfig, machine: str) -> str:
     for what, _, metrics, _ in result["rows"]:
         cells = [metrics.get(k, float("nan")) for k in ("AP", "AP50", "AP75", "APM", "APL")]
         ml = metrics.get("APML")
-        lines.append(f"| {what} | " + " | ".join(_num(v) for v in cells) + f" | {_num(ml) if ml is not None else ''} |")
+        lines.append(f"| {what} | " + " | ".join(format_ap(v) for v in cells) + f" | {format_ap(ml) if ml is not None else ''} |")
     lines += [
         "",
         f"- keypoint AP (GT boxes) {m['keypoint_ap_gt_boxes']:.3f} = "
@@ -73,10 +73,6 @@ def format_table(result: dict, cfg: DictConfig, machine: str) -> str:
         f"`configs/{cfg.name}.yaml` for the rest of the recipe.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _num(v) -> str:
-    return "n/a" if v is None or v < 0 else f"{v:.3f}"
 
 
 def _ratio(value: float, ceiling: float) -> str:

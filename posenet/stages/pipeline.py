@@ -36,6 +36,11 @@ def box_ceiling(persons) -> dict:
     return evaluate_boxes(persons.coco, results, image_ids=persons.image_ids)
 
 
+def format_ap(value) -> str:
+    """A metric for a table: three decimals, "n/a" where COCO reports -1 (no such persons)."""
+    return "n/a" if value is None or value < 0 else f"{value:.3f}"
+
+
 def run_stages(cfg: DictConfig, out_dir: str | Path, log=print) -> dict:
     """Train and evaluate the three stages into ``out_dir/{keypoint,detection,prn}``.
 
@@ -58,35 +63,37 @@ def run_stages(cfg: DictConfig, out_dir: str | Path, log=print) -> dict:
     log(f"ceilings on {len(persons)} images of {persons.split} ({persons.root}): keypoint AP "
         f"{kp_ceiling['AP']:.3f} (training targets as heatmaps), box AP {box_top['AP']:.3f} (ground-truth boxes)")
 
-    log(f"\n== keypoint stage: training into {out_dir / 'keypoint'} (runs again only what is not done yet)")
-    start = time.perf_counter()
-    keypoint.train(cfg, out_dir=out_dir / "keypoint", resume=True, log=log)
-    seconds["keypoint"] = time.perf_counter() - start
-    checkpoint = out_dir / "keypoint" / "best.pt"
-    log(f"\n== keypoint stage: validation of {checkpoint}")
-    kp, kp_eval = keypoint.validate(cfg, checkpoint, log=log)
-    write_json_atomic(out_dir / "keypoint" / "val_metrics.json", keypoint.metrics_record(kp, kp_eval, checkpoint),
-                      indent=2)
+    def train(stage, module, init=None) -> Path:
+        """Train ``stage`` (resuming what is done) from ``init``; its best checkpoint."""
+        log(f"\n== {stage} stage: training into {out_dir / stage}"
+            + (f" from {init}" if init else " (runs again only what is not done yet)"))
+        start = time.perf_counter()
+        if init is None:
+            module.train(cfg, out_dir=out_dir / stage, resume=True, log=log)
+        else:
+            module.train(cfg, init=init, out_dir=out_dir / stage, resume=True, log=log)
+        seconds[stage] = time.perf_counter() - start
+        return out_dir / stage / "best.pt"
+
+    def validate(stage, module, checkpoint):
+        """Validate ``checkpoint`` and write ``val_metrics.json`` beside it."""
+        log(f"\n== {stage} stage: validation of {checkpoint}")
+        metrics, evaluator = module.validate(cfg, checkpoint, log=log)
+        write_json_atomic(out_dir / stage / "val_metrics.json", module.metrics_record(metrics, evaluator, checkpoint),
+                          indent=2)
+        return metrics, evaluator
+
+    checkpoint = train("keypoint", keypoint)
+    kp, kp_eval = validate("keypoint", keypoint, checkpoint)
     rows.append(("keypoint stage: predicted keypoints in GT boxes", "keypoint AP", kp, kp_eval.protocol()))
     rows.append(("  ceiling: training targets as heatmaps", "keypoint AP", kp_ceiling, kp_eval.protocol()))
 
-    log(f"\n== detection stage: training into {out_dir / 'detection'} from {checkpoint}")
-    start = time.perf_counter()
-    detection.train(cfg, init=checkpoint, out_dir=out_dir / "detection", resume=True, log=log)
-    seconds["detection"] = time.perf_counter() - start
-    checkpoint = out_dir / "detection" / "best.pt"
-    log(f"\n== detection stage: validation of {checkpoint}")
-    box, box_eval = detection.validate(cfg, checkpoint, log=log)
-    write_json_atomic(out_dir / "detection" / "val_metrics.json",
-                      detection.metrics_record(box, box_eval, checkpoint), indent=2)
+    checkpoint = train("detection", detection, checkpoint)
+    box, box_eval = validate("detection", detection, checkpoint)
     rows.append(("detection stage: person boxes", "box AP", box, box_eval.protocol()))
     rows.append(("  ceiling: ground-truth boxes as detections", "box AP", box_top, box_eval.protocol()))
 
-    log(f"\n== PRN stage: training into {out_dir / 'prn'} from {checkpoint}")
-    start = time.perf_counter()
-    prn.train(cfg, init=checkpoint, out_dir=out_dir / "prn", resume=True, log=log)
-    seconds["prn"] = time.perf_counter() - start
-    full = out_dir / "prn" / "best.pt"
+    full = train("prn", prn, checkpoint)
 
     log(f"\n== end to end: {full} through the inference pipeline")
     start = time.perf_counter()
@@ -110,4 +117,4 @@ def run_stages(cfg: DictConfig, out_dir: str | Path, log=print) -> dict:
     return {"metrics": metrics, "rows": rows, "seconds": seconds, "checkpoint": full, "persons": persons}
 
 
-__all__ = ["box_ceiling", "run_stages"]
+__all__ = ["box_ceiling", "format_ap", "run_stages"]
