@@ -19,10 +19,10 @@ def main():
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     args = parser.parse_args()
 
-    from posenet.inference import Predictor, infer_folder
+    from posenet.inference import infer_folder, load_predictor
 
     overrides = list(args.overrides) + (["infer.flip=true"] if args.flip else [])
-    predictor = Predictor.from_checkpoint(args.checkpoint, args.config, overrides, device=args.device)
+    predictor = load_predictor(args.checkpoint, args.config, overrides, device=args.device)
     infer_folder(predictor, args.images, args.out, pictures=not args.no_pictures)
 
 

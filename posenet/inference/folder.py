@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from posenet.errors import DataError, PosenetError
-from posenet.inference.predictor import Predictor, as_rgb, draw_prediction
+from posenet.inference.predictor import Predictor, as_rgb
 from posenet.utils.io import write_bytes_atomic, write_json_atomic
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -79,7 +79,6 @@ def infer_folder(predictor: Predictor, images: str | os.PathLike, out: str | os.
         (out / "pictures").mkdir(parents=True, exist_ok=True)
     ids = image_ids(files)
     results, skipped, people, timings = [], [], 0, {"network_ms": [], "decode_ms": []}
-    threshold = predictor.keypoint_threshold
     for path, image_id in zip(tqdm(files, desc="infer", unit="img", disable=not progress), ids):
         try:
             rgb = as_rgb(path)
@@ -99,8 +98,7 @@ def infer_folder(predictor: Predictor, images: str | os.PathLike, out: str | os.
         results += [{"image_id": image_id, "category_id": 1, "keypoints": r["keypoints"], "score": r["score"]}
                     for r in records]
         if pictures:
-            for name, picture in draw_prediction(rgb, prediction, predictor.layout, threshold,
-                                                 predictor.picture_box_threshold).items():
+            for name, picture in predictor.draw(rgb, prediction).items():
                 write_image_atomic(out / "pictures" / f"{path.stem}_{name}.jpg", _picture_scale(picture))
     if len(skipped) == len(files):
         raise PosenetError(f"none of the {len(files)} image file(s) in {images} could be read")

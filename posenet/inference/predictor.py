@@ -133,6 +133,11 @@ class Predictor:
         return (f"grouping {self.grouping.name}, longer side {self.input_size} px, scales {scales}, "
                 f"flip {'on' if self.flip else 'off'}")
 
+    def draw(self, rgb: np.ndarray, prediction: "Prediction") -> dict[str, np.ndarray]:
+        """The pictures of ``prediction`` (``draw_prediction``) with this predictor's layout and
+        thresholds: BGR uint8 images by name, "panel" holding them side by side."""
+        return draw_prediction(rgb, prediction, self.layout, self.keypoint_threshold, self.picture_box_threshold)
+
     def predict(self, image) -> list[dict]:
         """The people in one image (a path or an RGB / gray / RGBA array)."""
         return self.run(image).people

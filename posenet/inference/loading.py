@@ -1,0 +1,35 @@
+"""A checkpoint's predictor, whatever its model family: what infer.py and video.py load."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import DictConfig
+
+from posenet.config import load_config
+from posenet.errors import ConfigError
+
+
+def run_config(checkpoint: str | os.PathLike, config: str | os.PathLike | None = None,
+               overrides: Sequence[str] = ()) -> DictConfig:
+    """``config`` (default: the ``config.yaml`` of the checkpoint's run directory) with ``overrides``."""
+    checkpoint = Path(checkpoint)
+    config = Path(config) if config else checkpoint.parent / "config.yaml"
+    if not config.is_file():
+        raise ConfigError(f"no config for {checkpoint}: {config} does not exist; pass --config FILE")
+    return load_config(config, list(overrides))
+
+
+def load_predictor(checkpoint: str | os.PathLike, config: str | os.PathLike | None = None,
+                   overrides: Sequence[str] = (), device: str = "cpu"):
+    """The predictor of ``checkpoint`` for its config's model family (``model.family``). Every
+    predictor has ``run(rgb) -> Prediction``, ``predict(image) -> people``, ``draw(rgb,
+    prediction) -> pictures``, ``describe()``, ``layout`` and ``keypoint_threshold``."""
+    from posenet.inference.predictor import Predictor
+
+    cfg = run_config(checkpoint, config, overrides)
+    return Predictor.from_config(cfg, checkpoint, device)
+
+
+__all__ = ["load_predictor", "run_config"]
