@@ -22,10 +22,18 @@ def config_parser(description: str, config_required: bool = True) -> argparse.Ar
     return parser
 
 
-def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, DictConfig]:
+def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None,
+                      stage: str | None = None) -> tuple[argparse.Namespace, DictConfig]:
+    """The arguments and the config; with ``stage``, a clear error when the config's model
+    family has no such stage (e.g. detection for the OpenPose family)."""
     # Intermixed: key=value overrides may come before, between or after the options.
     args = parser.parse_intermixed_args(argv)
-    return args, load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides)
+    if stage is not None:
+        from posenet.stages import families
+
+        families.of(cfg).check_stage(stage)
+    return args, cfg
 
 
 def run(main: Callable[[], int | None]) -> None:

@@ -10,7 +10,7 @@ def main():
     parser.add_argument("--init", help="the keypoint stage's checkpoint (not needed to --resume a run)")
     parser.add_argument("--out", help="run directory (default: OUTPUT_DIR/detection)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    args, cfg = cli.parse_config_args(parser)
+    args, cfg = cli.parse_config_args(parser, stage="detection")
     records = detection.train(cfg, init=args.init, out_dir=args.out, resume=args.resume)
     if records:
         last = records[-1]

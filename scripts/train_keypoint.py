@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""Stage 1: train the trunk, keypoint FPN and keypoint subnet (single process or torchrun)."""
+"""Stage 1 of the config's model family (single process or torchrun): MultiPoseNet's trunk,
+keypoint FPN and keypoint subnet, or the OpenPose family's PAF network (model.family)."""
 from posenet import cli
-from posenet.stages import keypoint
+from posenet.stages import families
 
 
 def main():
@@ -9,7 +10,7 @@ def main():
     parser.add_argument("--out", help="run directory (default: OUTPUT_DIR/keypoint, as the other stages' OUTPUT_DIR/<stage>)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     args, cfg = cli.parse_config_args(parser)
-    records = keypoint.train(cfg, out_dir=args.out, resume=args.resume)
+    records = families.of(cfg).train(cfg, out_dir=args.out, resume=args.resume)
     if records:
         last = records[-1]
         print(f"finished: epoch {last.get('epoch')}, AP {last.get('AP', float('nan')):.4f}")

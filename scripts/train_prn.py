@@ -11,7 +11,7 @@ def main():
     parser.add_argument("--init", help="a keypoint- or detection-stage checkpoint (without it only the PRN is of use)")
     parser.add_argument("--out", help="run directory (default: OUTPUT_DIR/prn)")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    args, cfg = cli.parse_config_args(parser)
+    args, cfg = cli.parse_config_args(parser, stage="prn")
     records = prn.train(cfg, init=args.init, out_dir=args.out, resume=args.resume)
     if records:
         last = records[-1]

@@ -148,6 +148,10 @@ def model_from_checkpoint(cfg: DictConfig, checkpoint, device="cpu", require: tu
     from posenet.models import PoseNet
 
     state = checkpoint_state(checkpoint) if state is None else state
+    if cfg.model.family == "openpose":
+        model = paf_network(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}))
+        ckpt.load_model_state(model, state, checkpoint)
+        return model.to(device).eval()
     parts = PoseNet.parts_in(state)
     for part in require:
         if part not in parts:
@@ -234,14 +238,13 @@ def keypoint_dataset(cfg: DictConfig, split: str, train: bool):
 
     k = cfg.keypoint
     layout = keypoint_layout(cfg.data.keypoints)
-    persons = coco_split(cfg.data, split)
-    if persons.keypoint_layout.names != layout.names:
-        raise ConfigError(
-            f"{persons.files.annotation_file}: its keypoints ({', '.join(persons.keypoint_layout.names)}) "
-            f"differ from data.keypoints.names"
-        )
+    persons = same_keypoints(coco_split(cfg.data, split), layout)
     augment = train and k.augment  # keypoint.augment false: train on the validation inputs
     size = k.input_size if augment else k.val_input_size
+    family = {}
+    if cfg.model.family == "openpose":  # OpenPose's parts, a background channel and PAFs
+        family = dict(stride=paf_network_class(cfg).output_stride, parts=openpose_parts(cfg), background=True,
+                      paf_limb_width=cfg.openpose.limb_width)
     return CocoKeypointDataset(
         persons,
         input_size=(size, size),
@@ -254,7 +257,94 @@ def keypoint_dataset(cfg: DictConfig, split: str, train: bool):
         flip_prob=k.flip_prob,
         person_fraction=k.person_fraction,
         zoom_limits=tuple(k.zoom_limits),
+        **family,
     )
+
+
+def same_keypoints(persons: CocoPersons, layout: KeypointLayout) -> CocoPersons:
+    """``persons``, or one clear error where its annotation file names other keypoints than
+    ``data.keypoints.names``."""
+    if persons.keypoint_layout.names != layout.names:
+        raise ConfigError(
+            f"{persons.files.annotation_file}: its keypoints ({', '.join(persons.keypoint_layout.names)}) "
+            f"differ from data.keypoints.names"
+        )
+    return persons
+
+
+def _validation_inputs(cfg: DictConfig, dataset=None):
+    """``dataset``, or the validation inputs of ``data.val_split``."""
+    return dataset if dataset is not None else keypoint_dataset(cfg, cfg.data.val_split, train=False)
+
+
+def _evaluation_loader(cfg: DictConfig) -> dict:
+    """``eval`` (+ ``train.num_workers``) → the loader keywords of a ``DatasetEvaluator``."""
+    return dict(batch_size=cfg.eval.batch_size, num_workers=cfg.train.num_workers, max_images=cfg.eval.max_images)
+
+
+def keypoint_evaluator(cfg: DictConfig, dataset=None, progress: bool = True):
+    """``eval`` → :class:`posenet.stages.keypoint.KeypointEvaluator` on ``dataset`` (default:
+    the validation inputs of ``data.val_split``)."""
+    from posenet.stages.keypoint import KeypointEvaluator
+
+    e = cfg.eval
+    return KeypointEvaluator(_validation_inputs(cfg, dataset), **_evaluation_loader(cfg), flip=e.flip,
+                             box_margin=e.box_margin, keypoint_threshold=e.keypoint_threshold,
+                             exclusive_peaks=e.exclusive_peaks, box_centrality=e.box_centrality, progress=progress)
+
+
+def detection_evaluator(cfg: DictConfig, dataset=None, progress: bool = True):
+    """``eval`` + ``detection`` → :class:`posenet.stages.detection.DetectionEvaluator` on
+    ``dataset`` (default: the validation inputs of ``data.val_split``)."""
+    from posenet.stages.detection import DetectionEvaluator
+
+    return DetectionEvaluator(_validation_inputs(cfg, dataset), detection_options(cfg), **_evaluation_loader(cfg),
+                              progress=progress)
+
+
+def detection_freeze(cfg: DictConfig, model) -> None:
+    """``detection.freeze`` → those parts of ``model`` frozen and its training tasks set
+    (:func:`posenet.stages.detection.freeze`), one clear error for a part it cannot freeze."""
+    from posenet.stages.detection import freeze
+
+    try:
+        freeze(model, list(cfg.detection.freeze))
+    except ValueError as e:
+        raise ConfigError(f"detection.freeze: {e}") from None
+
+
+def prn_evaluator(cfg: DictConfig, grouping_name: str = "prn", progress: bool = True, max_images: int | None = None):
+    """``infer.keypoint_threshold`` + ``eval.max_images`` (or ``max_images``) + ``grouping_name``'s
+    settings → :class:`posenet.stages.prn.PrnEvaluator` on ``data.val_split``."""
+    from posenet.stages.prn import PrnEvaluator
+
+    layout = keypoint_layout(cfg.data.keypoints)
+    return PrnEvaluator(same_keypoints(coco_split(cfg.data, cfg.data.val_split), layout), grouping(cfg, grouping_name),
+                        layout, keypoint_threshold=cfg.infer.keypoint_threshold,
+                        max_images=cfg.eval.max_images if max_images is None else max_images, progress=progress)
+
+
+def prn_scenes(cfg: DictConfig, persons: CocoPersons | None = None):
+    """``prn`` + ``data`` + ``seed`` → :class:`posenet.data.prn_samples.PrnSceneDataset`, the
+    PRN's training scenes of ``persons`` (default: ``data.train_split``), new scenes every epoch."""
+    from posenet.data.prn_samples import PrnSceneDataset
+
+    p = cfg.prn
+    layout = keypoint_layout(cfg.data.keypoints)
+    persons = same_keypoints(persons if persons is not None else coco_split(cfg.data, cfg.data.train_split), layout)
+    return PrnSceneDataset(persons, samples_per_epoch=p.samples_per_epoch, min_people=p.min_people,
+                           max_people=p.max_people, min_keypoints=p.min_keypoints, margin=p.box_margin,
+                           height=p.height, width=p.width, input_sigma=p.input_sigma, target_sigma=p.target_sigma,
+                           flip_index=layout.flip_index, seed=cfg.seed, fresh_each_epoch=True)
+
+
+def end_to_end_evaluator(cfg: DictConfig, predictor, mode: str = "end-to-end", progress: bool = True, log=print):
+    """``eval.max_images`` → :class:`posenet.stages.end_to_end.EndToEndEvaluator` of
+    ``predictor`` on ``data.val_split`` in ``mode``."""
+    from posenet.stages.end_to_end import EndToEndEvaluator
+
+    return EndToEndEvaluator(predictor, coco_split(cfg.data, cfg.data.val_split), mode,
+                             max_images=cfg.eval.max_images, progress=progress, log=log)
 
 
 def trainer(cfg: DictConfig, **parts):
@@ -300,4 +390,102 @@ def trainer_options(cfg: DictConfig) -> dict:
         visualize_every=t.visualize_every,
         deterministic=t.deterministic,
         seed=cfg.seed,
+    )
+
+
+# --------------------------------------------------------------------------- the OpenPose family
+
+
+def openpose_parts(cfg: DictConfig):
+    """The OpenPose family's parts: its 18 (COCO's 17 and the neck, a ``DerivedLayout``) from
+    ``data.keypoints``, which must be COCO's 17 person keypoints."""
+    from posenet.data.keypoints import OPENPOSE_18
+
+    layout = keypoint_layout(cfg.data.keypoints)
+    if layout.names != OPENPOSE_18.source.names:
+        raise ConfigError("model.family openpose derives its 18 parts from COCO's 17 person keypoints: "
+                          "data.keypoints.names must be COCO's")
+    return OPENPOSE_18
+
+
+def paf_network_class(cfg: DictConfig):
+    """``openpose.network`` → its class (``posenet.models.paf_networks.PAF_NETWORKS``)."""
+    from posenet.models.paf_networks import PAF_NETWORKS
+
+    name = cfg.openpose.network
+    if name not in PAF_NETWORKS:
+        raise ConfigError(f"unknown openpose.network {name!r}; choose one of {', '.join(sorted(PAF_NETWORKS))}")
+    return PAF_NETWORKS[name]
+
+
+def paf_network(cfg: DictConfig):
+    """``openpose`` + ``model.pretrained`` → the PAF network. ``model.pretrained`` may be
+    "none", "imagenet" (the trunk's torchvision weights), a trunk state_dict file, or a file of
+    the original release (``pose_model.pth`` / ``pose_model_scratch.pth``, vgg19 only), which
+    sets every weight and the preprocessing that goes with it."""
+    o = cfg.openpose
+    parts = openpose_parts(cfg).layout
+    cls = paf_network_class(cfg)
+    options = {
+        "vgg19": dict(stages=o.stages),
+        "shufflenetv2": dict(width=o.shufflenet_width),
+        "hourglass": dict(stacks=o.stacks, channels=o.channels),
+    }[o.network]
+    pretrained = str(cfg.model.pretrained)
+    release = release_weights(pretrained) if o.network == "vgg19" else None
+    if o.network in ("vgg19", "shufflenetv2"):
+        options["pretrained"] = "none" if release is not None else pretrained
+    elif pretrained != "none":
+        raise ConfigError(f"openpose.network {o.network} has no pretrained weights: set model.pretrained none")
+    model = cls(num_parts=parts.num_keypoints, num_limbs=len(parts.skeleton), preprocessing=o.preprocessing, **options)
+    if release is not None:
+        from posenet.models.openpose import load_release_weights
+
+        load_release_weights(model, release)
+    return model
+
+
+def release_weights(pretrained: str):
+    """The state dict of ``pretrained`` when it is a file of the OpenPose release (keys
+    ``model0.0.weight``, perhaps under ``module.``), else None."""
+    import os
+
+    import torch
+
+    if pretrained in ("none", "imagenet") or not os.path.isfile(pretrained):
+        return None
+    try:
+        state = torch.load(pretrained, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not ours to judge here: the trunk loader reports it
+        return None
+    if isinstance(state, dict) and any(k in state for k in ("model0.0.weight", "module.model0.0.weight")):
+        return state
+    return None
+
+
+def paf_grouping(cfg: DictConfig) -> dict:
+    """``openpose`` → the keywords of :class:`posenet.codecs.paf.PafCodec` (its grouping)."""
+    o = cfg.openpose
+    return dict(limb_width=o.limb_width, samples=o.paf_samples, paf_threshold=o.paf_threshold,
+                min_inliers=o.min_inliers, min_parts=o.min_parts, min_mean_score=o.min_mean_score)
+
+
+def paf_predictor(cfg: DictConfig, model, device="cpu"):
+    """``infer`` + ``keypoint`` + ``openpose`` → :class:`posenet.inference.paf_predictor.PafPredictor`."""
+    from posenet.inference.paf_predictor import PafPredictor
+
+    inf = cfg.infer
+    return PafPredictor(
+        model,
+        openpose_parts(cfg),
+        input_size=int(inf.input_size or cfg.keypoint.val_input_size),
+        grouping=paf_grouping(cfg),
+        scales=tuple(float(s) for s in inf.scales),
+        flip=inf.flip,
+        peak_threshold=inf.peak_threshold,
+        max_peaks=inf.max_peaks,
+        keypoint_threshold=inf.keypoint_threshold,
+        sigma=cfg.keypoint.sigma,
+        picture_box_threshold=inf.picture_box_threshold,
+        device=device,
     )

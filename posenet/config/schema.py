@@ -82,13 +82,17 @@ class SyntheticConfig:
 
 @dataclass
 class ModelConfig:
-    """The network (``posenet.models.PoseNet``)."""
+    """The network: the model family and, for MultiPoseNet, ``posenet.models.PoseNet``'s settings."""
 
+    # "multiposenet" (keypoint subnet + RetinaNet + PRN: every section below) or "openpose"
+    # (the part-affinity-field network: the ``openpose`` section); every script follows it.
+    family: str = choice("multiposenet", "multiposenet", "openpose")
     # The trunk (posenet.models.backbone.TRUNKS): "resnet" (torchvision's, of backbone_depth).
     backbone: str = choice("resnet", "resnet")
     backbone_depth: int = choice(50, 18, 34, 50, 101, 152)
     # "none" (random initialisation), "imagenet" (torchvision's weights, from the torch hub
-    # cache) or the path of a ResNet state_dict file.
+    # cache) or the path of a trunk state_dict file (ResNet; for openpose a VGG19 or ShuffleNetV2
+    # one, or a release file, pose_model.pth / pose_model_scratch.pth, which sets every weight).
     pretrained: str = "imagenet"
     # Frozen batch-norm statistics suit pretrained trunks and small per-GPU batches; a trunk
     # trained from scratch needs them trainable.
@@ -271,6 +275,33 @@ class EvalConfig:
 
 
 @dataclass
+class OpenPoseConfig:
+    """The OpenPose family (``model.family: openpose``, docs/design.md §7): network, targets
+    and the PAF grouping. Input sizes: ``keypoint.input_size`` / ``val_input_size``; heatmap
+    sigma: ``keypoint.sigma``; peaks: ``infer.peak_threshold`` / ``max_peaks``."""
+
+    # "vgg19" (the release: VGG19 trunk, `stages` two-branch stages), "shufflenetv2"
+    # (torchvision's, stride 8, one stage) or "hourglass" (`stacks` stacks, stride 4).
+    network: str = choice("vgg19", "vgg19", "shufflenetv2", "hourglass")
+    stages: int = 6
+    shufflenet_width: str = choice("x1_0", "x0_5", "x1_0", "x1_5", "x2_0")
+    stacks: int = 8
+    channels: int = 256
+    # Input preprocessing: "imagenet" (RGB / 255, ImageNet mean and std) or "caffe" (BGR,
+    # x / 256 - 0.5: the Caffe release's); a release file sets its own.
+    preprocessing: str = choice("imagenet", "imagenet", "caffe")
+    # PAF targets: cells within this many cells of a limb's segment hold its direction.
+    limb_width: float = 1.0
+    # Grouping: PAF samples per candidate pair; a pair needs more than min_inliers of them
+    # above paf_threshold; people need min_parts parts and a mean score of min_mean_score.
+    paf_samples: int = 10
+    paf_threshold: float = 0.05
+    min_inliers: float = 0.8
+    min_parts: int = 3
+    min_mean_score: float = 0.2
+
+
+@dataclass
 class PosenetConfig:
     name: str = "posenet"
     # Every run writes its outputs, and its resolved config, under this folder.
@@ -285,3 +316,4 @@ class PosenetConfig:
     detection: DetectionConfig = field(default_factory=DetectionConfig)
     prn: PrnConfig = field(default_factory=PrnConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    openpose: OpenPoseConfig = field(default_factory=OpenPoseConfig)

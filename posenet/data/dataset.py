@@ -13,6 +13,10 @@ A sample is ``(image, target)``:
   of the non-crowd persons in the crop (pixel-edge frame, see ``posenet.data.transforms``),
   ``keypoints`` (P, K, 3) float32, the same persons' keypoints in input pixels (v = 0 outside
   the crop), ``crowd_boxes`` (C, 4) float32, and ``meta`` (see :class:`CocoKeypointDataset`).
+  With ``parts`` (a model whose keypoints are derived from the dataset's, e.g. OpenPose's 18)
+  the heatmaps are of those parts, with ``background`` one more channel (1 - their maximum),
+  and with ``paf_limb_width`` > 0 there are ``pafs`` (2L, H/s, W/s) float32 of the parts'
+  limbs (``codecs/paf.py``); ``keypoints`` stay the dataset's.
 
 :func:`collate` stacks the images and the dense targets and keeps lists of the rest; it
 returns ``(images, targets)`` as the training engine expects.
@@ -29,9 +33,10 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 
 from posenet.codecs.heatmap import KeypointHeatmapCodec
+from posenet.codecs.paf import PafCodec
 from posenet.data.coco import CocoPersons
 from posenet.data.images import read_image, reduction_factor
-from posenet.data.keypoints import KeypointLayout
+from posenet.data.keypoints import DerivedLayout, KeypointLayout
 from posenet.data.targets import grid_masks, image_persons, region_masks
 from posenet.data.transforms import (
     RandomAffine,
@@ -124,6 +129,10 @@ class CocoKeypointDataset(Dataset):
         min_box_size: boxes narrower or lower than this (input pixels) after clipping are dropped.
         reduced_decode: decode JPEGs at 1/2, 1/4 or 1/8 resolution when the warp shrinks them
             at least that much (no visible loss, less decoding).
+        parts: the model's keypoints as a :class:`DerivedLayout` of the dataset's (None: the
+            dataset's own); heatmaps (and PAFs) are of these.
+        background: add a background heatmap channel, 1 - the maximum of the others.
+        paf_limb_width: > 0: PAF targets of the parts' skeleton (limb width in grid cells).
     """
 
     def __init__(
@@ -145,6 +154,9 @@ class CocoKeypointDataset(Dataset):
         min_keypoints: int = 1,
         min_box_size: float = 1.0,
         reduced_decode: bool = True,
+        parts: DerivedLayout | None = None,
+        background: bool = False,
+        paf_limb_width: float = 0.0,
     ):
         if isinstance(input_size, int):
             input_size = (input_size, input_size)
@@ -169,6 +181,14 @@ class CocoKeypointDataset(Dataset):
             person_fraction=person_fraction,
             zoom_limits=tuple(zoom_limits),
         )
+        if parts is not None and parts.source.num_keypoints != self.layout.num_keypoints:
+            raise DataError(f"the model's parts are derived from {parts.source.num_keypoints} keypoints, "
+                            f"the dataset has {self.layout.num_keypoints}")
+        self.parts = parts
+        self.background = bool(background)
+        model_layout = parts.layout if parts is not None else self.layout
+        self.paf_codec = (PafCodec(self.input_size, model_layout.skeleton, stride=stride, limb_width=paf_limb_width)
+                          if paf_limb_width > 0 else None)
         install_cv2_fork_guard()
         self.min_keypoints = int(min_keypoints)
         self.min_box_size = float(min_box_size)
@@ -224,11 +244,14 @@ class CocoKeypointDataset(Dataset):
         ignore, segmentation = grid_masks(regions, matrix, self.codec.heatmap_size, self.codec.stride)
         flip_index = self._flip_index if flipped else None
         keypoints = transform_keypoints(matrix, people.keypoints, self.input_size, flip_index)
-        heatmaps = self.codec.encode(keypoints)
+        model_keypoints = self.parts.encode(keypoints) if self.parts is not None else keypoints
+        heatmaps = self.codec.encode(model_keypoints)
+        if self.background:
+            heatmaps = np.concatenate([heatmaps, 1.0 - heatmaps.max(0, keepdims=True, initial=0.0)])
         boxes, keep = transform_boxes(matrix, people.boxes, self.input_size, self.min_box_size)
         crowd_boxes, _ = transform_boxes(matrix, people.crowd_boxes, self.input_size, self.min_box_size)
         target = {
-            "heatmaps": torch.from_numpy(heatmaps),
+            "heatmaps": torch.from_numpy(np.ascontiguousarray(heatmaps, dtype=np.float32)),
             "segmentation": torch.from_numpy(segmentation),
             "ignore_mask": torch.from_numpy(ignore),
             "boxes": torch.from_numpy(boxes),
@@ -245,6 +268,8 @@ class CocoKeypointDataset(Dataset):
                 "decode_factor": factor,
             },
         }
+        if self.paf_codec is not None:
+            target["pafs"] = torch.from_numpy(self.paf_codec.encode(model_keypoints))
         if self.timings is not None:
             t4 = clock()
             for key, dt in (("decode", t2 - t1), ("augment", (t1 - t0) + (t3 - t2)), ("targets", t4 - t3)):
@@ -252,20 +277,20 @@ class CocoKeypointDataset(Dataset):
         return image, target
 
 
-_STACKED = ("heatmaps", "segmentation", "ignore_mask")
+_STACKED = ("heatmaps", "pafs", "segmentation", "ignore_mask")
 
 
 def collate(samples: Sequence) -> tuple[torch.Tensor, dict]:
     """``(image, target)`` samples -> ``(images (N, 3, H, W) uint8, targets)``.
 
-    ``heatmaps``, ``segmentation`` and ``ignore_mask`` are stacked along a new batch
+    ``heatmaps``, ``pafs`` (where present), ``segmentation`` and ``ignore_mask`` are stacked along a new batch
     dimension; ``boxes``, ``keypoints``, ``crowd_boxes`` and ``meta`` become lists, one entry
     per image (their lengths differ between images).
     """
     if not samples:
         raise ValueError("collate needs at least one sample")
     images = torch.stack([s[0] for s in samples])
-    targets = {key: torch.stack([s[1][key] for s in samples]) for key in _STACKED}
+    targets = {key: torch.stack([s[1][key] for s in samples]) for key in _STACKED if key in samples[0][1]}
     for key in samples[0][1]:
         if key not in targets:
             targets[key] = [s[1][key] for s in samples]

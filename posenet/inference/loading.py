@@ -26,10 +26,10 @@ def load_predictor(checkpoint: str | os.PathLike, config: str | os.PathLike | No
     """The predictor of ``checkpoint`` for its config's model family (``model.family``). Every
     predictor has ``run(rgb) -> Prediction``, ``predict(image) -> people``, ``draw(rgb,
     prediction) -> pictures``, ``describe()``, ``layout`` and ``keypoint_threshold``."""
-    from posenet.inference.predictor import Predictor
+    from posenet.stages import families
 
     cfg = run_config(checkpoint, config, overrides)
-    return Predictor.from_config(cfg, checkpoint, device)
+    return families.of(cfg).predictor(cfg, checkpoint, device)
 
 
 __all__ = ["load_predictor", "run_config"]

@@ -50,6 +50,8 @@ class Prediction:
     matrix: np.ndarray             # image pixels -> network input pixels
     image_size: tuple[int, int]    # (height, width) of the original image
     timing: dict = field(default_factory=dict)  # "network_ms", "decode_ms"
+    stride: int = 4                # heatmap cell j is centred on input pixel stride * j + (stride - 1) / 2
+    pafs: np.ndarray | None = None  # (2L, h, w) part affinity fields (OpenPose family)
 
 
 def as_rgb(image) -> np.ndarray:
@@ -109,11 +111,9 @@ class Predictor:
     def from_checkpoint(cls, checkpoint: str | os.PathLike, config: str | os.PathLike | None = None,
                         overrides: Sequence[str] = (), device: str = "cpu") -> "Predictor":
         """Load ``checkpoint`` with ``config`` (default: the ``config.yaml`` of its run directory)."""
-        checkpoint = Path(checkpoint)
-        config = Path(config) if config else checkpoint.parent / "config.yaml"
-        if not config.is_file():
-            raise ConfigError(f"no config for {checkpoint}: {config} does not exist; pass --config FILE")
-        return cls.from_config(load_config(config, list(overrides)), checkpoint, device)
+        from posenet.inference.loading import run_config
+
+        return cls.from_config(run_config(checkpoint, config, overrides), checkpoint, device)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, checkpoint: str | os.PathLike, device: str = "cpu") -> "Predictor":
@@ -243,22 +243,38 @@ class NetworkOutput:
     image_size: tuple[int, int]    # (height, width) of the image
 
 
+def strongest_vectors(pafs: np.ndarray) -> np.ndarray:
+    """(h, w, 2): at each cell the (x, y) of the limb whose PAF (2L, h, w) is longest there."""
+    fields = np.asarray(pafs, dtype=np.float32).reshape(-1, 2, *pafs.shape[-2:])
+    if not len(fields):
+        return np.zeros((*pafs.shape[-2:], 2), np.float32)
+    best = (fields ** 2).sum(1).argmax(0)
+    return np.take_along_axis(fields, best[None, None], axis=0)[0].transpose(1, 2, 0)
+
+
+def grid_to_image(grid: np.ndarray, prediction: Prediction) -> np.ndarray:
+    """A map (h, w) or (h, w, C) on the network's output grid, warped onto the image: cell
+    (i, j) is centred on input pixel (s j + (s - 1) / 2, s i + (s - 1) / 2) for stride s, and
+    the inverse of the input matrix takes that to the image."""
+    s = float(prediction.stride)
+    grid_to_input = np.array([[s, 0.0, (s - 1) / 2], [0.0, s, (s - 1) / 2], [0.0, 0.0, 1.0]])
+    matrix = (np.vstack([invert(prediction.matrix), [0, 0, 1]]) @ grid_to_input)[:2]
+    h, w = prediction.image_size
+    return cv2.warpAffine(np.ascontiguousarray(grid, dtype=np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR,
+                          borderValue=0)
+
+
 def draw_prediction(rgb: np.ndarray, prediction: Prediction, layout: KeypointLayout,
                     keypoint_threshold: float = 0.05, box_threshold: float = 0.0) -> dict[str, np.ndarray]:
     """Pictures of one prediction as BGR uint8 images: "heatmaps" (the maximum over keypoint
     types, over the image), "boxes" (with scores), "skeletons" (keypoints at or above
-    ``keypoint_threshold``), and "panel": the three side by side; only the people whose box
-    score reaches ``box_threshold`` are drawn."""
+    ``keypoint_threshold``), with part affinity fields "pafs" (each limb's direction as a hue,
+    its strength as brightness), and "panel": heatmaps, boxes (or PAFs) and skeletons side by
+    side; only the people whose box score reaches ``box_threshold`` are drawn."""
     from posenet.vis import draw_boxes, draw_skeleton, heatmap_overlay, person_color
 
-    h, w = prediction.image_size
-    # heatmap cell (i, j) is centred on network input pixel (4j + 1.5, 4i + 1.5); the inverse
-    # of the input matrix takes that to the image.
-    grid_to_input = np.array([[4.0, 0.0, 1.5], [0.0, 4.0, 1.5], [0.0, 0.0, 1.0]])
-    grid_to_image = (np.vstack([invert(prediction.matrix), [0, 0, 1]]) @ grid_to_input)[:2]
     heat = prediction.heatmaps.max(axis=0) if len(prediction.heatmaps) else np.zeros((1, 1))
-    heat_image = cv2.warpAffine(heat.astype(np.float32), grid_to_image, (w, h), flags=cv2.INTER_LINEAR,
-                                borderValue=0)
+    heat_image = grid_to_image(heat, prediction)
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     pictures = {"heatmaps": np.ascontiguousarray(heatmap_overlay(rgb, heat_image)[:, :, ::-1])}
     people = [p for p in prediction.people if p["box_score"] >= box_threshold]
@@ -271,8 +287,14 @@ def draw_prediction(rgb: np.ndarray, prediction: Prediction, layout: KeypointLay
         kps[:, 2] = np.where(kps[:, 2] >= keypoint_threshold, 2.0, 0.0)
         skeletons = draw_skeleton(skeletons, kps, color, layout)
     pictures["skeletons"] = skeletons
-    pictures["panel"] = np.concatenate([pictures["heatmaps"], pictures["boxes"], pictures["skeletons"]], axis=1)
+    middle = "boxes"
+    if prediction.pafs is not None:
+        from posenet.vis import paf_overlay
+
+        pictures["pafs"] = paf_overlay(bgr, grid_to_image(strongest_vectors(prediction.pafs), prediction))
+        middle = "pafs"
+    pictures["panel"] = np.concatenate([pictures["heatmaps"], pictures[middle], pictures["skeletons"]], axis=1)
     return pictures
 
 
-__all__ = ["NetworkOutput", "Prediction", "Predictor", "as_rgb", "draw_prediction"]
+__all__ = ["NetworkOutput", "Prediction", "Predictor", "as_rgb", "draw_prediction", "grid_to_image"]

@@ -19,11 +19,34 @@ import torch.nn.functional as F
 from posenet.models.backbone import IMAGE_MEAN
 
 
-def flip_back(heatmaps: torch.Tensor, flip_index: Sequence[int]) -> torch.Tensor:
+def flip_back(heatmaps: torch.Tensor, flip_index: Sequence[int], sign: Sequence[float] | None = None) -> torch.Tensor:
     """Heatmaps of a horizontally mirrored input, mapped back to the unmirrored image:
-    mirror the maps and swap left/right channels. (N, K, h, w) or (K, h, w)."""
+    mirror the maps and swap left/right channels; ``sign`` (one per channel) multiplies each
+    output channel (-1 for the x component of vector fields). (N, K, h, w) or (K, h, w)."""
     index = torch.as_tensor(flip_index, device=heatmaps.device, dtype=torch.long)
-    return heatmaps.flip(-1).index_select(-3, index)
+    out = heatmaps.flip(-1).index_select(-3, index)
+    if sign is not None:
+        out = out * torch.as_tensor(sign, device=out.device, dtype=out.dtype).view(-1, 1, 1)
+    return out
+
+
+def paf_flip_index(limbs: Sequence[Sequence[int]], flip_index: Sequence[int]) -> tuple[list[int], list[float]]:
+    """The ``flip_back`` channel index and signs of part affinity fields (channels 2l, 2l + 1:
+    the x, y of limb l from part a to b): mirrored, limb (a, b) becomes the limb of the mirrored
+    parts, whose x component changes sign (or, listed the other way round, its y component)."""
+    limbs = [tuple(int(i) for i in limb) for limb in limbs]
+    index, sign = [], []
+    for a, b in limbs:
+        fa, fb = int(flip_index[a]), int(flip_index[b])
+        if (fa, fb) in limbs:
+            m, sx, sy = limbs.index((fa, fb)), -1.0, 1.0
+        elif (fb, fa) in limbs:
+            m, sx, sy = limbs.index((fb, fa)), 1.0, -1.0
+        else:
+            raise ValueError(f"limb {(a, b)} has no mirrored limb {(fa, fb)} among the limbs")
+        index += [2 * m, 2 * m + 1]
+        sign += [sx, sy]
+    return index, sign
 
 
 def pad_width(images: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -38,15 +61,17 @@ def pad_width(images: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 def flip_test(heatmaps_of: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-              heatmaps: torch.Tensor, flip_index: Sequence[int], stride: int) -> torch.Tensor:
+              heatmaps: torch.Tensor, flip_index: Sequence[int], stride: int,
+              sign: Sequence[float] | None = None) -> torch.Tensor:
     """The average of ``heatmaps`` (the network's for ``images``, (N, K, h, w)) and the
     heatmaps of the mirrored images mapped back (``flip_back``), cell for cell.
 
     ``heatmaps_of`` runs the network on a batch and returns its heatmaps. The mirrored batch
     is ``images`` padded to a width multiple of ``stride`` and then mirrored, so that its
-    output grid mirrors exactly onto the unmirrored one (see the module's note)."""
+    output grid mirrors exactly onto the unmirrored one (see the module's note). ``sign`` as in
+    ``flip_back`` (vector fields)."""
     padded = pad_width(images, stride)
-    flipped = flip_back(heatmaps_of(padded.flip(-1)).float(), flip_index)
+    flipped = flip_back(heatmaps_of(padded.flip(-1)).float(), flip_index, sign)
     return 0.5 * (heatmaps + flipped[..., : heatmaps.shape[-2], : heatmaps.shape[-1]])
 
 
@@ -69,4 +94,4 @@ def to_grid_of(heatmaps: torch.Tensor, ratio: float, size: tuple[int, int]) -> t
     return F.grid_sample(heatmaps.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
-__all__ = ["flip_back", "flip_test", "pad_width", "to_grid_of"]
+__all__ = ["flip_back", "flip_test", "pad_width", "paf_flip_index", "to_grid_of"]

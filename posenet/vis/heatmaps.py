@@ -45,3 +45,17 @@ def heatmap_panels(images: torch.Tensor, predicted: torch.Tensor, target: torch.
             panels.append(heatmap_overlay(img, target[i].detach().float().cpu().numpy()))
         rows.append(torch.from_numpy(np.concatenate(panels, axis=1)).permute(2, 0, 1))
     return torch.stack(rows) if rows else torch.zeros(0, 3, *images.shape[-2:], dtype=torch.uint8)
+
+
+def paf_overlay(bgr: np.ndarray, vectors: np.ndarray, alpha: float = 0.8) -> np.ndarray:
+    """Vector field ``vectors`` (H, W, 2) over ``bgr`` (H, W, 3 uint8) as a colour wheel: the
+    direction is the hue, the length (clipped at 1) the brightness; BGR out."""
+    import cv2
+
+    v = np.asarray(vectors, dtype=np.float32)
+    magnitude = np.clip(np.sqrt((v ** 2).sum(-1)), 0.0, 1.0)
+    hue = ((np.degrees(np.arctan2(v[..., 1], v[..., 0])) % 360.0) / 2.0).astype(np.uint8)
+    hsv = np.stack([hue, np.full_like(hue, 255), (255 * magnitude).astype(np.uint8)], axis=-1)
+    colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR).astype(np.float32)
+    weight = (alpha * magnitude)[..., None]
+    return np.clip((1 - weight) * bgr.astype(np.float32) + weight * colour, 0, 255).astype(np.uint8)

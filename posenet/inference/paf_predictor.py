@@ -1,0 +1,168 @@
+"""The OpenPose family's inference: image → network (scales, flip) → part peaks → PAF grouping
+→ people in COCO's keypoints.
+
+    from posenet.inference import load_predictor
+    predictor = load_predictor("runs/openpose_synthetic_small/keypoint/best.pt")
+    people = predictor.predict("photo.jpg")
+
+Per image and scale: the longer side is scaled to ``input_size * scale`` (aspect kept; the
+network pads to its stride itself); part heatmaps and PAFs of every scale are resampled onto the
+first scale's grid (cell centre to cell centre) and averaged, with ``flip`` also with the
+mirrored image's (parts swapped left/right, limbs swapped and their x component negated; exact
+for any width, ``test_time.flip_test``). Peaks (3x3 maxima above ``peak_threshold``, sub-pixel)
+are grouped by the PAF codec's decode (``codecs/paf.py``); the parts go back to the dataset's
+keypoints (``DerivedLayout.decode``: OpenPose's 18 → COCO's 17) and to image pixels.
+
+A person is {"keypoints": (K, 3) x, y, score, "box": the extent of its found keypoints,
+"box_score" and "score": the grouping's person score} — the same records as the MultiPoseNet
+``Predictor``'s, so results files, pictures and video work alike.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from posenet.codecs import KeypointHeatmapCodec
+from posenet.codecs.paf import PafCodec
+from posenet.data.keypoints import DerivedLayout
+from posenet.data.transforms import fit_matrix, invert, transform_points, warp_image
+from posenet.errors import ConfigError
+from posenet.inference.predictor import Prediction, as_rgb, draw_prediction
+from posenet.inference.test_time import flip_test, paf_flip_index, to_grid_of
+
+
+class PafPredictor:
+    """A PAF network (``posenet.models.openpose``) and the inference settings as plain keywords
+    (``posenet.config.build.paf_predictor`` makes them from a config).
+
+    ``parts`` maps the network's parts to the dataset's keypoints; ``grouping`` holds the
+    ``PafCodec`` keywords (limb_width, samples, paf_threshold, min_inliers, min_parts,
+    min_mean_score); ``scales`` are relative to ``input_size`` (the longer side at scale 1);
+    ``sigma`` is the training heatmaps' Gaussian (input pixels), which the sub-pixel refinement
+    assumes; pictures draw the people whose score reaches ``picture_box_threshold``.
+    """
+
+    def __init__(self, model, parts: DerivedLayout, *, input_size: int, grouping: dict | None = None,
+                 scales: Sequence[float] = (1.0,), flip: bool = False, peak_threshold: float = 0.05,
+                 max_peaks: int = 20, keypoint_threshold: float = 0.05, sigma: float = 7.0,
+                 picture_box_threshold: float = 0.0, device: str | torch.device = "cpu"):
+        if not scales:
+            raise ConfigError("infer.scales is empty: give at least one scale")
+        if model.num_parts != parts.layout.num_keypoints:
+            raise ConfigError(f"the network has {model.num_parts} parts, the layout {parts.layout.num_keypoints}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.parts = parts
+        self.layout = parts.source  # the keypoints of the results
+        self.grouping = dict(grouping or {})
+        self.input_size = int(input_size)
+        self.scales = tuple(float(s) for s in scales)
+        self.flip = bool(flip)
+        self.peak_threshold, self.max_peaks = float(peak_threshold), int(max_peaks)
+        self.keypoint_threshold = float(keypoint_threshold)
+        self.sigma = float(sigma)
+        self.picture_box_threshold = float(picture_box_threshold)
+        limbs = parts.layout.skeleton
+        paf_index, paf_sign = paf_flip_index(limbs, parts.layout.flip_index)
+        P = parts.layout.num_keypoints
+        # one tensor of heatmaps (P parts + background) then PAFs, flipped back in one go
+        self._flip_index = [*parts.layout.flip_index.tolist(), P, *[P + 1 + i for i in paf_index]]
+        self._flip_sign = [1.0] * (P + 1) + paf_sign
+
+    @property
+    def stride(self) -> int:
+        return int(self.model.output_stride)
+
+    def with_model(self, model) -> "PafPredictor":
+        """The same settings with another network (the trainer's, during validation)."""
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__, model=model.eval(), device=next(model.parameters()).device)
+        return other
+
+    def describe(self) -> str:
+        scales = ", ".join(f"{s:g}" for s in self.scales)
+        return (f"PAF grouping, longer side {self.input_size} px, scales {scales}, "
+                f"flip {'on' if self.flip else 'off'}")
+
+    def predict(self, image) -> list[dict]:
+        """The people in one image (a path or an RGB / gray / RGBA array)."""
+        return self.run(image).people
+
+    def run(self, image) -> Prediction:
+        rgb = as_rgb(image)
+        start = time.perf_counter()
+        maps, matrix, input_hw = self.network(rgb)
+        network = time.perf_counter() - start
+        start = time.perf_counter()
+        people = self.group(maps, matrix, input_hw, rgb.shape[:2])
+        decode = time.perf_counter() - start
+        P = self.parts.layout.num_keypoints
+        boxes = np.array([p["box"] for p in people]).reshape(-1, 4)
+        scores = np.array([p["score"] for p in people])
+        return Prediction(people, boxes, scores, maps[:P].numpy(), matrix, rgb.shape[:2],
+                          {"network_ms": 1e3 * network, "decode_ms": 1e3 * decode}, stride=self.stride,
+                          pafs=maps[P + 1:].numpy())
+
+    def _maps(self, batch: torch.Tensor) -> torch.Tensor:
+        out = self.model(batch)
+        return torch.cat([out["heatmaps"], out["pafs"]], dim=1).float()
+
+    @torch.no_grad()
+    def network(self, rgb: np.ndarray) -> tuple[torch.Tensor, np.ndarray, tuple[int, int]]:
+        """Heatmaps and PAFs (P + 1 + 2L, h, w) averaged over scales and flip, on the first
+        scale's grid; the image → input matrix and the input size of the first scale."""
+        height, width = rgb.shape[:2]
+        total = matrix = input_hw = first = None
+        for i, scale in enumerate(self.scales):
+            size = max(self.stride, int(round(self.input_size * scale)))
+            m = fit_matrix((height, width), (size, size))
+            s = size / max(height, width)
+            hw = (max(1, int(round(height * s))), max(1, int(round(width * s))))
+            batch = torch.from_numpy(warp_image(rgb, m, hw)).permute(2, 0, 1)[None].to(self.device)
+            maps = self._maps(batch)
+            if self.flip:
+                maps = flip_test(self._maps, batch, maps, self._flip_index, self.stride, self._flip_sign)
+            if i == 0:
+                total, matrix, input_hw, first = maps, m, hw, s
+            else:
+                total = total + to_grid_of(maps, s / first, total.shape[-2:])
+        return (total / len(self.scales))[0].cpu(), matrix, input_hw
+
+    def paf_codec(self, input_hw: tuple[int, int]) -> PafCodec:
+        return PafCodec(input_hw, self.parts.layout.skeleton, stride=self.stride, **self.grouping)
+
+    def heatmap_codec(self, input_hw: tuple[int, int]) -> KeypointHeatmapCodec:
+        return KeypointHeatmapCodec(input_hw, stride=self.stride, sigma=self.sigma,
+                                    peak_threshold=self.peak_threshold, max_peaks=self.max_peaks)
+
+    def group(self, maps: torch.Tensor, matrix: np.ndarray, input_hw, image_size) -> list[dict]:
+        """People (best first, image pixels, the dataset's keypoints) from the maps of ``network``."""
+        P = self.parts.layout.num_keypoints
+        peaks = self.heatmap_codec(input_hw).decode(maps[:P])
+        found = self.paf_codec(input_hw).decode(peaks.coords.numpy(), peaks.scores.numpy(), peaks.valid.numpy(),
+                                                maps[P + 1:].numpy())
+        if not len(found.scores):
+            return []
+        kps = found.keypoints.copy()
+        kps[..., :2] = transform_points(invert(matrix), kps[..., :2].reshape(-1, 2)).reshape(kps.shape[0], P, 2)
+        keypoints = self.parts.decode(kps)  # (N, K, 3) in the dataset's order
+        keypoints[..., 2] = np.clip(keypoints[..., 2], 0, 1)
+        h, w = image_size
+        people = []
+        for person, score in zip(keypoints, found.scores):
+            have = person[:, 2] > 0
+            xy = person[have, :2] if have.any() else np.zeros((1, 2))
+            box = np.array([xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()])
+            box[0::2], box[1::2] = box[0::2].clip(0, w), box[1::2].clip(0, h)
+            people.append({"keypoints": person, "box": box, "box_score": float(score), "score": float(score)})
+        return people
+
+    def draw(self, rgb: np.ndarray, prediction: Prediction) -> dict[str, np.ndarray]:
+        """Pictures: part heatmaps, the PAF field (hue: direction), skeletons, and the panel."""
+        return draw_prediction(rgb, prediction, self.layout, self.keypoint_threshold, self.picture_box_threshold)
+
+
+__all__ = ["PafPredictor"]

@@ -1,0 +1,182 @@
+"""The OpenPose family's one stage: train the PAF network on part heatmaps and PAFs, evaluate
+COCO keypoint AP through the PAF grouping (docs/design.md §7).
+
+Validation runs every image of the split through the same :class:`PafPredictor` as infer.py
+(scales and flip as ``infer`` says), so the number is the end-to-end one. Mode
+``gt-maps`` replaces the network by the training targets of the ground truth (part heatmaps
+and PAFs encoded from the annotations at the predictor's input size): what a perfect network
+would score under the same protocol, the ceiling that stands beside the result.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from posenet.codecs import KeypointHeatmapCodec
+from posenet.config import build
+from posenet.data.dataset import collate
+from posenet.data.images import read_image
+from posenet.data.targets import keypoint_persons
+from posenet.data.transforms import fit_matrix, transform_points
+from posenet.errors import ConfigError, DataError
+from posenet.evaluation import evaluate_keypoints, format_metrics, keypoint_results
+
+MODES = ("end-to-end", "gt-maps")
+
+
+class PafEvaluator:
+    """COCO keypoint AP of a :class:`PafPredictor` on the images of ``persons``.
+
+    Callable as the trainer's ``evaluate(model, epoch)`` (the predictor then runs ``model``) or
+    with no model (the predictor's own). ``last_results`` holds the last call's results (COCO
+    format, original image pixels). Images are read in their stored pixel frame, as COCO's
+    annotations are.
+    """
+
+    def __init__(self, predictor, persons, mode: str = "end-to-end", max_images: int = 0, progress: bool = True,
+                 log=print):
+        if mode not in MODES:
+            raise ConfigError(f"unknown mode {mode!r} for the openpose family; choose one of {', '.join(MODES)}")
+        self.predictor, self.persons, self.mode = predictor, persons, mode
+        ids = list(persons.image_ids)
+        self.image_ids = ids[:max_images] if max_images else ids
+        self.progress, self.log = progress, log
+        self.last_results: list[dict] = []
+        self.skipped = 0
+
+    def protocol(self) -> str:
+        source = "the network" if self.mode == "end-to-end" else "ground-truth targets instead of the network"
+        return (f"{self.persons.split} of {self.persons.root} ({len(self.image_ids)} images), {self.mode} "
+                f"({source}), {self.predictor.describe()}")
+
+    @torch.no_grad()
+    def __call__(self, model=None, epoch: int | None = None) -> dict:
+        predictor = self.predictor if model is None else self.predictor.with_model(model)
+        was_training = predictor.model.training
+        predictor.model.eval()
+        results, network_ms, decode_ms = [], [], []
+        self.skipped = 0
+        try:
+            for image_id in tqdm(self.image_ids, desc=f"validate openpose {self.mode}", leave=False,
+                                 disable=not self.progress, mininterval=5):
+                if self.mode == "gt-maps":
+                    maps, matrix, hw, size = self._target_maps(predictor, image_id)
+                    start = time.perf_counter()
+                    people = predictor.group(maps, matrix, hw, size)
+                    decode_ms.append(1e3 * (time.perf_counter() - start))
+                else:
+                    try:
+                        rgb = np.ascontiguousarray(read_image(self.persons.image_path(image_id))[:, :, ::-1])
+                    except DataError as e:
+                        self.log(f"warning: skipped {e}")
+                        self.skipped += 1
+                        continue
+                    prediction = predictor.run(rgb)
+                    people = prediction.people
+                    network_ms.append(prediction.timing["network_ms"])
+                    decode_ms.append(prediction.timing["decode_ms"])
+                if people:
+                    results += keypoint_results([image_id] * len(people),
+                                                np.stack([p["keypoints"][:, :2] for p in people]),
+                                                np.stack([p["keypoints"][:, 2] for p in people]),
+                                                [p["score"] for p in people])
+        finally:
+            predictor.model.train(was_training)
+        self.last_results = results
+        metrics = evaluate_keypoints(self.persons.coco, results, image_ids=self.image_ids,
+                                     sigmas=predictor.layout.sigmas)
+        metrics["decode_ms"] = float(np.mean(decode_ms)) if decode_ms else 0.0
+        if network_ms:
+            metrics["network_ms"] = float(np.mean(network_ms))
+        metrics["skipped_images"] = self.skipped
+        return metrics
+
+    def _target_maps(self, predictor, image_id):
+        """The training targets of the ground truth at the predictor's first scale (what a
+        perfect network would output): part heatmaps, background and PAFs."""
+        info = self.persons.image_info(image_id)
+        size = (int(info["height"]), int(info["width"]))
+        side = max(predictor.stride, int(round(predictor.input_size * predictor.scales[0])))
+        matrix = fit_matrix(size, (side, side))
+        s = side / max(size)
+        hw = (max(1, int(round(size[0] * s))), max(1, int(round(size[1] * s))))
+        anns = keypoint_persons(self.persons.annotations(image_id))
+        K = predictor.parts.source.num_keypoints
+        kps = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(len(anns), K, 3)
+        if len(kps):
+            kps[..., :2] = transform_points(matrix, kps[..., :2].reshape(-1, 2)).reshape(len(kps), K, 2)
+        parts = predictor.parts.encode(kps)
+        heat = KeypointHeatmapCodec(hw, stride=predictor.stride, sigma=predictor.sigma).encode(parts)
+        background = 1.0 - heat.max(0, keepdims=True, initial=0.0)
+        pafs = predictor.paf_codec(hw).encode(parts)
+        maps = torch.from_numpy(np.concatenate([heat, background, pafs]).astype(np.float32))
+        return maps, matrix, hw, size
+
+    def metrics_record(self, metrics: dict, checkpoint) -> dict:
+        from posenet.evaluation import KEYPOINT_METRICS
+
+        record = {k: metrics[k] for k in (*KEYPOINT_METRICS[:6], "decode_ms", "network_ms") if k in metrics}
+        return {**record, "mode": self.mode, "grouping": "paf", "protocol": self.protocol(),
+                "checkpoint": str(checkpoint)}
+
+
+def visualize(model, batch, losses=None, max_images: int = 4) -> dict:
+    """The trainer's image hook: input | predicted part heatmaps | targets, one row per image."""
+    from posenet.vis import heatmap_panels
+
+    images, targets = batch
+    images = images[:max_images]
+    model.eval()
+    predicted = model(images)["heatmaps"][:, :-1]  # without the background channel
+    return {"heatmaps": heatmap_panels(images, predicted, targets["heatmaps"][:max_images, :-1], max_images)}
+
+
+def evaluator(cfg: DictConfig, predictor, mode: str = "end-to-end", progress: bool = True, log=print) -> PafEvaluator:
+    return PafEvaluator(predictor, build.coco_split(cfg.data, cfg.data.val_split), mode,
+                        max_images=cfg.eval.max_images, progress=progress, log=log)
+
+
+def train(cfg: DictConfig, out_dir: str | Path | None = None, resume: bool = False, log=print) -> list[dict]:
+    """Train the PAF network of ``cfg``; returns the per-epoch records."""
+    from posenet.engine.loader import seed_everything
+
+    out_dir = Path(out_dir or Path(cfg.output_dir) / "keypoint")
+    train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
+    seed_everything(cfg.seed)  # the initial weights are part of the run: same seed, same run
+    model = build.paf_network(cfg)
+    validation = evaluator(cfg, build.paf_predictor(cfg, model), log=log)
+    log(f"openpose ({cfg.openpose.network}): {len(train_set)} training images, "
+        f"validation on {validation.protocol()}")
+    trainer = build.trainer(cfg, model=model, train_dataset=train_set, collate_fn=collate,
+                            evaluate=validation, visualize=visualize, out_dir=out_dir, resume=resume)
+    return trainer.fit()
+
+
+def validate(cfg: DictConfig, checkpoint, mode: str = "end-to-end", device: str = "cpu", log=print):
+    """COCO keypoint AP of ``checkpoint`` (or, mode ``gt-maps``, of perfect maps) on
+    ``data.val_split``; returns (metrics, evaluator)."""
+    if mode == "gt-maps":
+        model = build.paf_network(build_config_without_weights(cfg))
+    else:
+        model = build.model_from_checkpoint(cfg, checkpoint, device)
+    validation = evaluator(cfg, build.paf_predictor(cfg, model, device), mode, log=log)
+    log(f"protocol: {validation.protocol()}; checkpoint {checkpoint}")
+    metrics = validation()
+    log(format_metrics(metrics))
+    log(f"decoding (peaks + PAF grouping + mapping back) {metrics['decode_ms']:.2f} ms per image"
+        + (f", network {metrics['network_ms']:.1f} ms" if "network_ms" in metrics else ""))
+    return metrics, validation
+
+
+def build_config_without_weights(cfg: DictConfig) -> DictConfig:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(cfg, {"model": {"pretrained": "none"}})
+
+
+__all__ = ["MODES", "PafEvaluator", "evaluator", "train", "validate", "visualize"]
