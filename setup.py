@@ -69,6 +69,7 @@ setup(
     description="MultiPoseNet (ECCV 2018) multi-person pose estimation in modern PyTorch",
     python_requires=">=3.10",
     packages=find_packages(include=["posenet", "posenet.*"]),
+    package_data={"posenet.data": ["splits/*.txt", "splits/*.md"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

@@ -1,10 +1,13 @@
 import json
+from pathlib import Path
 
 import pytest
 
 from posenet.data import COCO_PERSON
 from posenet.data.coco import CocoPersons, split_files
 from posenet.errors import DataError
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_coco_mini_counts_match_its_readme(coco_mini):
@@ -42,6 +45,27 @@ def test_coco2014_minival_is_the_first_images_of_val2014(tmp_path):
     assert minival.image_ids == [100, 101, 102, 103]
     assert rest.image_ids == list(range(104, 110))
     assert split_files(tmp_path, "train2014", "coco2014").image_dir == tmp_path / "train2014"
+
+
+def test_the_rtpose_split_is_the_release_list_in_its_order(tmp_path):
+    from posenet.data.coco import LISTED_SPLITS
+
+    listed = [int(x) for x in LISTED_SPLITS["val2014-rtpose1160"][1].read_text().split()]
+    assert len(listed) == len(set(listed)) == 1160 and (listed[0], max(listed)) == (136, 71209)
+    shared = REPO.parent / "shared" / "data" / "rtpose-val2014-1160" / "image_ids.txt"
+    if shared.is_file():  # the shipped copy is the shared list
+        assert [int(x) for x in shared.read_text().split()] == listed
+    # a val2014 annotation file holding those images (and others): the split is the list
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 10, "height": 10} for i in sorted(listed + [1, 2])]
+    data = {"images": images, "annotations": [], "categories": [COCO_PERSON.coco_category()]}
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "person_keypoints_val2014.json").write_text(json.dumps(data))
+    (tmp_path / "val2014").mkdir()
+    assert CocoPersons(tmp_path, "val2014-rtpose1160", folders="coco2014").image_ids == listed
+    data["images"] = images[:-1]
+    (tmp_path / "annotations" / "person_keypoints_val2014.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match="lacks 1 of the 1160 images"):
+        CocoPersons(tmp_path, "val2014-rtpose1160", folders="coco2014")
 
 
 def test_clear_errors(tmp_path):

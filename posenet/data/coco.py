@@ -16,8 +16,10 @@ from posenet.errors import DataError
 FOLDERS = ("coco2017", "coco2014")
 _SPLITS = {
     "coco2017": ("train2017", "val2017"),
-    "coco2014": ("train2014", "val2014", "minival2014", "valminusminival2014"),
+    "coco2014": ("train2014", "val2014", "minival2014", "valminusminival2014", "val2014-rtpose1160"),
 }
+# Splits that are a list of images of another split, shipped in posenet/data/splits (see its README).
+LISTED_SPLITS = {"val2014-rtpose1160": ("val2014", Path(__file__).parent / "splits" / "rtpose_val2014_1160.txt")}
 
 
 @dataclass(frozen=True)
@@ -27,13 +29,16 @@ class SplitFiles:
     annotation_file: Path
     image_dir: Path
     images: slice = field(default_factory=lambda: slice(None))
+    # A file of image ids (one per line): the split is those images, in that order.
+    image_list: Path | None = None
 
 
 def split_files(root: str | Path, split: str, folders: str = "coco2017", minival_size: int = 2644) -> SplitFiles:
     """The annotation file and image folder of ``split`` under ``root``.
 
     The 2014 scheme's minival2014 is the first ``minival_size`` images of val2014 in
-    annotation-file order, and valminusminival2014 the rest of val2014.
+    annotation-file order, and valminusminival2014 the rest of val2014; val2014-rtpose1160 the
+    1160 val2014 images that the OpenPose release evaluated on (``LISTED_SPLITS``).
     """
     if folders not in _SPLITS:
         raise DataError(f"unknown dataset folder scheme {folders!r}; expected one of {', '.join(FOLDERS)}")
@@ -41,12 +46,27 @@ def split_files(root: str | Path, split: str, folders: str = "coco2017", minival
         raise DataError(f"unknown split {split!r} for the {folders} folder scheme; expected one of "
                         f"{', '.join(_SPLITS[folders])}")
     root = Path(root)
+    if split in LISTED_SPLITS:
+        on_disk, image_list = LISTED_SPLITS[split]
+        return SplitFiles(root / "annotations" / f"person_keypoints_{on_disk}.json", root / on_disk, image_list=image_list)
     if split in ("minival2014", "valminusminival2014"):
         images = slice(None, minival_size) if split == "minival2014" else slice(minival_size, None)
         split_on_disk = "val2014"
     else:
         images, split_on_disk = slice(None), split
     return SplitFiles(root / "annotations" / f"person_keypoints_{split_on_disk}.json", root / split_on_disk, images)
+
+
+def _listed_images(image_list: Path, known: set, annotation_file: Path) -> list[int]:
+    try:
+        ids = [int(line) for line in Path(image_list).read_text().split()]
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read the image list {image_list}: {e}") from None
+    missing = [i for i in ids if i not in known]
+    if missing:
+        raise DataError(f"{annotation_file} lacks {len(missing)} of the {len(ids)} images of {image_list.name} "
+                        f"(e.g. id {missing[0]})")
+    return ids
 
 
 class CocoPersons:
@@ -72,6 +92,8 @@ class CocoPersons:
         self.category_id, self.keypoint_layout = _person_category(self.coco, self.files.annotation_file)
         all_ids = [img["id"] for img in self.coco.dataset["images"]]
         self.image_ids: list[int] = all_ids[self.files.images]
+        if self.files.image_list is not None:
+            self.image_ids = _listed_images(self.files.image_list, set(all_ids), self.files.annotation_file)
         if first_images < 0:
             raise DataError(f"first_images must be >= 0, got {first_images}")
         if first_images:
