@@ -81,7 +81,7 @@ def run(cfg: DictConfig, log=print) -> dict:
                            ("gt-keypoints-pred-boxes", "prn"), ("gt-keypoints-gt-boxes", "greedy")):
         run_cfg = OmegaConf.merge(cfg, {"infer": {"grouping": grouping}})
         m, e = end_to_end.validate(run_cfg, full, mode, log=log)
-        records[f"{mode}/{grouping}"] = end_to_end.metrics_record(m, e, full)
+        records[f"{mode}/{grouping}"] = e.metrics_record(m, full)
         rows.append((f"ablation: {mode}, {grouping} grouping", "keypoint AP", m, e.protocol()))
     write_json_atomic(out_dir / "end_to_end_metrics.json", {"stages": stages["metrics"], "ablations": records},
                       indent=2)

@@ -17,7 +17,7 @@ def main():
     if args.results_out:
         write_results(evaluator.last_results, args.results_out)
     if args.metrics_out:
-        write_json_atomic(args.metrics_out, detection.metrics_record(metrics, evaluator, args.checkpoint), indent=2)
+        write_json_atomic(args.metrics_out, evaluator.metrics_record(metrics, args.checkpoint), indent=2)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,11 @@ def test_overfit_config_trains_on_the_evaluation_inputs(coco_mini):
 
 
 def test_target_heatmaps_measure_the_grouping_ceiling(coco_mini):
-    from posenet.config import load_config
+    from posenet.config import build, load_config
     from posenet.stages import keypoint
 
     cfg = load_config(REPO / "configs/overfit_coco_mini.yaml", [f"data.root={coco_mini}", "data.first_images=4"])
-    metrics = keypoint.evaluator_from_config(cfg, progress=False)(keypoint.TargetHeatmaps())
+    metrics = build.keypoint_evaluator(cfg, progress=False)(keypoint.TargetHeatmaps())
     assert 0.8 < metrics["AP"] <= 1.0 and metrics["val_loss"] == 0.0
 
 

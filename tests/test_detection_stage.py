@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from posenet.config import load_config
+from posenet.config import build, load_config
 from posenet.data.transforms import transform_points
 from posenet.engine.checkpoint import load_checkpoint
 from posenet.stages import detection, keypoint
@@ -45,7 +45,7 @@ class _PerfectDetector(nn.Module):
 
 def test_perfect_boxes_score_box_ap_one_through_the_validation_transform(coco_mini):
     cfg = load_config(CONFIG, [f"data.root={coco_mini}", "train.num_workers=0", "eval.max_images=24"])
-    evaluator = detection.evaluator_from_config(cfg, progress=False)
+    evaluator = build.detection_evaluator(cfg, progress=False)
     model = _PerfectDetector(evaluator.persons)
     model.metas = [targets["meta"] for _, targets in evaluator.loader]
     metrics = evaluator(model)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from posenet.config import load_config
+from posenet.config import build, load_config
 from posenet.data.coco import CocoPersons
 from posenet.codecs.prn_grid import (
     PrnGridCodec,
@@ -335,7 +335,7 @@ def test_scene_dataset_is_deterministic_and_targets_the_boxs_own_person(coco_min
 
 def test_gt_keypoints_and_gt_boxes_ap_perfect_prn_beats_greedy(coco_mini):
     cfg = load_config(REPO / "configs/coco-mini.yaml", [f"data.root={coco_mini}"])
-    evaluator = prn_stage.evaluator_from_config(cfg, "prn", progress=False)
+    evaluator = build.prn_evaluator(cfg, "prn", progress=False)
     targets = []
     for image_id in evaluator.image_ids:
         inputs = evaluator.image_inputs(image_id)
@@ -347,7 +347,7 @@ def test_gt_keypoints_and_gt_boxes_ap_perfect_prn_beats_greedy(coco_mini):
     assert perfect["AP"] > 0.95 and perfect["AP50"] == pytest.approx(1.0)
     assert "ground-truth keypoints" in evaluator.protocol()
     assert evaluator.last_results and len(evaluator.last_results[0]["keypoints"]) == 51
-    greedy = prn_stage.evaluator_from_config(cfg, "greedy", progress=False)(None)
+    greedy = build.prn_evaluator(cfg, "greedy", progress=False)(None)
     assert greedy["AP"] < perfect["AP"] - 0.05
 
 
@@ -372,7 +372,7 @@ def test_train_prn_script_end_to_end_keeps_the_init_weights(coco_mini, tiny_synt
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN statistics, bitwise
 
     cfg = load_config(CONFIG, overrides)
-    evaluator = prn_stage.evaluator_from_config(cfg, "prn", progress=False)
+    evaluator = build.prn_evaluator(cfg, "prn", progress=False)
     metrics = evaluator(prn_stage.load_model(cfg, prn_dir / "best.pt"))
     assert {"AP", "AP50", "val_seconds"} <= set(metrics) and "PRN (window" in evaluator.protocol()
     with pytest.raises(Exception, match="no PRN"):
@@ -396,8 +396,6 @@ def test_prn_stage_without_init_warns_and_resumes_exactly(coco_mini, tiny_synthe
 
 
 def test_prepare_model_on_a_detection_checkpoint_trains_the_prn_alone(tiny_synthetic, tmp_path):
-    from posenet.config import build
-
     cfg = load_config(CONFIG, tiny_overrides(tiny_synthetic, tmp_path) + [
         "detection.fpn_channels=16", "detection.head_convs=1", "prn.hidden=16"])
     detector = build.posenet_model(cfg, 17, detection=True)

@@ -29,11 +29,15 @@ class DetectionEvaluator(DatasetEvaluator):
     """
 
     description = "validate boxes"
+    reported_metrics = BOX_METRICS
 
     def __init__(self, dataset, options: dict, batch_size: int = 4, num_workers: int = 0,
                  max_images: int = 0, progress: bool = True):
         super().__init__(dataset, batch_size, num_workers, max_images, progress)
         self.options = dict(options)
+
+    def record_fields(self) -> dict:
+        return {"iou_type": "bbox"}
 
     def protocol(self) -> str:
         o = self.options
@@ -68,25 +72,23 @@ class DetectionEvaluator(DatasetEvaluator):
         return box_results([meta["image_id"]] * int(keep.sum()), corners[keep], scores)
 
 
-def evaluator_from_config(cfg: DictConfig, dataset=None, progress: bool = True) -> DetectionEvaluator:
-    dataset = dataset if dataset is not None else build.keypoint_dataset(cfg, cfg.data.val_split, train=False)
-    return DetectionEvaluator(dataset, build.detection_options(cfg), batch_size=cfg.eval.batch_size,
-                              num_workers=cfg.train.num_workers, max_images=cfg.eval.max_images, progress=progress)
-
-
 def prepare_model(cfg: DictConfig, num_keypoints: int, init: str | Path | None):
     """The model with the detection branch, the ``init`` checkpoint's weights (a keypoint-stage
     checkpoint, or a detection-stage one), the configured parts frozen and the training tasks set."""
     model = build.posenet_model(cfg, num_keypoints, detection=True)
     if init is not None:
         load_init(model, init)
-    freeze = list(cfg.detection.freeze)
-    try:
-        model.freeze(freeze)
-    except ValueError as e:
-        raise ConfigError(f"detection.freeze: {e}") from None
-    model.train_tasks = {"detection"} | (set() if "keypoint" in freeze else {"keypoints"})
+    build.detection_freeze(cfg, model)
     return model
+
+
+def freeze(model, parts) -> None:
+    """Freeze ``parts`` of ``model`` (names of ``posenet.models.posenet.PARTS``; ValueError for
+    one it cannot freeze) and set its training tasks: detection, and keypoints unless the
+    keypoint branch is frozen."""
+    parts = list(parts)
+    model.freeze(parts)
+    model.train_tasks = {"detection"} | (set() if "keypoint" in parts else {"keypoints"})
 
 
 def load_init(model, path: str | Path) -> None:
@@ -107,7 +109,7 @@ def train(cfg: DictConfig, init: str | Path | None = None, out_dir: str | Path |
         raise ConfigError("the detection stage starts from a keypoint-stage checkpoint: give --init CKPT")
     cfg = build.stage_config(cfg, "detection")
     train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
-    evaluator = evaluator_from_config(cfg)
+    evaluator = build.detection_evaluator(cfg)
     seed_everything(cfg.seed)
     model = prepare_model(cfg, train_set.layout.num_keypoints, None if resuming else init)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -125,7 +127,7 @@ def load_model(cfg: DictConfig, checkpoint: str | Path, device="cpu"):
 
 def validate(cfg: DictConfig, checkpoint: str | Path, device: str = "cpu", log=print):
     """Person box AP of ``checkpoint`` on ``data.val_split``; returns (metrics, evaluator)."""
-    evaluator = evaluator_from_config(cfg)
+    evaluator = build.detection_evaluator(cfg)
     log(f"protocol: {evaluator.protocol()}")
     model = load_model(cfg, checkpoint, device)
     metrics = evaluator(model)
@@ -133,12 +135,4 @@ def validate(cfg: DictConfig, checkpoint: str | Path, device: str = "cpu", log=p
     return metrics, evaluator
 
 
-def metrics_record(metrics: dict, evaluator: DetectionEvaluator, checkpoint) -> dict:
-    """What ``--metrics-out`` and the quickstart write: the box metrics, protocol, checkpoint."""
-    record = {k: metrics[k] for k in BOX_METRICS if k in metrics}
-    record.update(iou_type="bbox", protocol=evaluator.protocol(), checkpoint=str(checkpoint))
-    return record
-
-
-__all__ = ["DetectionEvaluator", "evaluator_from_config", "load_init", "load_model", "metrics_record",
-           "prepare_model", "train", "validate"]
+__all__ = ["DetectionEvaluator", "freeze", "load_init", "load_model", "prepare_model", "train", "validate"]

@@ -23,12 +23,12 @@ import time
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from posenet.data.targets import keypoint_persons, xywh_to_xyxy
 from posenet.data.transforms import fit_matrix, transform_points
 from posenet.errors import ConfigError, DataError
-from posenet.evaluation import evaluate_keypoints, keypoint_results
+from posenet.evaluation import KEYPOINT_METRICS, keypoint_results
+from posenet.evaluation.base import ImageEvaluator
 from posenet.inference.predictor import Predictor, as_rgb
 
 MODES = {
@@ -39,18 +39,21 @@ MODES = {
 }
 
 
-class EndToEndEvaluator:
-    """COCO keypoint AP of ``predictor`` on the images of ``persons`` in one of ``MODES``."""
+class EndToEndEvaluator(ImageEvaluator):
+    """COCO keypoint AP of ``predictor`` on the images of ``persons`` (the first
+    ``max_images``; 0: all) in one of ``MODES``. Called with no model (``evaluator()``): it
+    evaluates the predictor's."""
+
+    reported_metrics = KEYPOINT_METRICS[:6] + ("decode_ms", "network_ms")
 
     def __init__(self, predictor: Predictor, persons, mode: str = "end-to-end", max_images: int = 0,
                  progress: bool = True, log=print):
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        self.predictor, self.persons, self.mode = predictor, persons, mode
-        ids = list(persons.image_ids)
-        self.image_ids = ids[:max_images] if max_images else ids
-        self.progress, self.log = progress, log
-        self.last_results: list[dict] = []
+        super().__init__(persons, max_images, progress)
+        self.predictor, self.mode = predictor, mode
+        self.description = f"validate {mode}"
+        self.log = log
         self.skipped = 0
 
     def protocol(self) -> str:
@@ -61,14 +64,16 @@ class EndToEndEvaluator:
                 f"{'detected boxes (score >= ' + format(p.box_threshold, 'g') + ')' if boxes == 'pred' else 'ground-truth boxes'}, "
                 f"{p.describe()}")
 
-    def __call__(self) -> dict:
+    def record_fields(self) -> dict:
+        return {"mode": self.mode, "grouping": self.predictor.grouping.name}
+
+    def evaluate(self, model, image_ids) -> dict:
         keypoint_source, box_source = MODES[self.mode]
         needs_network = "pred" in (keypoint_source, box_source)
         predictor = self.predictor
         results, decode_ms, network_ms = [], [], []
         self.skipped = 0
-        for image_id in tqdm(self.image_ids, desc=f"validate {self.mode}", leave=False, disable=not self.progress,
-                             mininterval=5):
+        for image_id in image_ids:
             anns = keypoint_persons(self.persons.annotations(image_id))
             if needs_network:
                 try:
@@ -100,9 +105,7 @@ class EndToEndEvaluator:
                 results += keypoint_results([image_id] * len(people), np.stack([p["keypoints"][:, :2] for p in people]),
                                             np.stack([p["keypoints"][:, 2] for p in people]),
                                             [p["score"] for p in people])
-        self.last_results = results
-        metrics = evaluate_keypoints(self.persons.coco, results, image_ids=self.image_ids,
-                                     sigmas=predictor.layout.sigmas)
+        metrics = self.keypoint_metrics(results, predictor.layout.sigmas)
         metrics["decode_ms"] = float(np.mean(decode_ms)) if decode_ms else 0.0
         if network_ms:
             metrics["network_ms"] = float(np.mean(network_ms))
@@ -133,9 +136,7 @@ def validate(cfg, checkpoint, mode: str = "end-to-end", device: str = "cpu", log
     from posenet.config import build
     from posenet.evaluation import format_metrics
 
-    predictor = Predictor.from_config(cfg, checkpoint, device)
-    evaluator = EndToEndEvaluator(predictor, build.coco_split(cfg.data, cfg.data.val_split), mode,
-                                  max_images=cfg.eval.max_images, log=log)
+    evaluator = build.end_to_end_evaluator(cfg, Predictor.from_config(cfg, checkpoint, device), mode, log=log)
     log(f"protocol: {evaluator.protocol()}; checkpoint {checkpoint}")
     metrics = evaluator()
     log(format_metrics(metrics))
@@ -144,12 +145,4 @@ def validate(cfg, checkpoint, mode: str = "end-to-end", device: str = "cpu", log
     return metrics, evaluator
 
 
-def metrics_record(metrics: dict, evaluator: EndToEndEvaluator, checkpoint) -> dict:
-    from posenet.evaluation import KEYPOINT_METRICS
-
-    record = {k: metrics[k] for k in (*KEYPOINT_METRICS[:6], "decode_ms", "network_ms") if k in metrics}
-    return {**record, "mode": evaluator.mode, "grouping": evaluator.predictor.grouping.name,
-            "protocol": evaluator.protocol(), "checkpoint": str(checkpoint)}
-
-
-__all__ = ["EndToEndEvaluator", "MODES", "metrics_record", "validate"]
+__all__ = ["EndToEndEvaluator", "MODES", "validate"]

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from posenet.config import build
 from posenet.data.dataset import collate
 from posenet.data.transforms import transform_points
-from posenet.evaluation import evaluate_keypoints, format_metrics, keypoint_results, write_results
+from posenet.evaluation import KEYPOINT_METRICS, format_metrics, keypoint_results, write_results
 from posenet.data.targets import keypoint_persons, xywh_to_xyxy
 from posenet.evaluation.base import DatasetEvaluator
 from posenet.inference import flip_test, keypoints_in_boxes
@@ -30,6 +30,7 @@ class KeypointEvaluator(DatasetEvaluator):
     """
 
     description = "validate keypoints"
+    reported_metrics = KEYPOINT_METRICS[:6] + ("PCK", "val_loss")
 
     def __init__(self, dataset, batch_size: int = 4, num_workers: int = 0, flip: bool = False,
                  box_margin: float = 0.1, keypoint_threshold: float = 0.05, max_images: int = 0,
@@ -66,8 +67,7 @@ class KeypointEvaluator(DatasetEvaluator):
                 heatmaps = flip_test(lambda x: model(x)["heatmaps"], images, heatmaps, self.layout.flip_index,
                                      model.output_stride)
             results += self._group(heatmaps.cpu(), targets["meta"])
-        self.last_results = results
-        metrics = evaluate_keypoints(self.persons.coco, results, image_ids=self.image_ids, sigmas=self.layout.sigmas)
+        metrics = self.keypoint_metrics(results, self.layout.sigmas)
         hits, labelled = self._pck_counts
         metrics["PCK"] = hits / labelled if labelled else 0.0
         metrics.update({f"val_{k}": v / max(n_batches, 1) for k, v in losses.items()})
@@ -129,22 +129,13 @@ def visualize(model, batch, losses=None, max_images: int = 4) -> dict:
     return {"heatmaps": heatmap_panels(images, predicted, targets["heatmaps"][:max_images], max_images)}
 
 
-def evaluator_from_config(cfg: DictConfig, dataset=None, progress: bool = True) -> KeypointEvaluator:
-    e = cfg.eval
-    dataset = dataset if dataset is not None else build.keypoint_dataset(cfg, cfg.data.val_split, train=False)
-    return KeypointEvaluator(dataset, batch_size=e.batch_size, num_workers=cfg.train.num_workers, flip=e.flip,
-                             box_margin=e.box_margin, keypoint_threshold=e.keypoint_threshold,
-                             max_images=e.max_images, exclusive_peaks=e.exclusive_peaks,
-                             box_centrality=e.box_centrality, progress=progress)
-
-
 def train(cfg: DictConfig, out_dir: str | Path | None = None, resume: bool = False, log=print) -> list[dict]:
     """Train the keypoint stage of ``cfg``; returns the per-epoch records."""
     from posenet.engine.loader import seed_everything
 
     out_dir = Path(out_dir or Path(cfg.output_dir) / "keypoint")
     train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
-    evaluator = evaluator_from_config(cfg)
+    evaluator = build.keypoint_evaluator(cfg)
     seed_everything(cfg.seed)  # the initial weights are part of the run: same seed, same run
     model = build.posenet_model(cfg, train_set.layout.num_keypoints)
     log(f"keypoint stage: {len(train_set)} training images, validation on {evaluator.protocol()}")
@@ -159,18 +150,9 @@ def load_model(cfg: DictConfig, checkpoint: str | Path, device="cpu"):
     return build.model_from_checkpoint(cfg, checkpoint, device)
 
 
-REPORTED_METRICS = ("AP", "AP50", "AP75", "APM", "APL", "AR", "PCK", "val_loss")
-
-
-def metrics_record(metrics: dict, evaluator: KeypointEvaluator, checkpoint) -> dict:
-    """What ``--metrics-out`` and the quickstart write: the reported metrics, protocol, checkpoint."""
-    record = {k: metrics[k] for k in REPORTED_METRICS if k in metrics}
-    return {**record, "protocol": evaluator.protocol(), "checkpoint": str(checkpoint)}
-
-
 def validate(cfg: DictConfig, checkpoint: str | Path, device: str = "cpu", log=print) -> tuple[dict, KeypointEvaluator]:
     """COCO keypoint AP of ``checkpoint`` on ``data.val_split``, with the protocol logged."""
-    evaluator = evaluator_from_config(cfg)
+    evaluator = build.keypoint_evaluator(cfg)
     model = load_model(cfg, checkpoint, device)
     log(f"protocol: {evaluator.protocol()}; checkpoint {checkpoint}")
     metrics = evaluator(model)
@@ -180,4 +162,4 @@ def validate(cfg: DictConfig, checkpoint: str | Path, device: str = "cpu", log=p
     return metrics, evaluator
 
 
-__all__ = ["KeypointEvaluator", "TargetHeatmaps", "evaluator_from_config", "load_model", "metrics_record", "train", "validate", "write_results"]
+__all__ = ["KeypointEvaluator", "TargetHeatmaps", "load_model", "train", "validate", "write_results"]

@@ -63,7 +63,7 @@ def run_world(cfg: DictConfig, budget_minutes: float, out_dir: Path, points: int
                           "minutes": minutes, "AP": record["AP"], "PCK": record.get("PCK", float("nan"))})
     return {"name": cfg.name, "epochs": epochs, "train_images": train_size, "samples_per_s": speed,
             "minutes": (time.perf_counter() - start) / 60.0, "curve": curve,
-            "protocol": keypoint.evaluator_from_config(run_cfg, progress=False).protocol()}
+            "protocol": build.keypoint_evaluator(run_cfg, progress=False).protocol()}
 
 
 def run(cfg: DictConfig, budget_minutes: float, out_dir: str | Path, worlds=("quickstart", "hard"),

@@ -49,13 +49,14 @@ def run_stages(cfg: DictConfig, out_dir: str | Path, log=print) -> dict:
     ``metrics`` holds ``keypoint_ap_gt_boxes``, ``keypoint_ap_gt_boxes_ceiling``, ``box_ap``,
     ``box_ap_medium_large``, ``box_ap_ceiling``, ``end_to_end_ap``, ``end_to_end_ap_ceiling``
     and ``images``. Each stage's ``val_metrics.json`` is written beside its checkpoints."""
+    from posenet.config import build
     from posenet.stages import detection, end_to_end, keypoint, prn
 
     out_dir = Path(out_dir)
     seconds, rows = {}, []
 
     start = time.perf_counter()
-    evaluator = keypoint.evaluator_from_config(cfg, progress=False)
+    evaluator = build.keypoint_evaluator(cfg, progress=False)
     kp_ceiling = evaluator(keypoint.TargetHeatmaps())
     persons = evaluator.persons
     box_top = box_ceiling(persons)
@@ -79,8 +80,7 @@ def run_stages(cfg: DictConfig, out_dir: str | Path, log=print) -> dict:
         """Validate ``checkpoint`` and write ``val_metrics.json`` beside it."""
         log(f"\n== {stage} stage: validation of {checkpoint}")
         metrics, evaluator = module.validate(cfg, checkpoint, log=log)
-        write_json_atomic(out_dir / stage / "val_metrics.json", module.metrics_record(metrics, evaluator, checkpoint),
-                          indent=2)
+        write_json_atomic(out_dir / stage / "val_metrics.json", evaluator.metrics_record(metrics, checkpoint), indent=2)
         return metrics, evaluator
 
     checkpoint = train("keypoint", keypoint)

@@ -8,23 +8,20 @@ earlier stages' weights bitwise unchanged, so inference loads one file.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 from posenet.config import build
-from posenet.data.prn_samples import PrnSceneDataset
 from posenet.data.targets import image_persons
-from posenet.errors import ConfigError
-from posenet.evaluation import evaluate_keypoints, keypoint_results
+from posenet.evaluation import keypoint_results
+from posenet.evaluation.base import ImageEvaluator
 from posenet.inference.prn_grouping import pose_scores
 from posenet.models import PoseNet
 
-class PrnEvaluator:
+
+class PrnEvaluator(ImageEvaluator):
     """COCO keypoint AP of a grouping of ground-truth keypoints into ground-truth boxes.
 
     Per image of ``persons`` (the first ``max_images``; 0: all), every non-crowd person with
@@ -40,14 +37,10 @@ class PrnEvaluator:
 
     def __init__(self, persons, grouping, layout, keypoint_threshold: float = 0.05, max_images: int = 0,
                  progress: bool = True):
-        if persons.keypoint_layout.names != layout.names:
-            raise ConfigError(f"{persons.files.annotation_file}: its keypoints "
-                              f"({', '.join(persons.keypoint_layout.names)}) differ from data.keypoints.names")
-        self.persons, self.grouping, self.layout = persons, grouping, layout
+        super().__init__(persons, max_images, progress)
+        self.grouping, self.layout = grouping, layout
         self.keypoint_threshold = keypoint_threshold
-        self.image_ids = list(persons.image_ids[:max_images] if max_images else persons.image_ids)
-        self.progress = progress
-        self.last_results: list[dict] = []
+        self.description = f"validate {grouping.name}"
 
     def protocol(self) -> str:
         return (f"{self.persons.split} of {self.persons.root} ({len(self.image_ids)} images), ground-truth keypoints "
@@ -71,44 +64,17 @@ class PrnEvaluator:
         return self.grouping(inputs["boxes"], inputs["peaks_xy"], inputs["peaks_type"], inputs["peaks_score"],
                              self.layout.num_keypoints, model)
 
-    @torch.no_grad()
-    def __call__(self, model=None, epoch: int | None = None) -> dict:
+    def evaluate(self, model, image_ids) -> dict:
         self.grouping.check_model(model)
         results = []
-        start = time.perf_counter()
-        for image_id in tqdm(self.image_ids, desc=f"validate {self.grouping.name}", leave=False,
-                             disable=not self.progress, mininterval=5):
+        for image_id in image_ids:
             inputs = self.image_inputs(image_id)
             if not len(inputs["boxes"]):
                 continue
             xy, scores = self.group(model, inputs)
             person = pose_scores(inputs["box_scores"], scores, self.keypoint_threshold)
             results += keypoint_results([image_id] * len(xy), xy, np.clip(scores, 0, 1), person)
-        self.last_results = results
-        metrics = evaluate_keypoints(self.persons.coco, results, image_ids=self.image_ids, sigmas=self.layout.sigmas)
-        metrics["val_seconds"] = time.perf_counter() - start
-        return metrics
-
-
-def evaluator_from_config(cfg: DictConfig, grouping: str = "prn", progress: bool = True,
-                          max_images: int | None = None) -> PrnEvaluator:
-    return PrnEvaluator(build.coco_split(cfg.data, cfg.data.val_split), build.grouping(cfg, grouping),
-                        build.keypoint_layout(cfg.data.keypoints), cfg.infer.keypoint_threshold,
-                        cfg.eval.max_images if max_images is None else max_images, progress=progress)
-
-
-def scene_dataset(cfg: DictConfig, persons=None) -> PrnSceneDataset:
-    """``prn`` + ``data`` → the training scenes of ``data.train_split`` (new scenes every epoch)."""
-    p = cfg.prn
-    persons = persons if persons is not None else build.coco_split(cfg.data, cfg.data.train_split)
-    layout = build.keypoint_layout(cfg.data.keypoints)
-    if persons.keypoint_layout.names != layout.names:
-        raise ConfigError(f"{persons.files.annotation_file}: its keypoints "
-                          f"({', '.join(persons.keypoint_layout.names)}) differ from data.keypoints.names")
-    return PrnSceneDataset(persons, samples_per_epoch=p.samples_per_epoch, min_people=p.min_people,
-                           max_people=p.max_people, min_keypoints=p.min_keypoints, margin=p.box_margin,
-                           height=p.height, width=p.width, input_sigma=p.input_sigma, target_sigma=p.target_sigma,
-                           flip_index=layout.flip_index, seed=cfg.seed, fresh_each_epoch=True)
+        return self.keypoint_metrics(results, self.layout.sigmas)
 
 
 def prepare_model(cfg: DictConfig, num_keypoints: int, init: str | Path | None, detection: bool | None = None):
@@ -137,8 +103,8 @@ def train(cfg: DictConfig, init: str | Path | None = None, out_dir: str | Path |
     out_dir = Path(out_dir or Path(cfg.output_dir) / "prn")
     resuming = resume and (out_dir / "last.pt").is_file()
     cfg = build.stage_config(cfg, "prn")
-    train_set = scene_dataset(cfg)
-    evaluator = evaluator_from_config(cfg)
+    train_set = build.prn_scenes(cfg)
+    evaluator = build.prn_evaluator(cfg)
     seed_everything(cfg.seed)
     detection = None
     if resuming:  # the run's own checkpoint decides whether the model has a detection branch
@@ -162,5 +128,4 @@ def load_model(cfg: DictConfig, checkpoint: str | Path, device="cpu"):
     return build.model_from_checkpoint(cfg, checkpoint, device, require=("prn",))
 
 
-__all__ = ["PrnEvaluator", "evaluator_from_config", "load_model", "prepare_model",
-           "scene_dataset", "train"]
+__all__ = ["PrnEvaluator", "load_model", "prepare_model", "train"]
