@@ -46,7 +46,6 @@ def time_training(cfg: DictConfig, steps: int = 10, warmup: int = 3, threads: in
     from posenet.config import build
     from posenet.data.dataset import collate
     from posenet.engine.loader import seed_everything
-    from posenet.engine.trainer import Trainer
 
     previous = torch.get_num_threads()
     if threads:
@@ -55,10 +54,9 @@ def time_training(cfg: DictConfig, steps: int = 10, warmup: int = 3, threads: in
         train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
         seed_everything(cfg.seed)
         model = build.posenet_model(cfg, train_set.layout.num_keypoints)
-        options = build.trainer_options(cfg)
         with tempfile.TemporaryDirectory() as out:
-            trainer = Trainer(model=model, train_dataset=train_set, collate_fn=collate, out_dir=out,
-                              tensorboard=False, progress=False, **{**options, "epochs": 1})
+            trainer = build.trainer(OmegaConf.merge(cfg, {"train": {"epochs": 1}}), model=model, train_dataset=train_set,
+                                    collate_fn=collate, out_dir=out, tensorboard=False, progress=False)
             trainer.train_model.train()
             batches = _batches(trainer)
             for _ in range(warmup):
@@ -70,11 +68,10 @@ def time_training(cfg: DictConfig, steps: int = 10, warmup: int = 3, threads: in
                 trainer._train_batch(batch)
                 samples += batch.size
             elapsed = time.perf_counter() - start
-            amp = trainer.amp
             del batches
         return {"samples_per_s": samples / elapsed, "s_per_step": elapsed / steps, "steps": steps,
-                "batch_size": int(cfg.train.batch_size), "amp": amp or "fp32",
-                "channels_last": bool(cfg.train.channels_last), "num_workers": int(cfg.train.num_workers),
+                "batch_size": trainer.batch_size, "amp": trainer.amp or "fp32",
+                "channels_last": trainer.channels_last, "num_workers": trainer.num_workers,
                 "threads": torch.get_num_threads()}
     finally:
         torch.set_num_threads(previous)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from posenet.config import build
 from posenet.inference.predictor import NetworkOutput, Predictor
@@ -44,13 +44,13 @@ def benchmark_decode(cfg: DictConfig, input_size: int = 480, people: int = 20, c
                      threads: int = 1, repeats: int = 30) -> dict:
     """Median milliseconds per image: network (random image), decoding with PRN and greedy."""
     torch.set_num_threads(threads)
+    cfg = OmegaConf.merge(cfg, {"infer": {"input_size": input_size}})
     if checkpoint:
         predictor = Predictor.from_config(cfg, checkpoint)
     else:
         torch.manual_seed(0)
         predictor = build.predictor(cfg, build.posenet_model(cfg, len(cfg.data.keypoints.names), detection=True,
                                                              prn=True))
-    predictor.input_size = input_size
     image = np.random.default_rng(0).integers(0, 255, (input_size, input_size, 3), dtype=np.uint8)
     network = time_call(lambda: predictor.network(image), warmup=2, repeats=repeats, budget_s=20)
 
