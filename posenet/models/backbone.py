@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -113,23 +113,8 @@ class ResNetTrunk(Trunk):
             param.requires_grad_(name.split(".")[0] in stages)
 
     def _load_pretrained(self, pretrained: str | os.PathLike) -> None:
-        if str(pretrained) == "imagenet":
-            state, source = _imagenet_state_dict(self.depth), f"torchvision's resnet{self.depth} ImageNet weights"
-        else:
-            state, source = _read_state_dict(Path(pretrained)), str(pretrained)
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        own = {k: v for k, v in self.state_dict().items() if not k.endswith("num_batches_tracked")}
-        given = {k for k in state if not k.endswith("num_batches_tracked")}
-        missing = sorted(own.keys() - given)
-        unexpected = sorted(given - own.keys())
-        wrong = sorted(k for k in own.keys() & given if own[k].shape != state[k].shape)
-        if missing or unexpected or wrong:
-            problems = [
-                f"{len(keys)} {what} keys (e.g. {keys[0]})"
-                for keys, what in ((missing, "missing"), (unexpected, "unexpected"), (wrong, "wrongly shaped"))
-                if keys
-            ]
-            raise PosenetError(f"{source}: not a resnet{self.depth} state dict: {'; '.join(problems)}")
+        state = torchvision_weights(pretrained, f"resnet{self.depth}", self.state_dict(),
+                                    keep=lambda key: not key.startswith("fc."))
         self.load_state_dict(state, strict=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -141,15 +126,47 @@ class ResNetTrunk(Trunk):
         return c2, c3, c4, c5
 
 
-def _imagenet_state_dict(depth: int) -> dict:
-    weights = torchvision.models.get_model_weights(f"resnet{depth}").IMAGENET1K_V1
+def torchvision_weights(
+    pretrained: str | os.PathLike,
+    arch: str,
+    expected: Mapping[str, torch.Tensor],
+    keep: Callable[[str], bool] = lambda key: True,
+) -> dict[str, torch.Tensor]:
+    """The weights that ``pretrained`` names for torchvision's model ``arch`` ("resnet50",
+    "vgg19", "shufflenet_v2_x1_0", ...): "imagenet" (its IMAGENET1K_V1 weights, from the torch
+    hub cache or downloaded into it) or the path of a state-dict file of such a model. Of the
+    file's entries those whose key ``keep`` accepts must be exactly ``expected``'s keys and
+    shapes (``num_batches_tracked`` counters aside), or it is one PosenetError; they are
+    returned, for ``load_state_dict(..., strict=False)`` or a copy by key."""
+    if str(pretrained) == "imagenet":
+        state, source = _imagenet_state_dict(arch), f"torchvision's {arch} ImageNet weights"
+    else:
+        state, source = _read_state_dict(Path(pretrained)), str(pretrained)
+    state = {k: v for k, v in state.items() if keep(k)}
+    own = {k: v for k, v in expected.items() if not k.endswith("num_batches_tracked")}
+    given = {k for k in state if not k.endswith("num_batches_tracked")}
+    missing = sorted(own.keys() - given)
+    unexpected = sorted(given - own.keys())
+    wrong = sorted(k for k in own.keys() & given if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        problems = [
+            f"{len(keys)} {what} keys (e.g. {keys[0]})"
+            for keys, what in ((missing, "missing"), (unexpected, "unexpected"), (wrong, "wrongly shaped"))
+            if keys
+        ]
+        raise PosenetError(f"{source}: not a {arch} state dict: {'; '.join(problems)}")
+    return state
+
+
+def _imagenet_state_dict(arch: str) -> dict:
+    weights = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
     try:
         return load_state_dict_from_url(weights.url, progress=False, check_hash=True, map_location="cpu")
     except Exception as err:  # no network, proxy, corrupt cache: all end the same way
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PosenetError(
-            f"cannot load the ImageNet weights of resnet{depth} ({reason}). Download "
+            f"cannot load the ImageNet weights of {arch} ({reason}). Download "
             f"{weights.url} on a machine with internet and either put it at {cached} or set "
             f"pretrained: <path to the file>; or set pretrained: none to start from scratch"
         ) from None
