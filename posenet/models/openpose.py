@@ -15,6 +15,9 @@ Layer table (the release's; all convolutions followed by ReLU except each branch
 ``load_release_weights`` reads the two files the port published (``pose_model.pth``,
 converted from Caffe, and ``pose_model_scratch.pth``, the same keys under ``module.``); the
 input preprocessing goes with the weights and is stored in the model (and so in checkpoints).
+
+``PafNetwork`` is what the family's networks share (preprocessing, padding and cropping, the
+outputs and the loss); the other trunks are in ``paf_networks.py``.
 """
 from __future__ import annotations
 
@@ -27,11 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from posenet.errors import PosenetError
-from posenet.models.backbone import IMAGE_MEAN, IMAGE_STD
+from posenet.models.backbone import IMAGE_MEAN, IMAGE_STD, torchvision_weights
 
 # (in, out) per 3x3 convolution of the trunk, "M" a 2x2 max-pool; the first ten are VGG19's.
 TRUNK_LAYERS = ((3, 64), (64, 64), "M", (64, 128), (128, 128), "M", (128, 256), (256, 256), (256, 256),
                 (256, 256), "M", (256, 512), (512, 512), (512, 256), (256, 128))
+# The indices in torchvision's vgg19 ``features`` of its conv1_1..conv4_2, our first ten.
+VGG19_CONVS = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21)
 # Preprocessing of the input (RGB uint8 images in 0..255): "imagenet" (RGB / 255, ImageNet mean
 # and std; ours and pose_model_scratch.pth's) or "caffe" (BGR, x / 256 - 0.5; pose_model.pth's).
 PREPROCESSING = ("imagenet", "caffe")
@@ -57,6 +62,16 @@ class VGG19Trunk(nn.Module):
     def convs(self) -> list[nn.Conv2d]:
         return [m for m in self.layers if isinstance(m, nn.Conv2d)]
 
+    def load_vgg19(self, pretrained: str | os.PathLike) -> None:
+        """The first ten convolutions from torchvision's vgg19 weights ("imagenet" or a file)."""
+        convs = dict(zip((f"features.{i}" for i in VGG19_CONVS), self.convs))
+        expected = {f"{name}.{part}": getattr(conv, part)
+                    for name, conv in convs.items() for part in ("weight", "bias")}
+        state = torchvision_weights(pretrained, "vgg19", expected, keep=expected.__contains__)
+        with torch.no_grad():
+            for key, param in expected.items():
+                param.copy_(state[key])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 
@@ -73,31 +88,36 @@ def _branch(in_channels: int, out_channels: int, first: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class OpenPoseNet(nn.Module):
-    """Part heatmaps (with a background channel) and PAFs at stride 8 from RGB images.
+class PafNetwork(nn.Module):
+    """The interface of the OpenPose family: part heatmaps (with a background channel) and
+    part affinity fields at ``output_stride`` from RGB images.
 
     ``forward(images)`` with images (N, 3, H, W) RGB in 0..255 returns, in eval mode,
-    {"heatmaps": (N, P + 1, h, w), "pafs": (N, 2L, h, w)} of the last stage (h, w =
-    ceil(H / 8), ceil(W / 8)); given ``targets`` ("heatmaps", "pafs", "ignore_mask" at stride
-    8) in training mode, the masked L2 losses of every stage's two outputs and their sum.
+    {"pafs": (N, 2L, h, w), "heatmaps": (N, P + 1, h, w)} of the last stage (h, w =
+    ceil(H / output_stride), ceil(W / output_stride)); given ``targets`` ("heatmaps", "pafs",
+    "ignore_mask" at that stride) in training mode, the masked L2 losses of every stage's two
+    outputs and their sum ("loss"); in eval mode with targets, the outputs and "losses".
+
+    A subclass builds its layers after ``super().__init__(num_parts, num_limbs, preprocessing)``,
+    sets ``output_stride`` and ``input_divisor`` (the input is zero-padded at the bottom and
+    right to a multiple of it) and implements ``_stage_outputs(x)``: the (PAFs, heatmaps) of
+    every supervised stage, last stage last, from normalised and padded images. The
+    preprocessing is a buffer, so that it travels with the weights in every checkpoint.
     """
 
-    output_stride = 8
+    output_stride: int = 8
+    input_divisor: int = 8
 
-    def __init__(self, num_parts: int = 18, num_limbs: int = 19, stages: int = 6,
-                 preprocessing: str = "imagenet"):
+    def __init__(self, num_parts: int = 18, num_limbs: int = 19, preprocessing: str = "imagenet",
+                 pretrained: str | os.PathLike = "none"):
         super().__init__()
         if preprocessing not in PREPROCESSING:
             raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
-        if stages < 1:
-            raise ValueError(f"stages must be at least 1, got {stages}")
+        if str(pretrained) != "none" and preprocessing != "imagenet":
+            raise ValueError("torchvision's weights take ImageNet-normalised RGB input: "
+                             f"use preprocessing='imagenet' with pretrained={str(pretrained)!r}")
         self.num_parts, self.num_limbs = num_parts, num_limbs
-        # a buffer, so that the preprocessing travels with the weights in every checkpoint
         self.register_buffer("caffe_input", torch.tensor(preprocessing == "caffe"))
-        self.trunk = VGG19Trunk()
-        f, p, k = VGG19Trunk.out_channels, 2 * num_limbs, num_parts + 1
-        self.paf_branches = nn.ModuleList(_branch(f if t == 0 else f + p + k, p, t == 0) for t in range(stages))
-        self.heatmap_branches = nn.ModuleList(_branch(f if t == 0 else f + p + k, k, t == 0) for t in range(stages))
 
     @property
     def preprocessing(self) -> str:
@@ -117,21 +137,18 @@ class OpenPoseNet(nn.Module):
         std = torch.tensor(IMAGE_STD, device=x.device).view(3, 1, 1) * 255.0
         return (x - mean) / std
 
+    def _stage_outputs(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
     def stage_outputs(self, images: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(PAFs, heatmaps) of every stage, cropped to ceil(input / 8)."""
+        """(PAFs, heatmaps) of every stage, cropped to ceil(input / output_stride)."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
         H, W = images.shape[-2:]
-        x = self.normalize(images)
-        x = F.pad(x, (0, (-W) % 8, 0, (-H) % 8))
-        features = self.trunk(x)
-        outputs, inputs = [], features
-        for paf_branch, heat_branch in zip(self.paf_branches, self.heatmap_branches):
-            pafs, heat = paf_branch(inputs), heat_branch(inputs)
-            outputs.append((pafs, heat))
-            inputs = torch.cat([pafs, heat, features], dim=1)
-        h, w = -(-H // 8), -(-W // 8)
-        return [(p[..., :h, :w], q[..., :h, :w]) for p, q in outputs]
+        d, s = self.input_divisor, self.output_stride
+        x = F.pad(self.normalize(images), (0, (-W) % d, 0, (-H) % d))
+        h, w = -(-H // s), -(-W // s)
+        return [(p[..., :h, :w], q[..., :h, :w]) for p, q in self._stage_outputs(x)]
 
     def forward(self, images: torch.Tensor, targets: Mapping[str, torch.Tensor] | None = None) -> dict:
         outputs = self.stage_outputs(images)
@@ -146,8 +163,8 @@ class OpenPoseNet(nn.Module):
 
     @staticmethod
     def compute_loss(outputs, targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Masked L2 of every stage's PAFs and heatmaps (12 terms for six stages), each summed
-        over cells and channels and averaged over the batch; "loss" is their sum."""
+        """Masked L2 of every stage's PAFs and heatmaps (two terms a stage), each summed over
+        cells and channels and averaged over the batch; "loss" is their sum."""
         mask = targets["ignore_mask"].float()
         n = mask.shape[0]
         losses = {}
@@ -156,6 +173,40 @@ class OpenPoseNet(nn.Module):
             losses[f"loss_heatmap{t}"] = (((heat.float() - targets["heatmaps"]) ** 2) * mask).sum() / n
         losses["loss"] = sum(losses.values())
         return losses
+
+
+class OpenPoseNet(PafNetwork):
+    """The VGG19 network of the layer table (``stages`` two-branch stages, 6 in the release)
+    at stride 8; see ``PafNetwork`` for the inputs and outputs.
+
+    ``pretrained``: "none" (random initialisation), "imagenet" (torchvision's vgg19 ImageNet
+    weights, from the torch hub cache) or the path of a torchvision vgg19 state-dict file;
+    either initialises the trunk's first ten convolutions (VGG19's conv1_1..conv4_2).
+    """
+
+    output_stride = 8
+    input_divisor = 8
+
+    def __init__(self, num_parts: int = 18, num_limbs: int = 19, stages: int = 6,
+                 preprocessing: str = "imagenet", pretrained: str | os.PathLike = "none"):
+        super().__init__(num_parts, num_limbs, preprocessing, pretrained)
+        if stages < 1:
+            raise ValueError(f"stages must be at least 1, got {stages}")
+        self.trunk = VGG19Trunk()
+        f, p, k = VGG19Trunk.out_channels, 2 * num_limbs, num_parts + 1
+        self.paf_branches = nn.ModuleList(_branch(f if t == 0 else f + p + k, p, t == 0) for t in range(stages))
+        self.heatmap_branches = nn.ModuleList(_branch(f if t == 0 else f + p + k, k, t == 0) for t in range(stages))
+        if str(pretrained) != "none":
+            self.trunk.load_vgg19(pretrained)
+
+    def _stage_outputs(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        features = self.trunk(x)
+        outputs, inputs = [], features
+        for paf_branch, heat_branch in zip(self.paf_branches, self.heatmap_branches):
+            pafs, heat = paf_branch(inputs), heat_branch(inputs)
+            outputs.append((pafs, heat))
+            inputs = torch.cat([pafs, heat, features], dim=1)
+        return outputs
 
 
 def _release_key_map(model: OpenPoseNet) -> dict[str, nn.Conv2d]:
@@ -222,4 +273,5 @@ def load_release_weights(model: OpenPoseNet, path_or_state: str | os.PathLike | 
     return model.preprocessing
 
 
-__all__ = ["OpenPoseNet", "PREPROCESSING", "VGG19Trunk", "load_release_weights", "release_state_dict"]
+__all__ = ["OpenPoseNet", "PREPROCESSING", "PafNetwork", "VGG19Trunk", "VGG19_CONVS", "load_release_weights",
+           "release_state_dict"]
