@@ -11,6 +11,18 @@ def repo_root() -> Path:
     return REPO
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread for a module of tiny tensors (``pytestmark = pytest.mark.usefixtures(
+    "single_thread")``): thread start-up would dominate, and stall on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def coco_mini() -> Path:
     """The real COCO 2017 subset beside the repository; tests using it skip when it is absent."""

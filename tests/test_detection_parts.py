@@ -17,13 +17,7 @@ from posenet.models.retinanet import (
 STRIDES = (8, 16, 32, 64, 128)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """The tensors here are tiny: thread start-up would dominate, and stall on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # the tensors here are tiny
 
 
 def feature_sizes_for(height, width):
