@@ -19,8 +19,9 @@ input height), accepted when more than ``min_inliers`` of the samples exceed
 are merged into people limb by limb, in the limb order (neck outwards). People with fewer than
 ``min_parts`` parts or a mean score (peak and pair scores over parts) under ``min_mean_score``
 are dropped. A person's score is the mean of its part and pair scores times the share of the
-parts it has (the release multiplied its total score by its number of parts). Vectorised
-over peaks and pairs: the only loops are over the limbs and over merges of two partial people.
+parts it has (the release multiplied its total score by its number of parts). The pair
+scores are vectorised over all pairs (most are dropped after a few samples, see
+``pair_scores``); the merging is a plain loop over the chosen pairs (a few hundred).
 """
 from __future__ import annotations
 
@@ -54,6 +55,18 @@ class PafCodec:
         self.stride, self.limb_width, self.samples = int(stride), float(limb_width), int(samples)
         self.paf_threshold, self.min_inliers = float(paf_threshold), float(min_inliers)
         self.min_parts, self.min_mean_score = int(min_parts), float(min_mean_score)
+        # decoding constants: the sample points along a pair, how many of them a pair may fail,
+        # and the middle samples tried one by one before the full sampling (each the farthest
+        # from those already tried) while more than _probe_min pairs are left
+        self._t = np.linspace(0.0, 1.0, self.samples, dtype=np.float32)
+        self._allowed = self.samples - int(np.floor(self.min_inliers * self.samples)) - 1
+        tried, rest = [0, self.samples - 1], list(range(1, self.samples - 1))
+        while rest:
+            k = max(rest, key=lambda r: (min(abs(r - c) for c in tried), -r))
+            tried.append(k)
+            rest.remove(k)
+        self._probe = tried[2:5]
+        self._probe_min = 64
 
     @property
     def heatmap_size(self) -> tuple[int, int]:
@@ -99,46 +112,67 @@ class PafCodec:
     def pair_scores(self, coords: np.ndarray, valid: np.ndarray, pafs: np.ndarray) -> np.ndarray:
         """(L, M, M) scores of every candidate pair (peak i of the limb's first part, peak j of
         its second), -inf where not a candidate or not accepted; ``coords`` (K, M, 2) input
-        pixels, ``valid`` (K, M). Only the pairs of valid peaks are sampled, as one flat batch."""
+        pixels, ``valid`` (K, M).
+
+        A pair needs more than ``min_inliers`` of its samples above the threshold: at most
+        ``allowed`` of them may fail. The samples are taken in rounds, each on the pairs that
+        have not failed too many yet: both ends for all pairs at once (the first end's cell is
+        one per peak), then middle samples (``_probe``) on fewer and fewer pairs, which leaves
+        the few plausible pairs for the full sampling. Every sample is computed as the full
+        sampling computes it, so the rounds drop only pairs that it would reject."""
         L, M = len(self.limbs), coords.shape[1]
         h, w = pafs.shape[-2:]
+        hw = h * w
         out = np.full((L, M, M), -np.inf)
         first, second = self.limbs[:, 0], self.limbs[:, 1]
-        l, i, j = np.nonzero(valid[first][:, :, None] & valid[second][:, None, :])
-        if not len(l):
+        candidate = valid[first][:, :, None] & valid[second][:, None, :]  # (L, M, M)
+        if not candidate.any():
             return out
-        a = coords[first[l], i].astype(np.float32)  # (P, 2)
-        vec = coords[second[l], j].astype(np.float32) - a
-        length = np.sqrt((vec ** 2).sum(-1))
-        unit = vec / np.maximum(length, 1e-6)[:, None]
-        field_x = np.ascontiguousarray(pafs[0::2], dtype=np.float32).reshape(-1)  # (L * H * W,)
-        field_y = np.ascontiguousarray(pafs[1::2], dtype=np.float32).reshape(-1)
-        base = l * (h * w)
-        t = np.linspace(0.0, 1.0, self.samples, dtype=np.float32)
+        field = np.ascontiguousarray(pafs, dtype=np.float32).reshape(-1)  # x of limb l at 2l * hw, y at (2l + 1) * hw
+        xy = np.moveaxis(np.asarray(coords, dtype=np.float32), -1, 0)  # (2, K, M)
+        a = xy[:, first]  # (2, L, M)
+        pair = np.empty((6, L, M, M), dtype=np.float32)  # per pair: a (x, y), v = b - a, v / |v|
+        pair[0:2] = a[..., None]
+        np.subtract(xy[:, second, None, :], pair[0:2], out=pair[2:4])
+        length = np.sqrt(pair[2] * pair[2] + pair[3] * pair[3])
+        np.divide(pair[2:4], np.maximum(length, 1e-6), out=pair[4:6])
+        t, thr, allowed = self._t, self.paf_threshold, self._allowed
         scale, offset = 1.0 / self.stride, 0.5 / self.stride - 0.5
+        limit = np.array([w - 1, h - 1], dtype=np.float32)
 
-        def dots(pairs, ts):
-            """PAF . direction at the cells nearest to the sample points ``ts`` of ``pairs``."""
-            gx = np.rint((a[pairs, 0, None] + ts * vec[pairs, 0, None]) * scale + offset)
-            gy = np.rint((a[pairs, 1, None] + ts * vec[pairs, 1, None]) * scale + offset)
-            index = (base[pairs, None] + np.clip(gy, 0, h - 1).astype(np.int64) * w
-                     + np.clip(gx, 0, w - 1).astype(np.int64))
-            return field_x[index] * unit[pairs, 0, None] + field_y[index] * unit[pairs, 1, None]
+        def cells(p):
+            """Flat index of the cells nearest to the points ``p`` (2, ...) x, y in input pixels."""
+            g = np.rint(p * scale + offset)
+            g = np.clip(g, 0, limit.reshape((2,) + (1,) * (g.ndim - 1))).astype(np.int64)
+            return g[1] * w + g[0]
 
-        # A pair needs more than min_inliers of its samples above the threshold: at most
-        # `allowed` may fail. Three samples first: a pair failing more of them than allowed is
-        # out (exact), which leaves the few plausible pairs for the full sampling.
-        allowed = self.samples - int(np.floor(self.min_inliers * self.samples)) - 1
-        probe = np.unique(np.linspace(0, self.samples - 1, 3).round().astype(np.int64))
-        keep = np.arange(len(l))
-        if allowed < len(probe):
-            fails = (dots(keep, t[probe]) <= self.paf_threshold).sum(-1)
-            keep = keep[fails <= allowed]
-        dot = dots(keep, t)
-        l, i, j, length = l[keep], i[keep], j[keep], length[keep]
+        # both ends of every pair: a + 0 * v is a (one cell per peak), a + 1 * v is a + v
+        base = (2 * hw) * np.arange(L)
+        start = base[:, None] + cells(a)  # (L, M)
+        end = base[:, None, None] + cells(pair[0:2] + pair[2:4])  # (L, M, M)
+        unit = pair[4:6]
+        at = field.take
+        fails = (at(start)[:, :, None] * unit[0] + at(start + hw)[:, :, None] * unit[1] <= thr).view(np.int8)
+        fails = fails + (at(end) * unit[0] + at(end + hw) * unit[1] <= thr).view(np.int8)
+        pairs = np.flatnonzero(candidate & (fails <= allowed))  # into the (L, M, M) arrays
+        pair, base, fails = pair.reshape(6, -1).take(pairs, 1), base.take(pairs // (M * M)), fails.take(pairs)
+
+        def dots(ts):
+            """PAF . direction at the cells nearest to the sample points ``ts`` of the pairs."""
+            index = base[:, None] + cells(pair[0:2, :, None] + ts * pair[2:4, :, None])
+            return at(index) * pair[4, :, None] + at(index + hw) * pair[5, :, None]
+
+        for k in self._probe:
+            if len(pairs) <= self._probe_min:
+                break
+            fails = fails + (dots(t[k:k + 1])[:, 0] <= thr)
+            keep = np.flatnonzero(fails <= allowed)
+            pairs, pair, base, fails = pairs.take(keep), pair.take(keep, 1), base.take(keep), fails.take(keep)
+        dot = dots(t)
+        length = length.take(pairs)
         score = dot.mean(-1) + np.minimum(0.5 * self.input_size[0] / np.maximum(length, 1e-6) - 1.0, 0.0)
-        ok = ((dot > self.paf_threshold).mean(-1) > self.min_inliers) & (score > 0) & (length > 1e-6)
-        out[l[ok], i[ok], j[ok]] = score[ok]
+        ok = ((dot > thr).mean(-1) > self.min_inliers) & (score > 0) & (length > 1e-6)
+        out.reshape(-1)[pairs[ok]] = score[ok]
         return out
 
     def decode(self, coords, scores, valid, pafs) -> PafPeople:
@@ -154,48 +188,47 @@ class PafCodec:
         K, M = scores.shape
         pair = self.pair_scores(coords, valid, pafs)
         chosen = best_first_matching(pair)  # (L, M): the second part's peak for each first-part peak
-        owner = np.full((K, M), -1, dtype=np.int64)
-        parts = np.zeros((0, K), dtype=np.int64)  # peak index of each person's parts, -1: none
-        pair_total = np.zeros(0)
-        for l, (a, b) in enumerate(self.limbs):
-            ia = np.flatnonzero(chosen[l] >= 0)
-            if not len(ia):
-                continue
-            ib = chosen[l][ia]
-            s = pair[l, ia, ib]
-            pa, pb = owner[a, ia], owner[b, ib]
-            # a in a person that lacks b (or b in one that lacks a): the other joins it
-            grow = (pa >= 0) & (pb < 0)
-            grow &= parts[np.maximum(pa, 0), b] < 0 if len(parts) else False
-            parts[pa[grow], b], owner[b, ib[grow]] = ib[grow], pa[grow]
-            pair_total[pa[grow]] += s[grow]
-            back = (pa < 0) & (pb >= 0)
-            back &= parts[np.maximum(pb, 0), a] < 0 if len(parts) else False
-            parts[pb[back], a], owner[a, ia[back]] = ia[back], pb[back]
-            pair_total[pb[back]] += s[back]
-            same = (pa >= 0) & (pa == pb)
-            pair_total[pa[same]] += s[same]
-            # neither in a person: a new one
-            new = (pa < 0) & (pb < 0)
-            if new.any():
-                ids = len(parts) + np.arange(int(new.sum()))
-                rows = np.full((len(ids), K), -1, dtype=np.int64)
-                rows[:, a], rows[:, b] = ia[new], ib[new]
-                parts = np.concatenate([parts, rows])
-                pair_total = np.concatenate([pair_total, s[new]])
-                owner[a, ia[new]], owner[b, ib[new]] = ids, ids
-            # in two people: merge them when they share no part (rare: a loop over these only)
-            for i in np.flatnonzero((pa >= 0) & (pb >= 0) & (pa != pb)):
-                p, q = owner[a, ia[i]], owner[b, ib[i]]
-                if p == q or ((parts[p] >= 0) & (parts[q] >= 0)).any():
+        limb, ia = np.nonzero(chosen >= 0)
+        ib = chosen[limb, ia]
+        # Limb by limb, each chosen pair in turn (plain Python on lists: a few hundred pairs).
+        # The pairs of a limb share no peak and a person holds one peak of each part, so no two
+        # of them change the same person (the second finds the part taken): one pair at a time
+        # is the same as the whole limb at once.
+        owner = [[-1] * M for _ in range(K)]  # the person of each peak, -1: none
+        parts: list[list[int]] = []  # peak index of each person's parts, -1: none
+        pair_total: list[float] = []
+        ends = self.limbs.tolist()
+        for l, i, j, s in zip(limb.tolist(), ia.tolist(), ib.tolist(), pair[limb, ia, ib].tolist()):
+            a, b = ends[l]
+            p, q = owner[a][i], owner[b][j]
+            if p >= 0 and q < 0:  # a in a person that lacks b: b joins it
+                if parts[p][b] < 0:
+                    parts[p][b], owner[b][j] = j, p
+                    pair_total[p] += s
+            elif p < 0 and q >= 0:  # b in a person that lacks a: a joins it
+                if parts[q][a] < 0:
+                    parts[q][a], owner[a][i] = i, q
+                    pair_total[q] += s
+            elif p < 0:  # neither in a person: a new one
+                row = [-1] * K
+                row[a], row[b] = i, j
+                owner[a][i] = owner[b][j] = len(parts)
+                parts.append(row)
+                pair_total.append(s)
+            elif p == q:
+                pair_total[p] += s
+            else:  # in two people: merge them when they share no part
+                mine, theirs = parts[p], parts[q]
+                if any(x >= 0 and y >= 0 for x, y in zip(mine, theirs)):
                     continue
-                taken = parts[q] >= 0
-                parts[p, taken] = parts[q, taken]
-                owner[np.flatnonzero(taken), parts[q, taken]] = p
-                pair_total[p] += pair_total[q] + s[i]
-                parts[q] = -1
+                for k, y in enumerate(theirs):
+                    if y >= 0:
+                        mine[k], owner[k][y] = y, p
+                pair_total[p] += pair_total[q] + s
+                parts[q] = [-1] * K
                 pair_total[q] = 0.0
-        return self._people(parts, pair_total, coords, scores)
+        return self._people(np.array(parts, dtype=np.int64).reshape(-1, K), np.array(pair_total, dtype=np.float64),
+                            coords, scores)
 
     def _people(self, parts, pair_total, coords, scores) -> PafPeople:
         K = scores.shape[0]
