@@ -3,7 +3,8 @@
 
     python scripts/benchmark.py nms [--device cuda] [--threads 1] [--markdown-out FILE] [--update-readme]
     python scripts/benchmark.py data [--root DIR] [--workers 2] [--input-size 480]
-    python scripts/benchmark.py decode [--config FILE] [--checkpoint CKPT] [--input-size 480] [--people 20]
+    python scripts/benchmark.py decode [--family multiposenet|openpose] [--config FILE] [--checkpoint CKPT]
+                                       [--input-size N] [--people 20] [--update-readme]
     python scripts/benchmark.py overfit [--images 16] [--metrics-out FILE] [--update-readme]
     python scripts/benchmark.py train [--config FILE] [--steps N] [--update-readme]
     python scripts/benchmark.py learning [--config FILE] [--budget-minutes M] [--update-readme]
@@ -20,9 +21,12 @@ import sys
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
 
-def _emit(markdown: str, args: argparse.Namespace) -> None:
+def _emit(markdown: str, args: argparse.Namespace, section: str | None = None) -> None:
+    """Print the table; write it to --markdown-out and into README.md's ``section`` (default:
+    the subcommand's name) as the options say."""
     from posenet.utils.benchmark import replace_readme_section
 
+    section = section or args.command
     print(markdown, end="")
     if args.markdown_out:
         tmp = f"{args.markdown_out}.tmp"
@@ -31,8 +35,8 @@ def _emit(markdown: str, args: argparse.Namespace) -> None:
         os.replace(tmp, args.markdown_out)
         print(f"\nwritten to {args.markdown_out}")
     if args.update_readme:
-        replace_readme_section(README, args.command, markdown)
-        print(f"\nREADME.md section '{args.command}' updated")
+        replace_readme_section(README, section, markdown)
+        print(f"\nREADME.md section '{section}' updated")
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
@@ -132,29 +136,54 @@ def add_data_parser(subparsers) -> None:
 # --------------------------------------------------------------------------- decode
 
 
-def run_decode(args: argparse.Namespace) -> int:
+def _decode_multiposenet(args: argparse.Namespace) -> int:
     from posenet.config import load_config
     from posenet.inference.bench import benchmark_decode, format_decode_table
 
     cfg = load_config(args.config, args.overrides)
-    result = benchmark_decode(cfg, input_size=args.input_size, people=args.people, checkpoint=args.checkpoint,
-                              threads=args.threads)
+    repeats = {} if args.repeats is None else {"repeats": args.repeats}
+    result = benchmark_decode(cfg, input_size=args.input_size or 480, people=args.people, checkpoint=args.checkpoint,
+                              threads=args.threads, **repeats)
     _emit(format_decode_table(result), args)
     return 0
+
+
+def _decode_openpose(args: argparse.Namespace) -> int:
+    """Peaks + PAF grouping on perfect targets (no network: --config, --checkpoint and the
+    overrides are not used); README section 'decode-openpose'."""
+    from posenet.inference.paf_bench import benchmark_paf_decode, format_paf_decode_table
+
+    repeats = {} if args.repeats is None else {"repeats": args.repeats}
+    result = benchmark_paf_decode(people=args.people, input_size=args.input_size or 368, threads=args.threads,
+                                  **repeats)
+    _emit(format_paf_decode_table(result), args, section="decode-openpose")
+    return 0
+
+
+# the decode benchmark of each model family (--family)
+DECODE_FAMILIES = {"multiposenet": _decode_multiposenet, "openpose": _decode_openpose}
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    return DECODE_FAMILIES[args.family](args)
 
 
 def add_decode_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "decode",
-        help="inference time per image: the network, and decoding (peaks + PRN/greedy grouping) separately",
-        description="Network time on a random image and decoding time (peaks, grouping, mapping back) on a "
-        "crowded scene, per image, on the CPU.",
+        help="inference time per image: the network, and decoding (peaks + grouping) separately",
+        description="MultiPoseNet (default): network time on a random image and decoding time (peaks, "
+        "PRN/greedy grouping, mapping back) on a crowded scene. OpenPose (--family openpose): peaks and PAF "
+        "grouping on the perfect targets of separated people. Per image, on the CPU.",
     )
+    p.add_argument("--family", default="multiposenet", choices=sorted(DECODE_FAMILIES),
+                   help="model family whose decoding is timed (default: multiposenet)")
     p.add_argument("--config", default=os.path.join(os.path.dirname(README), "configs", "synthetic_small.yaml"))
     p.add_argument("--checkpoint", help="weights to time (default: random initialisation)")
-    p.add_argument("--input-size", type=int, default=480)
+    p.add_argument("--input-size", type=int, help="square input side (default: 480; openpose: 368)")
     p.add_argument("--people", type=int, default=20)
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default: 1)")
+    p.add_argument("--repeats", type=int, help="timed calls (default: the benchmark's own)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     _add_output_options(p)
     p.set_defaults(run=run_decode)
