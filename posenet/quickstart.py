@@ -60,17 +60,96 @@ def ensure_synthetic_dataset(cfg: DictConfig, log=print) -> Path:
 
 
 def run(cfg: DictConfig, log=print) -> dict:
-    from posenet.stages import end_to_end
-    from posenet.stages.pipeline import run_stages
+    """The quickstart of the config's model family (``model.family``)."""
+    return RUNS[cfg.model.family](cfg, log)
 
+
+def _prepare(cfg: DictConfig, log) -> tuple[Path, dict]:
+    """Save the config, make or reuse the dataset, print what its splits hold."""
     out_dir = Path(cfg.output_dir)
     save_config(cfg, out_dir)
-    total_start = time.perf_counter()
     ensure_synthetic_dataset(cfg, log)
     summaries = {}
     for split in (cfg.data.train_split, cfg.data.val_split):
         summaries[split] = build.coco_split(cfg.data, split).summary()
         log(format_summary(summaries[split]))
+    return out_dir, summaries
+
+
+def _infer_folders(cfg: DictConfig, predictor, out_dir: Path, log) -> dict:
+    """infer.py's work over the synthetic val images and the photos in extra/test_images."""
+    from posenet.inference import infer_folder
+
+    pictures = {}
+    for name, folder in (("synthetic_val", Path(cfg.data.root) / cfg.data.val_split),
+                         ("test_images", Path(__file__).resolve().parents[1] / "extra" / "test_images")):
+        if folder.is_dir():
+            log(f"\n== infer.py over {folder}")
+            if name == "test_images":
+                log("note: real photos through a model trained only on synthetic figures, from scratch, for "
+                    "minutes: this shows that infer.py runs on real images, not what a trained model finds there")
+            pictures[name] = infer_folder(predictor, folder, out_dir / "infer" / name, log=log)["pictures"]
+    return pictures
+
+
+def run_openpose(cfg: DictConfig, log=print) -> dict:
+    """The OpenPose family's quickstart: train its network on the synthetic world, validate it
+    end to end beside the ceiling (the ground truth's own training targets through the same
+    grouping), pictures; the table has the network and decoding times beside the AP."""
+    from posenet.stages import openpose
+
+    total_start = time.perf_counter()
+    out_dir, summaries = _prepare(cfg, log)
+    seconds = {}
+    log(f"\n== openpose ({cfg.openpose.network}): training into {out_dir / 'keypoint'} "
+        "(runs again only what is not done yet)")
+    start = time.perf_counter()
+    openpose.train(cfg, out_dir=out_dir / "keypoint", resume=True, log=log)
+    seconds["train"] = time.perf_counter() - start
+    checkpoint = out_dir / "keypoint" / "best.pt"
+    start = time.perf_counter()
+    result, evaluator = openpose.validate(cfg, checkpoint, "end-to-end", log=log)
+    top, top_evaluator = openpose.validate(cfg, checkpoint, "gt-maps", log=log)
+    write_json_atomic(out_dir / "keypoint" / "val_metrics.json",
+                      {"end-to-end": evaluator.metrics_record(result, checkpoint),
+                       "ceiling": top_evaluator.metrics_record(top, checkpoint)}, indent=2)
+    seconds["validation"] = time.perf_counter() - start
+    start = time.perf_counter()
+    predictor = build.paf_predictor(cfg, build.model_from_checkpoint(cfg, checkpoint))
+    pictures = _infer_folders(cfg, predictor, out_dir, log)
+    seconds["infer"] = time.perf_counter() - start
+    table = family_table(cfg, result, top, evaluator.protocol())
+    write_text_atomic(out_dir / "results.md", table)
+    seconds["total"] = time.perf_counter() - total_start
+    log("\n" + table)
+    log("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
+    for name, folder in pictures.items():
+        log(f"pictures ({name}): {folder}  (*_panel.jpg: heatmaps | PAFs | skeletons)")
+    return {"datasets": summaries, "metrics": {"end_to_end_ap": result["AP"], "end_to_end_ap_ceiling": top["AP"],
+                                               "network_ms": result.get("network_ms"),
+                                               "decode_ms": result.get("decode_ms")},
+            "seconds": seconds, "pictures": pictures}
+
+
+def family_table(cfg: DictConfig, result: dict, ceiling: dict, protocol: str) -> str:
+    """The OpenPose family's row of the quickstart: AP beside its ceiling, network and decode ms."""
+    lines = ["| family | network | end-to-end AP | AP50 | AP75 | ceiling (GT maps) | network ms | decode ms |",
+             "|---|---|---:|---:|---:|---:|---:|---:|",
+             f"| openpose | {cfg.openpose.network} | {format_ap(result['AP'])} | {format_ap(result['AP50'])} | "
+             f"{format_ap(result['AP75'])} | {format_ap(ceiling['AP'])} | {result.get('network_ms', 0):.1f} | "
+             f"{result.get('decode_ms', 0):.2f} |",
+             "",
+             f"- protocol: {protocol}; network and decode ms: mean per image on this machine, network incl. "
+             "resizing, decode = peaks + PAF grouping + mapping back."]
+    return "\n".join(lines) + "\n"
+
+
+def run_multiposenet(cfg: DictConfig, log=print) -> dict:
+    from posenet.stages import end_to_end
+    from posenet.stages.pipeline import run_stages
+
+    total_start = time.perf_counter()
+    out_dir, summaries = _prepare(cfg, log)
     stages = run_stages(cfg, out_dir, log)
     rows, seconds, full = stages["rows"], stages["seconds"], stages["checkpoint"]
 
@@ -87,21 +166,10 @@ def run(cfg: DictConfig, log=print) -> dict:
                       indent=2)
     seconds["ablations"] = time.perf_counter() - start
 
-    from posenet.inference import Predictor, infer_folder
+    from posenet.inference import Predictor
 
     start = time.perf_counter()
-    predictor = Predictor.from_config(cfg, full)
-    pictures = {}
-    for name, folder in (("synthetic_val", Path(cfg.data.root) / cfg.data.val_split),
-                         ("test_images", Path(__file__).resolve().parents[1] / "extra" / "test_images")):
-        if folder.is_dir():
-            log(f"\n== infer.py over {folder}")
-            if name == "test_images":
-                log("note: real photos through a model trained only on synthetic figures, from scratch, for "
-                    "minutes: this shows that infer.py runs on real images, not what a trained model finds there")
-            summary = infer_folder(predictor, folder, out_dir / "infer" / name, log=log)
-            pictures[name] = summary["pictures"]
-
+    pictures = _infer_folders(cfg, Predictor.from_config(cfg, full), out_dir, log)
     seconds["infer"] = time.perf_counter() - start
     table = results_table(rows, stages["metrics"])
     write_text_atomic(out_dir / "results.md", table)
@@ -115,6 +183,9 @@ def run(cfg: DictConfig, log=print) -> dict:
         f"TensorBoard: tensorboard --logdir {out_dir}")
     return {"datasets": summaries, "metrics": stages["metrics"], "ablations": records, "seconds": seconds,
             "pictures": pictures}
+
+
+RUNS = {"multiposenet": run_multiposenet, "openpose": run_openpose}
 
 
 def results_table(rows, metrics: dict | None = None) -> str:

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""The quickstart's main job on the embedded synthetic data (what `make demo` runs)."""
+"""The quickstart's main job on the embedded synthetic data (what `make demo` runs); with
+--config configs/openpose_synthetic_small.yaml the OpenPose family's on the same world."""
 from pathlib import Path
 
 from posenet import cli, quickstart
@@ -23,8 +24,10 @@ def main():
         header = (f"`python scripts/demo.py --update-readme` ({Path(args.config).name}) on {info.get('cpu', 'this CPU')}, "
                   f"torch {info.get('torch', '')}: {seconds['total'] / 60:.1f} min in all (" +
                   ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items() if k != "total") + ").\n\n")
-        replace_readme_section(str(ROOT / "README.md"), "quickstart", header + (Path(cfg.output_dir) / "results.md").read_text())
-        print("README.md section 'quickstart' updated")
+        # one section per model family: "quickstart" (MultiPoseNet), "quickstart-openpose"
+        section = "quickstart" if cfg.model.family == "multiposenet" else f"quickstart-{cfg.model.family}"
+        replace_readme_section(str(ROOT / "README.md"), section, header + (Path(cfg.output_dir) / "results.md").read_text())
+        print(f"README.md section '{section}' updated")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from tqdm import tqdm
 
 from posenet.codecs import KeypointHeatmapCodec
 from posenet.config import build
@@ -24,29 +23,29 @@ from posenet.data.images import read_image
 from posenet.data.targets import keypoint_persons
 from posenet.data.transforms import fit_matrix, transform_points
 from posenet.errors import ConfigError, DataError
-from posenet.evaluation import evaluate_keypoints, format_metrics, keypoint_results
+from posenet.evaluation import KEYPOINT_METRICS, format_metrics, keypoint_results
+from posenet.evaluation.base import ImageEvaluator
 
 MODES = ("end-to-end", "gt-maps")
 
 
-class PafEvaluator:
+class PafEvaluator(ImageEvaluator):
     """COCO keypoint AP of a :class:`PafPredictor` on the images of ``persons``.
 
     Callable as the trainer's ``evaluate(model, epoch)`` (the predictor then runs ``model``) or
-    with no model (the predictor's own). ``last_results`` holds the last call's results (COCO
-    format, original image pixels). Images are read in their stored pixel frame, as COCO's
+    with no model (the predictor's own). Images are read in their stored pixel frame, as COCO's
     annotations are.
     """
+
+    description = "validate openpose"
+    reported_metrics = KEYPOINT_METRICS[:6] + ("decode_ms", "network_ms")
 
     def __init__(self, predictor, persons, mode: str = "end-to-end", max_images: int = 0, progress: bool = True,
                  log=print):
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r} for the openpose family; choose one of {', '.join(MODES)}")
-        self.predictor, self.persons, self.mode = predictor, persons, mode
-        ids = list(persons.image_ids)
-        self.image_ids = ids[:max_images] if max_images else ids
-        self.progress, self.log = progress, log
-        self.last_results: list[dict] = []
+        super().__init__(persons, max_images, progress)
+        self.predictor, self.mode, self.log = predictor, mode, log
         self.skipped = 0
 
     def protocol(self) -> str:
@@ -54,42 +53,35 @@ class PafEvaluator:
         return (f"{self.persons.split} of {self.persons.root} ({len(self.image_ids)} images), {self.mode} "
                 f"({source}), {self.predictor.describe()}")
 
-    @torch.no_grad()
-    def __call__(self, model=None, epoch: int | None = None) -> dict:
+    def record_fields(self) -> dict:
+        return {"mode": self.mode, "grouping": "paf"}
+
+    def evaluate(self, model, image_ids) -> dict:
         predictor = self.predictor if model is None else self.predictor.with_model(model)
-        was_training = predictor.model.training
-        predictor.model.eval()
         results, network_ms, decode_ms = [], [], []
         self.skipped = 0
-        try:
-            for image_id in tqdm(self.image_ids, desc=f"validate openpose {self.mode}", leave=False,
-                                 disable=not self.progress, mininterval=5):
-                if self.mode == "gt-maps":
-                    maps, matrix, hw, size = self._target_maps(predictor, image_id)
-                    start = time.perf_counter()
-                    people = predictor.group(maps, matrix, hw, size)
-                    decode_ms.append(1e3 * (time.perf_counter() - start))
-                else:
-                    try:
-                        rgb = np.ascontiguousarray(read_image(self.persons.image_path(image_id))[:, :, ::-1])
-                    except DataError as e:
-                        self.log(f"warning: skipped {e}")
-                        self.skipped += 1
-                        continue
-                    prediction = predictor.run(rgb)
-                    people = prediction.people
-                    network_ms.append(prediction.timing["network_ms"])
-                    decode_ms.append(prediction.timing["decode_ms"])
-                if people:
-                    results += keypoint_results([image_id] * len(people),
-                                                np.stack([p["keypoints"][:, :2] for p in people]),
-                                                np.stack([p["keypoints"][:, 2] for p in people]),
-                                                [p["score"] for p in people])
-        finally:
-            predictor.model.train(was_training)
-        self.last_results = results
-        metrics = evaluate_keypoints(self.persons.coco, results, image_ids=self.image_ids,
-                                     sigmas=predictor.layout.sigmas)
+        for image_id in image_ids:
+            if self.mode == "gt-maps":
+                maps, matrix, hw, size = self._target_maps(predictor, image_id)
+                start = time.perf_counter()
+                people = predictor.group(maps, matrix, hw, size)
+                decode_ms.append(1e3 * (time.perf_counter() - start))
+            else:
+                try:
+                    rgb = np.ascontiguousarray(read_image(self.persons.image_path(image_id))[:, :, ::-1])
+                except DataError as e:
+                    self.log(f"warning: skipped {e}")
+                    self.skipped += 1
+                    continue
+                prediction = predictor.run(rgb)
+                people = prediction.people
+                network_ms.append(prediction.timing["network_ms"])
+                decode_ms.append(prediction.timing["decode_ms"])
+            if people:
+                results += keypoint_results([image_id] * len(people), np.stack([p["keypoints"][:, :2] for p in people]),
+                                            np.stack([p["keypoints"][:, 2] for p in people]),
+                                            [p["score"] for p in people])
+        metrics = self.keypoint_metrics(results, predictor.layout.sigmas)
         metrics["decode_ms"] = float(np.mean(decode_ms)) if decode_ms else 0.0
         if network_ms:
             metrics["network_ms"] = float(np.mean(network_ms))
@@ -116,13 +108,6 @@ class PafEvaluator:
         pafs = predictor.paf_codec(hw).encode(parts)
         maps = torch.from_numpy(np.concatenate([heat, background, pafs]).astype(np.float32))
         return maps, matrix, hw, size
-
-    def metrics_record(self, metrics: dict, checkpoint) -> dict:
-        from posenet.evaluation import KEYPOINT_METRICS
-
-        record = {k: metrics[k] for k in (*KEYPOINT_METRICS[:6], "decode_ms", "network_ms") if k in metrics}
-        return {**record, "mode": self.mode, "grouping": "paf", "protocol": self.protocol(),
-                "checkpoint": str(checkpoint)}
 
 
 def visualize(model, batch, losses=None, max_images: int = 4) -> dict:
