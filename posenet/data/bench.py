@@ -1,4 +1,4 @@
-"""Data-pipeline benchmark (docs/design.md §7: at least 150 training samples/s with 2 workers).
+"""Data-pipeline benchmark (docs/design.md §8: at least 150 training samples/s with 2 workers).
 
 Protocol:
 
