@@ -157,3 +157,11 @@ def test_a_multiposenet_checkpoint_in_an_openpose_config_is_one_clear_error(tiny
     with pytest.raises(PosenetError) as error:
         build.model_from_checkpoint(config(), path)
     assert len(str(error.value).splitlines()) == 1
+
+
+def test_the_training_benchmark_times_the_family_network(tiny_synthetic, tmp_path):
+    from posenet.engine.bench import time_training
+
+    cfg = config(*tiny_openpose(tiny_synthetic, tmp_path))
+    result = time_training(cfg, steps=2, warmup=1)
+    assert result["samples_per_s"] > 0 and result["steps"] == 2 and result["batch_size"] == 4

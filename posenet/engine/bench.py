@@ -46,6 +46,7 @@ def time_training(cfg: DictConfig, steps: int = 10, warmup: int = 3, threads: in
     from posenet.config import build
     from posenet.data.dataset import collate
     from posenet.engine.loader import seed_everything
+    from posenet.stages import families
 
     previous = torch.get_num_threads()
     if threads:
@@ -53,7 +54,7 @@ def time_training(cfg: DictConfig, steps: int = 10, warmup: int = 3, threads: in
     try:
         train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
         seed_everything(cfg.seed)
-        model = build.posenet_model(cfg, train_set.layout.num_keypoints)
+        model = families.of(cfg).keypoint_model(cfg)
         with tempfile.TemporaryDirectory() as out:
             trainer = build.trainer(OmegaConf.merge(cfg, {"train": {"epochs": 1}}), model=model, train_dataset=train_set,
                                     collate_fn=collate, out_dir=out, tensorboard=False, progress=False)

@@ -76,7 +76,7 @@ class VGG19Trunk(nn.Module):
         return self.layers(x)
 
 
-def _branch(in_channels: int, out_channels: int, first: bool) -> nn.Sequential:
+def stage_branch(in_channels: int, out_channels: int, first: bool) -> nn.Sequential:
     if first:
         sizes = [(in_channels, 128, 3), (128, 128, 3), (128, 128, 3), (128, 512, 1)]
     else:
@@ -194,8 +194,8 @@ class OpenPoseNet(PafNetwork):
             raise ValueError(f"stages must be at least 1, got {stages}")
         self.trunk = VGG19Trunk()
         f, p, k = VGG19Trunk.out_channels, 2 * num_limbs, num_parts + 1
-        self.paf_branches = nn.ModuleList(_branch(f if t == 0 else f + p + k, p, t == 0) for t in range(stages))
-        self.heatmap_branches = nn.ModuleList(_branch(f if t == 0 else f + p + k, k, t == 0) for t in range(stages))
+        self.paf_branches = nn.ModuleList(stage_branch(f if t == 0 else f + p + k, p, t == 0) for t in range(stages))
+        self.heatmap_branches = nn.ModuleList(stage_branch(f if t == 0 else f + p + k, k, t == 0) for t in range(stages))
         if str(pretrained) != "none":
             self.trunk.load_vgg19(pretrained)
 

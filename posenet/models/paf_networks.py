@@ -19,7 +19,7 @@ from torch import nn
 
 from posenet.errors import PosenetError
 from posenet.models.backbone import torchvision_weights
-from posenet.models.openpose import OpenPoseNet, PafNetwork, _branch
+from posenet.models.openpose import OpenPoseNet, PafNetwork, stage_branch
 
 SHUFFLENET_WIDTHS = ("x0_5", "x1_0", "x1_5", "x2_0")
 HOURGLASS_DEPTH = 4  # max-pools inside one hourglass
@@ -90,8 +90,8 @@ class ShuffleNetPafNet(PafNetwork):
         super().__init__(num_parts, num_limbs, preprocessing, pretrained)
         self.trunk = ShuffleNetV2Trunk(width)
         self.cpm = nn.Sequential(nn.Conv2d(self.trunk.out_channels, 128, 3, padding=1), nn.ReLU(inplace=True))
-        self.paf_branch = _branch(128, 2 * num_limbs, first=True)
-        self.heatmap_branch = _branch(128, num_parts + 1, first=True)
+        self.paf_branch = stage_branch(128, 2 * num_limbs, first=True)
+        self.heatmap_branch = stage_branch(128, num_parts + 1, first=True)
         if str(pretrained) != "none":
             self.trunk.load_pretrained(pretrained)
 

@@ -48,8 +48,9 @@ class Family:
         """The predictor of ``checkpoint`` (what infer.py and video.py run)."""
         raise NotImplementedError
 
-    def model(self, cfg: DictConfig):
-        """A freshly initialised full model of the family (benchmarks)."""
+    def keypoint_model(self, cfg: DictConfig):
+        """A freshly initialised model of the first (keypoint) stage: what train_keypoint.py
+        trains (the training benchmark times it)."""
         raise NotImplementedError
 
 
@@ -92,10 +93,10 @@ class MultiPoseNetFamily(Family):
 
         return Predictor.from_config(cfg, checkpoint, device)
 
-    def model(self, cfg):
+    def keypoint_model(self, cfg):
         from posenet.config import build
 
-        return build.posenet_model(cfg, len(cfg.data.keypoints.names), detection=True, prn=True)
+        return build.posenet_model(cfg, len(cfg.data.keypoints.names))
 
 
 class OpenPoseFamily(Family):
@@ -121,7 +122,7 @@ class OpenPoseFamily(Family):
 
         return build.paf_predictor(cfg, build.model_from_checkpoint(cfg, checkpoint, device), device)
 
-    def model(self, cfg):
+    def keypoint_model(self, cfg):
         from posenet.config import build
 
         return build.paf_network(cfg)
