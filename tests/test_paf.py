@@ -229,3 +229,20 @@ def test_the_grouping_matches_a_step_by_step_reference_on_random_scenes():
         np.testing.assert_array_equal(found.keypoints, np.array([p[1] for p in expected]).reshape(-1, 18, 3))
         np.testing.assert_allclose(found.scores, [-p[0] for p in expected], rtol=1e-12)
     assert merges > 0  # the scenes exercise the merging of two partial people
+
+
+def test_slots_without_a_peak_are_ignored_whatever_they_hold():
+    rng = np.random.default_rng(3)
+    people = _people(rng, 2)
+    people[1, 3, 2] = 0  # one right elbow: a slot without a peak among the used ones
+    heat_codec = KeypointHeatmapCodec((368, 368), stride=8, sigma=7.0)
+    paf_codec = PafCodec((368, 368), LIMBS, stride=8)
+    peaks = heat_codec.decode(torch.from_numpy(heat_codec.encode(people)), threshold=0.1, max_peaks=5)
+    coords, scores, valid = peaks.coords.numpy().copy(), peaks.scores.numpy(), peaks.valid.numpy()
+    pafs = paf_codec.encode(people)
+    found = paf_codec.decode(coords, scores, valid, pafs)
+    coords[~valid] = np.nan
+    assert not valid.all() and len(found.keypoints) == 2
+    again = paf_codec.decode(coords, scores, valid, pafs)
+    np.testing.assert_array_equal(again.keypoints, found.keypoints)
+    np.testing.assert_array_equal(again.scores, found.scores)

@@ -129,7 +129,8 @@ class PafCodec:
         if not candidate.any():
             return out
         field = np.ascontiguousarray(pafs, dtype=np.float32).reshape(-1)  # x of limb l at 2l * hw, y at (2l + 1) * hw
-        xy = np.moveaxis(np.asarray(coords, dtype=np.float32), -1, 0)  # (2, K, M)
+        # (2, K, M); the slots of no peak at 0 (all pairs are computed, only candidates kept)
+        xy = np.moveaxis(np.where(valid[..., None], coords, 0.0).astype(np.float32), -1, 0)
         a = xy[:, first]  # (2, L, M)
         pair = np.empty((6, L, M, M), dtype=np.float32)  # per pair: a (x, y), v = b - a, v / |v|
         pair[0:2] = a[..., None]
