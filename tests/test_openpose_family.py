@@ -165,3 +165,22 @@ def test_the_training_benchmark_times_the_family_network(tiny_synthetic, tmp_pat
     cfg = config(*tiny_openpose(tiny_synthetic, tmp_path))
     result = time_training(cfg, steps=2, warmup=1)
     assert result["samples_per_s"] > 0 and result["steps"] == 2 and result["batch_size"] == 4
+
+
+@pytest.mark.parametrize("width", [64, 60])
+def test_with_the_flip_test_a_mirrored_image_gives_the_mirrored_maps(width):
+    """Any network, averaged with its mirrored pass, is mirror-equivariant: the maps of the
+    mirrored image are the maps mirrored back (parts and limbs swapped, PAF x negated)."""
+    from posenet.models.paf_networks import HourglassPafNet
+    from posenet.inference.paf_predictor import PafPredictor
+
+    torch.manual_seed(0)
+    net = HourglassPafNet(stacks=1, channels=16)
+    predictor = PafPredictor(net, OPENPOSE_18, input_size=width, flip=True)
+    rgb = np.random.default_rng(0).integers(0, 255, (48, width, 3), dtype=np.uint8)
+    maps, _, _ = predictor.network(rgb)
+    mirrored, _, _ = predictor.network(np.ascontiguousarray(rgb[:, ::-1]))
+    cells = width // 4  # width 60: 15 cells, and the mirrored grid falls on the same cells
+    back = flip_back(mirrored[None], predictor._flip_index, predictor._flip_sign)[0]
+    assert maps.shape[-1] == cells
+    assert torch.allclose(back, maps, atol=1e-4)
