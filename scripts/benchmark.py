@@ -149,13 +149,17 @@ def _decode_multiposenet(args: argparse.Namespace) -> int:
 
 
 def _decode_openpose(args: argparse.Namespace) -> int:
-    """Peaks + PAF grouping on perfect targets (no network: --config, --checkpoint and the
-    overrides are not used); README section 'decode-openpose'."""
-    from posenet.inference.paf_bench import benchmark_paf_decode, format_paf_decode_table
+    """Peaks + PAF grouping on perfect targets and, with an openpose config (--config), its
+    network on a random image; README section 'decode-openpose'."""
+    from posenet.config import load_config
+    from posenet.inference.paf_bench import benchmark_paf_decode, format_paf_decode_table, time_paf_network
 
     repeats = {} if args.repeats is None else {"repeats": args.repeats}
-    result = benchmark_paf_decode(people=args.people, input_size=args.input_size or 368, threads=args.threads,
-                                  **repeats)
+    size = args.input_size or 368
+    result = benchmark_paf_decode(people=args.people, input_size=size, threads=args.threads, **repeats)
+    cfg = load_config(args.config, args.overrides)
+    if cfg.model.family == "openpose":
+        result["network"] = time_paf_network(cfg, size, checkpoint=args.checkpoint, threads=args.threads)
     _emit(format_paf_decode_table(result), args, section="decode-openpose")
     return 0
 
@@ -165,7 +169,12 @@ DECODE_FAMILIES = {"multiposenet": _decode_multiposenet, "openpose": _decode_ope
 
 
 def run_decode(args: argparse.Namespace) -> int:
-    return DECODE_FAMILIES[args.family](args)
+    family = args.family
+    if family is None:  # the config's model family
+        from posenet.config import load_config
+
+        family = load_config(args.config, args.overrides).model.family
+    return DECODE_FAMILIES[family](args)
 
 
 def add_decode_parser(subparsers) -> None:
@@ -176,8 +185,8 @@ def add_decode_parser(subparsers) -> None:
         "PRN/greedy grouping, mapping back) on a crowded scene. OpenPose (--family openpose): peaks and PAF "
         "grouping on the perfect targets of separated people. Per image, on the CPU.",
     )
-    p.add_argument("--family", default="multiposenet", choices=sorted(DECODE_FAMILIES),
-                   help="model family whose decoding is timed (default: multiposenet)")
+    p.add_argument("--family", choices=sorted(DECODE_FAMILIES),
+                   help="model family whose decoding is timed (default: the config's model.family)")
     p.add_argument("--config", default=os.path.join(os.path.dirname(README), "configs", "synthetic_small.yaml"))
     p.add_argument("--checkpoint", help="weights to time (default: random initialisation)")
     p.add_argument("--input-size", type=int, help="square input side (default: 480; openpose: 368)")

@@ -184,3 +184,13 @@ def test_with_the_flip_test_a_mirrored_image_gives_the_mirrored_maps(width):
     back = flip_back(mirrored[None], predictor._flip_index, predictor._flip_sign)[0]
     assert maps.shape[-1] == cells
     assert torch.allclose(back, maps, atol=1e-4)
+
+
+def test_the_decode_benchmark_follows_the_config_family():
+    result = subprocess.run([sys.executable, str(REPO / "scripts/benchmark.py"), "decode", "--config", str(CONFIG),
+                             "--repeats", "3", "--input-size", "128", "--people", "4"],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "PAF decoding time per image" in result.stdout
+    assert "| network (hourglass, random initialisation) |" in result.stdout
+    assert "4 of 4 people recovered" in result.stdout

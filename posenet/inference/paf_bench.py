@@ -118,6 +118,27 @@ def benchmark_paf_decode(people: int = 20, input_size: int = 368, stride: int = 
     }
 
 
+def time_paf_network(cfg, input_size: int, checkpoint=None, threads: int = 1, repeats: int = 10) -> dict:
+    """Median time of the PAF predictor's network part (resize, forward, no flip, one scale) on
+    a random ``input_size`` square image, with ``cfg``'s network (random initialisation, or the
+    weights of ``checkpoint``)."""
+    from omegaconf import OmegaConf
+
+    from posenet.config import build
+    from posenet.utils.benchmark import time_call
+
+    torch.set_num_threads(threads)
+    cfg = OmegaConf.merge(cfg, {"infer": {"input_size": input_size, "scales": [1.0], "flip": False},
+                                "model": {"pretrained": "none"}})
+    torch.manual_seed(0)
+    model = build.model_from_checkpoint(cfg, checkpoint) if checkpoint else build.paf_network(cfg)
+    predictor = build.paf_predictor(cfg, model)
+    image = np.random.default_rng(0).integers(0, 255, (input_size, input_size, 3), dtype=np.uint8)
+    timing = time_call(lambda: predictor.network(image), warmup=2, repeats=repeats, budget_s=30)
+    return {"timing": timing, "network": cfg.openpose.network,
+            "weights": str(checkpoint) if checkpoint else "random initialisation"}
+
+
 def _median_and_fastest(timing: Timing) -> str:
     return f"{1e3 * timing.median_s:.2f} | {1e3 * min(timing.samples):.2f}"
 
@@ -148,8 +169,13 @@ def format_paf_decode_table(result: dict) -> str:
         f"{result['decoded']} decoded |",
         f"| total | {_median_and_fastest(result['total'])} | peaks + grouping |",
     ]
+    if "network" in result:
+        net = result["network"]
+        t = net["timing"]
+        lines.append(f"| network ({net['network']}, {net['weights']}) | {1e3 * t.median_s:.1f} | "
+                     f"{1e3 * min(t.samples):.1f} | one {s}×{s} image, batch 1, {t.runs} runs |")
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["benchmark_paf_decode", "format_paf_decode_table", "grid_shape", "recovered_people",
+__all__ = ["benchmark_paf_decode", "format_paf_decode_table", "grid_shape", "recovered_people", "time_paf_network",
            "separated_people", "time_in_rounds"]
