@@ -194,3 +194,20 @@ def test_the_decode_benchmark_follows_the_config_family():
     assert "PAF decoding time per image" in result.stdout
     assert "| network (hourglass, random initialisation) |" in result.stdout
     assert "4 of 4 people recovered" in result.stdout
+
+
+def test_foreground_weighting_weighs_the_part_and_limb_cells():
+    from posenet.models.paf_networks import HourglassPafNet
+
+    net = HourglassPafNet(stacks=1, channels=16, foreground_weight=10.0)
+    outputs = [(torch.zeros(2, 38, 4, 4), torch.zeros(2, 19, 4, 4))]
+    targets = {"pafs": torch.zeros(2, 38, 4, 4), "heatmaps": torch.zeros(2, 19, 4, 4), "ignore_mask": torch.ones(2, 1, 4, 4)}
+    targets["pafs"][0, 0, 1, 1] = -1.0     # one limb cell: weight 11
+    targets["heatmaps"][1, 3, 2, 2] = 0.5  # one part cell: weight 6
+    targets["heatmaps"][:, -1] = 1.0       # the background channel: weight 1
+    targets["ignore_mask"][1, 0, 0, 0] = 0
+    losses = net.compute_loss(outputs, targets)
+    assert losses["loss_paf1"].item() == pytest.approx(11 * 1 / 2)
+    assert losses["loss_heatmap1"].item() == pytest.approx((6 * 0.25 + 31) / 2)
+    with pytest.raises(ValueError):
+        HourglassPafNet(stacks=1, channels=16, foreground_weight=-1)

@@ -437,7 +437,8 @@ def paf_network(cfg: DictConfig):
         options["pretrained"] = "none" if release is not None else pretrained
     elif pretrained != "none":
         raise ConfigError(f"openpose.network {o.network} has no pretrained weights: set model.pretrained none")
-    model = cls(num_parts=parts.num_keypoints, num_limbs=len(parts.skeleton), preprocessing=o.preprocessing, **options)
+    model = cls(num_parts=parts.num_keypoints, num_limbs=len(parts.skeleton), preprocessing=o.preprocessing,
+                foreground_weight=o.foreground_weight, **options)
     if release is not None:
         from posenet.models.openpose import load_release_weights
 

@@ -292,6 +292,9 @@ class OpenPoseConfig:
     preprocessing: str = choice("imagenet", "imagenet", "caffe")
     # PAF targets: cells within this many cells of a limb's segment hold its direction.
     limb_width: float = 1.0
+    # Loss weight of a cell 1 + foreground_weight * |target| for parts and PAFs (0: the
+    # release's plain masked L2; see PafNetwork.compute_loss).
+    foreground_weight: float = 0.0
     # Grouping: PAF samples per candidate pair; a pair needs more than min_inliers of them
     # above paf_threshold; people need min_parts parts and a mean score of min_mean_score.
     paf_samples: int = 10

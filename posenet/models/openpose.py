@@ -92,6 +92,8 @@ class PafNetwork(nn.Module):
     """The interface of the OpenPose family: part heatmaps (with a background channel) and
     part affinity fields at ``output_stride`` from RGB images.
 
+    ``foreground_weight``: see ``compute_loss`` (0: the release's plain masked L2).
+
     ``forward(images)`` with images (N, 3, H, W) RGB in 0..255 returns, in eval mode,
     {"pafs": (N, 2L, h, w), "heatmaps": (N, P + 1, h, w)} of the last stage (h, w =
     ceil(H / output_stride), ceil(W / output_stride)); given ``targets`` ("heatmaps", "pafs",
@@ -109,8 +111,11 @@ class PafNetwork(nn.Module):
     input_divisor: int = 8
 
     def __init__(self, num_parts: int = 18, num_limbs: int = 19, preprocessing: str = "imagenet",
-                 pretrained: str | os.PathLike = "none"):
+                 pretrained: str | os.PathLike = "none", foreground_weight: float = 0.0):
         super().__init__()
+        if foreground_weight < 0:
+            raise ValueError(f"foreground_weight must be >= 0, got {foreground_weight}")
+        self.foreground_weight = float(foreground_weight)
         if preprocessing not in PREPROCESSING:
             raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
         if str(pretrained) != "none" and preprocessing != "imagenet":
@@ -161,16 +166,25 @@ class PafNetwork(nn.Module):
             return {"pafs": outputs[-1][0], "heatmaps": outputs[-1][1], "losses": losses}
         return {"pafs": outputs[-1][0], "heatmaps": outputs[-1][1]}
 
-    @staticmethod
-    def compute_loss(outputs, targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def compute_loss(self, outputs, targets: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Masked L2 of every stage's PAFs and heatmaps (two terms a stage), each summed over
-        cells and channels and averaged over the batch; "loss" is their sum."""
+        cells and channels and averaged over the batch; "loss" is their sum. With
+        ``foreground_weight`` w > 0 each cell of a part heatmap weighs 1 + w * target and each
+        cell of a PAF 1 + w * |target| (the background channel 1): the release's plain L2 spends
+        its gradient on the empty cells, which are most of them."""
         mask = targets["ignore_mask"].float()
         n = mask.shape[0]
+        w = self.foreground_weight
+        paf_weight, heat_weight = mask, mask
+        if w > 0:
+            paf_weight = mask * (1 + w * targets["pafs"].abs())
+            parts = targets["heatmaps"].clone()
+            parts[:, -1] = 0  # the background channel keeps weight 1
+            heat_weight = mask * (1 + w * parts)
         losses = {}
         for t, (pafs, heat) in enumerate(outputs, start=1):
-            losses[f"loss_paf{t}"] = (((pafs.float() - targets["pafs"]) ** 2) * mask).sum() / n
-            losses[f"loss_heatmap{t}"] = (((heat.float() - targets["heatmaps"]) ** 2) * mask).sum() / n
+            losses[f"loss_paf{t}"] = (((pafs.float() - targets["pafs"]) ** 2) * paf_weight).sum() / n
+            losses[f"loss_heatmap{t}"] = (((heat.float() - targets["heatmaps"]) ** 2) * heat_weight).sum() / n
         losses["loss"] = sum(losses.values())
         return losses
 
@@ -188,8 +202,9 @@ class OpenPoseNet(PafNetwork):
     input_divisor = 8
 
     def __init__(self, num_parts: int = 18, num_limbs: int = 19, stages: int = 6,
-                 preprocessing: str = "imagenet", pretrained: str | os.PathLike = "none"):
-        super().__init__(num_parts, num_limbs, preprocessing, pretrained)
+                 preprocessing: str = "imagenet", pretrained: str | os.PathLike = "none",
+                 foreground_weight: float = 0.0):
+        super().__init__(num_parts, num_limbs, preprocessing, pretrained, foreground_weight)
         if stages < 1:
             raise ValueError(f"stages must be at least 1, got {stages}")
         self.trunk = VGG19Trunk()

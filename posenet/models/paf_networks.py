@@ -86,8 +86,9 @@ class ShuffleNetPafNet(PafNetwork):
     input_divisor = 8
 
     def __init__(self, num_parts: int = 18, num_limbs: int = 19, width: str = "x1_0",
-                 pretrained: str | os.PathLike = "none", preprocessing: str = "imagenet"):
-        super().__init__(num_parts, num_limbs, preprocessing, pretrained)
+                 pretrained: str | os.PathLike = "none", preprocessing: str = "imagenet",
+                 foreground_weight: float = 0.0):
+        super().__init__(num_parts, num_limbs, preprocessing, pretrained, foreground_weight)
         self.trunk = ShuffleNetV2Trunk(width)
         self.cpm = nn.Sequential(nn.Conv2d(self.trunk.out_channels, 128, 3, padding=1), nn.ReLU(inplace=True))
         self.paf_branch = stage_branch(128, 2 * num_limbs, first=True)
@@ -151,8 +152,8 @@ class HourglassPafNet(PafNetwork):
     input_divisor = 4 * 2 ** HOURGLASS_DEPTH
 
     def __init__(self, num_parts: int = 18, num_limbs: int = 19, stacks: int = 8, channels: int = 256,
-                 preprocessing: str = "imagenet"):
-        super().__init__(num_parts, num_limbs, preprocessing)
+                 preprocessing: str = "imagenet", foreground_weight: float = 0.0):
+        super().__init__(num_parts, num_limbs, preprocessing, foreground_weight=foreground_weight)
         if stacks < 1:
             raise ValueError(f"stacks must be at least 1, got {stacks}")
         if channels < 2 or channels % 2:
