@@ -17,12 +17,13 @@ from __future__ import annotations
 import time
 from typing import Iterable
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from posenet.data.dataset import collate
-from posenet.evaluation.coco_eval import KEYPOINT_METRICS, evaluate_keypoints
+from posenet.evaluation.coco_eval import KEYPOINT_METRICS, evaluate_keypoints, keypoint_results
 
 
 class Evaluator:
@@ -112,6 +113,26 @@ class ImageEvaluator(Evaluator):
 
     def items(self) -> Iterable:
         return self.image_ids
+
+    @staticmethod
+    def people_results(image_id: int, people: list[dict]) -> list[dict]:
+        """COCO results entries of the people of one image (a predictor's records: "keypoints"
+        (K, 3) in image pixels, "score")."""
+        if not people:
+            return []
+        return keypoint_results([image_id] * len(people), np.stack([p["keypoints"][:, :2] for p in people]),
+                                np.stack([p["keypoints"][:, 2] for p in people]), [p["score"] for p in people])
+
+    def pipeline_metrics(self, results: list[dict], sigmas, network_ms: list[float], decode_ms: list[float],
+                         skipped: int = 0) -> dict:
+        """The keypoint metrics of ``results`` with the mean network and decoding times per
+        image and the number of images skipped as unreadable."""
+        metrics = self.keypoint_metrics(results, sigmas)
+        metrics["decode_ms"] = float(np.mean(decode_ms)) if decode_ms else 0.0
+        if network_ms:
+            metrics["network_ms"] = float(np.mean(network_ms))
+        metrics["skipped_images"] = skipped
+        return metrics
 
 
 __all__ = ["DatasetEvaluator", "Evaluator", "ImageEvaluator"]

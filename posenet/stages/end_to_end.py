@@ -27,7 +27,7 @@ import torch
 from posenet.data.targets import keypoint_persons, xywh_to_xyxy
 from posenet.data.transforms import fit_matrix, transform_points
 from posenet.errors import ConfigError, DataError
-from posenet.evaluation import KEYPOINT_METRICS, keypoint_results
+from posenet.evaluation import KEYPOINT_METRICS
 from posenet.evaluation.base import ImageEvaluator
 from posenet.inference.predictor import Predictor, as_rgb
 
@@ -101,16 +101,8 @@ class EndToEndEvaluator(ImageEvaluator):
                 boxes, box_scores = _gt_boxes(anns, matrix)
             people, _ = predictor.group(xy, types, scores, boxes, box_scores, matrix, image_size)
             decode_ms.append(1e3 * (time.perf_counter() - start))
-            if people:
-                results += keypoint_results([image_id] * len(people), np.stack([p["keypoints"][:, :2] for p in people]),
-                                            np.stack([p["keypoints"][:, 2] for p in people]),
-                                            [p["score"] for p in people])
-        metrics = self.keypoint_metrics(results, predictor.layout.sigmas)
-        metrics["decode_ms"] = float(np.mean(decode_ms)) if decode_ms else 0.0
-        if network_ms:
-            metrics["network_ms"] = float(np.mean(network_ms))
-        metrics["skipped_images"] = self.skipped
-        return metrics
+            results += self.people_results(image_id, people)
+        return self.pipeline_metrics(results, predictor.layout.sigmas, network_ms, decode_ms, self.skipped)
 
 
 def _gt_keypoints(anns, matrix) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ from posenet.data.images import read_image
 from posenet.data.targets import keypoint_persons
 from posenet.data.transforms import fit_matrix, transform_points
 from posenet.errors import ConfigError, DataError
-from posenet.evaluation import KEYPOINT_METRICS, format_metrics, keypoint_results
+from posenet.evaluation import KEYPOINT_METRICS, format_metrics
 from posenet.evaluation.base import ImageEvaluator
 
 MODES = ("end-to-end", "gt-maps")
@@ -77,16 +77,8 @@ class PafEvaluator(ImageEvaluator):
                 people = prediction.people
                 network_ms.append(prediction.timing["network_ms"])
                 decode_ms.append(prediction.timing["decode_ms"])
-            if people:
-                results += keypoint_results([image_id] * len(people), np.stack([p["keypoints"][:, :2] for p in people]),
-                                            np.stack([p["keypoints"][:, 2] for p in people]),
-                                            [p["score"] for p in people])
-        metrics = self.keypoint_metrics(results, predictor.layout.sigmas)
-        metrics["decode_ms"] = float(np.mean(decode_ms)) if decode_ms else 0.0
-        if network_ms:
-            metrics["network_ms"] = float(np.mean(network_ms))
-        metrics["skipped_images"] = self.skipped
-        return metrics
+            results += self.people_results(image_id, people)
+        return self.pipeline_metrics(results, predictor.layout.sigmas, network_ms, decode_ms, self.skipped)
 
     def _target_maps(self, predictor, image_id):
         """The training targets of the ground truth at the predictor's first scale (what a
