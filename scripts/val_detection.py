@@ -12,7 +12,7 @@ def main():
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--metrics-out", help="write AP, AP50, AP75, APS, APM, APL as JSON")
     parser.add_argument("--results-out", help="write the COCO-format box results file")
-    args, cfg = cli.parse_config_args(parser)
+    args, cfg = cli.parse_config_args(parser, stage="detection")
     metrics, evaluator = detection.validate(cfg, args.checkpoint, device=args.device)
     if args.results_out:
         write_results(evaluator.last_results, args.results_out)

@@ -114,8 +114,9 @@ def test_a_release_file_as_model_pretrained_sets_every_weight(tmp_path):
 
 
 def test_detection_and_prn_stages_refuse_the_openpose_family():
-    for script in ("train_detection.py", "train_prn.py"):
-        result = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--config", str(CONFIG)],
+    for script, more in (("train_detection.py", ["--init", "x.pt"]), ("train_prn.py", []),
+                         ("val_detection.py", ["--checkpoint", "x.pt"])):
+        result = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--config", str(CONFIG), *more],
                                 capture_output=True, text=True, cwd=REPO, timeout=120)
         assert result.returncode == 2
         assert result.stderr.strip().splitlines()[-1].startswith("error: model.family openpose has no")
