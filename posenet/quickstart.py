@@ -118,7 +118,7 @@ def run_openpose(cfg: DictConfig, log=print) -> dict:
     predictor = build.paf_predictor(cfg, build.model_from_checkpoint(cfg, checkpoint))
     pictures = _infer_folders(cfg, predictor, out_dir, log)
     seconds["infer"] = time.perf_counter() - start
-    table = family_table(cfg, result, top, evaluator.protocol())
+    table = family_table(cfg, result, top, evaluator.protocol(), multiposenet_beside(cfg, log))
     write_text_atomic(out_dir / "results.md", table)
     seconds["total"] = time.perf_counter() - total_start
     log("\n" + table)
@@ -131,16 +131,44 @@ def run_openpose(cfg: DictConfig, log=print) -> dict:
             "seconds": seconds, "pictures": pictures}
 
 
-def family_table(cfg: DictConfig, result: dict, ceiling: dict, protocol: str) -> str:
-    """The OpenPose family's row of the quickstart: AP beside its ceiling, network and decode ms."""
-    lines = ["| family | network | end-to-end AP | AP50 | AP75 | ceiling (GT maps) | network ms | decode ms |",
-             "|---|---|---:|---:|---:|---:|---:|---:|",
-             f"| openpose | {cfg.openpose.network} | {format_ap(result['AP'])} | {format_ap(result['AP50'])} | "
-             f"{format_ap(result['AP75'])} | {format_ap(ceiling['AP'])} | {result.get('network_ms', 0):.1f} | "
-             f"{result.get('decode_ms', 0):.2f} |",
-             "",
-             f"- protocol: {protocol}; network and decode ms: mean per image on this machine, network incl. "
-             "resizing, decode = peaks + PAF grouping + mapping back."]
+def multiposenet_beside(cfg: DictConfig, log=print) -> dict | None:
+    """The MultiPoseNet quickstart's full model (``configs/synthetic_small.yaml``'s run), when it
+    has been trained, validated end to end on ``cfg``'s data with ``cfg``'s input size: the
+    first row of the family table. None when there is no such checkpoint."""
+    from posenet.config import load_config
+    from posenet.stages import end_to_end
+
+    other = load_config(Path(__file__).resolve().parents[1] / "configs" / "synthetic_small.yaml")
+    checkpoint = Path(other.output_dir) / "prn" / "best.pt"
+    if not checkpoint.is_file():
+        log(f"no MultiPoseNet quickstart model at {checkpoint} (make demo): its row is left out")
+        return None
+    other = OmegaConf.merge(other, {"data": OmegaConf.to_container(cfg.data),
+                                    "infer": {"input_size": int(cfg.infer.input_size or cfg.keypoint.val_input_size)}})
+    result, evaluator = end_to_end.validate(other, checkpoint, "end-to-end", log=log)
+    top, _ = end_to_end.validate(other, checkpoint, "gt-keypoints-gt-boxes", log=log)
+    return {"result": result, "ceiling": top, "protocol": evaluator.protocol(), "checkpoint": str(checkpoint),
+            "network": f"ResNet-{other.model.backbone_depth} FPN + RetinaNet + PRN"}
+
+
+def family_table(cfg: DictConfig, result: dict, ceiling: dict, protocol: str, beside: dict | None = None) -> str:
+    """The quickstart's rows per model family: end-to-end AP beside its ceiling, network and
+    decode ms; the MultiPoseNet row (``beside``) when its model exists."""
+
+    def row(family, network, r, top, what):
+        return (f"| {family} | {network} | {format_ap(r['AP'])} | {format_ap(r['AP50'])} | {format_ap(r['AP75'])} | "
+                f"{format_ap(top['AP'])} ({what}) | {r.get('network_ms', 0):.1f} | {r.get('decode_ms', 0):.2f} |")
+
+    lines = ["| family | network | end-to-end AP | AP50 | AP75 | ceiling | network ms | decode ms |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    if beside:
+        lines.append(row("multiposenet", beside["network"], beside["result"], beside["ceiling"], "GT keypoints + boxes"))
+    lines.append(row("openpose", cfg.openpose.network, result, ceiling, "GT maps"))
+    lines += ["", f"- openpose: {protocol}"]
+    if beside:
+        lines.append(f"- multiposenet ({beside['checkpoint']}): {beside['protocol']}")
+    lines.append("- network and decode ms: mean per image on this machine; network incl. resizing (and, for "
+                 "MultiPoseNet, the box post-processing), decode = peaks + grouping + mapping back.")
     return "\n".join(lines) + "\n"
 
 
