@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from posenet.config import build, load_config
@@ -102,3 +103,32 @@ def test_build_passes_the_config_keys(val, coco_mini):
     assert scenes.persons is val and len(scenes) == cfg.prn.samples_per_epoch
     with pytest.raises(ConfigError, match="differ from data.keypoints.names"):
         build.same_keypoints(val, OPENPOSE_18.layout)
+
+
+def test_image_evaluators_read_the_stored_pixel_frame_and_skip_unreadable_images(tmp_path):
+    """COCO's annotations refer to the stored pixels: EXIF orientation is not applied (unlike
+    infer.py), and an unreadable image is one warning and counted, not an error."""
+    from PIL import Image
+
+    from posenet.evaluation.base import ImageEvaluator
+
+    stored = np.full((40, 60, 3), 40, np.uint8)
+    stored[:10, :10] = (250, 40, 40)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    Image.fromarray(stored).save(tmp_path / "1.jpg", exif=exif, quality=95)
+    (tmp_path / "2.jpg").write_bytes(b"not an image")
+
+    class Persons:
+        image_ids = [1, 2]
+
+        @staticmethod
+        def image_path(image_id):
+            return tmp_path / f"{image_id}.jpg"
+
+    warnings = []
+    evaluator = ImageEvaluator(Persons(), log=warnings.append)
+    rgb = evaluator.stored_rgb(1)
+    assert rgb.shape == (40, 60, 3) and rgb[:10, :10, 0].mean() > 200 and rgb[:10, :10, 2].mean() < 100
+    assert evaluator.stored_rgb(2) is None and evaluator.skipped == 1
+    assert len(warnings) == 1 and "2.jpg" in warnings[0]

@@ -108,11 +108,27 @@ class ImageEvaluator(Evaluator):
     """Base of the evaluators that take the images of ``persons`` (its first ``max_images``;
     0: all) one by one: the items are the image ids."""
 
-    def __init__(self, persons, max_images: int = 0, progress: bool = True):
+    def __init__(self, persons, max_images: int = 0, progress: bool = True, log=print):
         super().__init__(persons, max_images=max_images, progress=progress)
+        self.log = log
+        self.skipped = 0  # images of the last evaluation that could not be read
 
     def items(self) -> Iterable:
         return self.image_ids
+
+    def stored_rgb(self, image_id: int) -> np.ndarray | None:
+        """The image as an RGB array in its stored pixel frame, which COCO's annotations refer
+        to (EXIF orientation not applied, unlike ``infer.py``); None, with one warning line and
+        counted in ``skipped``, when it cannot be read."""
+        from posenet.data.images import read_image
+        from posenet.errors import DataError
+
+        try:
+            return np.ascontiguousarray(read_image(self.persons.image_path(image_id))[:, :, ::-1])
+        except DataError as e:
+            self.log(f"warning: skipped {e}")
+            self.skipped += 1
+            return None
 
     @staticmethod
     def people_results(image_id: int, people: list[dict]) -> list[dict]:

@@ -26,10 +26,10 @@ import torch
 
 from posenet.data.targets import keypoint_persons, xywh_to_xyxy
 from posenet.data.transforms import fit_matrix, transform_points
-from posenet.errors import ConfigError, DataError
+from posenet.errors import ConfigError
 from posenet.evaluation import KEYPOINT_METRICS
 from posenet.evaluation.base import ImageEvaluator
-from posenet.inference.predictor import Predictor, as_rgb
+from posenet.inference.predictor import Predictor
 
 MODES = {
     "end-to-end": ("pred", "pred"),
@@ -50,11 +50,9 @@ class EndToEndEvaluator(ImageEvaluator):
                  progress: bool = True, log=print):
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        super().__init__(persons, max_images, progress)
+        super().__init__(persons, max_images, progress, log)
         self.predictor, self.mode = predictor, mode
         self.description = f"validate {mode}"
-        self.log = log
-        self.skipped = 0
 
     def protocol(self) -> str:
         p = self.predictor
@@ -76,11 +74,8 @@ class EndToEndEvaluator(ImageEvaluator):
         for image_id in image_ids:
             anns = keypoint_persons(self.persons.annotations(image_id))
             if needs_network:
-                try:
-                    rgb = as_rgb(self.persons.image_path(image_id))
-                except DataError as e:
-                    self.log(f"warning: skipped {e}")
-                    self.skipped += 1
+                rgb = self.stored_rgb(image_id)
+                if rgb is None:
                     continue
                 start = time.perf_counter()
                 net = predictor.network(rgb)

@@ -19,10 +19,9 @@ from omegaconf import DictConfig
 from posenet.codecs import KeypointHeatmapCodec
 from posenet.config import build
 from posenet.data.dataset import collate
-from posenet.data.images import read_image
 from posenet.data.targets import keypoint_persons
 from posenet.data.transforms import fit_matrix, transform_points
-from posenet.errors import ConfigError, DataError
+from posenet.errors import ConfigError
 from posenet.evaluation import KEYPOINT_METRICS, format_metrics
 from posenet.evaluation.base import ImageEvaluator
 
@@ -44,9 +43,8 @@ class PafEvaluator(ImageEvaluator):
                  log=print):
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r} for the openpose family; choose one of {', '.join(MODES)}")
-        super().__init__(persons, max_images, progress)
-        self.predictor, self.mode, self.log = predictor, mode, log
-        self.skipped = 0
+        super().__init__(persons, max_images, progress, log)
+        self.predictor, self.mode = predictor, mode
 
     def protocol(self) -> str:
         source = "the network" if self.mode == "end-to-end" else "ground-truth targets instead of the network"
@@ -67,11 +65,8 @@ class PafEvaluator(ImageEvaluator):
                 people = predictor.group(maps, matrix, hw, size)
                 decode_ms.append(1e3 * (time.perf_counter() - start))
             else:
-                try:
-                    rgb = np.ascontiguousarray(read_image(self.persons.image_path(image_id))[:, :, ::-1])
-                except DataError as e:
-                    self.log(f"warning: skipped {e}")
-                    self.skipped += 1
+                rgb = self.stored_rgb(image_id)
+                if rgb is None:
                     continue
                 prediction = predictor.run(rgb)
                 people = prediction.people
