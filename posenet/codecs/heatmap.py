@@ -246,4 +246,10 @@ class KeypointHeatmapCodec:
         return offset.clamp(-0.5, 0.5)
 
 
-__all__ = ["KeypointHeatmapCodec", "Peaks", "max_filter_3x3"]
+def with_background(heatmaps: np.ndarray) -> np.ndarray:
+    """Heatmaps (K, H, W) with one more channel, the background: 1 - their maximum (OpenPose's
+    targets)."""
+    return np.concatenate([heatmaps, 1.0 - heatmaps.max(0, keepdims=True, initial=0.0)])
+
+
+__all__ = ["KeypointHeatmapCodec", "Peaks", "max_filter_3x3", "with_background"]

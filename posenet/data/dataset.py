@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from posenet.codecs.heatmap import KeypointHeatmapCodec
+from posenet.codecs.heatmap import KeypointHeatmapCodec, with_background
 from posenet.codecs.paf import PafCodec
 from posenet.data.coco import CocoPersons
 from posenet.data.images import read_image, reduction_factor
@@ -247,7 +247,7 @@ class CocoKeypointDataset(Dataset):
         model_keypoints = self.parts.encode(keypoints) if self.parts is not None else keypoints
         heatmaps = self.codec.encode(model_keypoints)
         if self.background:
-            heatmaps = np.concatenate([heatmaps, 1.0 - heatmaps.max(0, keepdims=True, initial=0.0)])
+            heatmaps = with_background(heatmaps)
         boxes, keep = transform_boxes(matrix, people.boxes, self.input_size, self.min_box_size)
         crowd_boxes, _ = transform_boxes(matrix, people.crowd_boxes, self.input_size, self.min_box_size)
         target = {

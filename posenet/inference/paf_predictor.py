@@ -117,10 +117,7 @@ class PafPredictor:
         height, width = rgb.shape[:2]
         total = matrix = input_hw = first = None
         for i, scale in enumerate(self.scales):
-            size = max(self.stride, int(round(self.input_size * scale)))
-            m = fit_matrix((height, width), (size, size))
-            s = size / max(height, width)
-            hw = (max(1, int(round(height * s))), max(1, int(round(width * s))))
+            m, s, hw = self.input_geometry((height, width), scale)
             batch = torch.from_numpy(warp_image(rgb, m, hw)).permute(2, 0, 1)[None].to(self.device)
             maps = self._maps(batch)
             if self.flip:
@@ -130,6 +127,15 @@ class PafPredictor:
             else:
                 total = total + to_grid_of(maps, s / first, total.shape[-2:])
         return (total / len(self.scales))[0].cpu(), matrix, input_hw
+
+    def input_geometry(self, image_hw: tuple[int, int], scale: float = 1.0):
+        """The network input of an image of ``image_hw`` at ``scale``: the image -> input matrix,
+        the scale factor and the input's (height, width) (longer side ``input_size * scale``)."""
+        height, width = image_hw
+        size = max(self.stride, int(round(self.input_size * scale)))
+        s = size / max(height, width)
+        hw = (max(1, int(round(height * s))), max(1, int(round(width * s))))
+        return fit_matrix((height, width), (size, size)), s, hw
 
     def paf_codec(self, input_hw: tuple[int, int]) -> PafCodec:
         return PafCodec(input_hw, self.parts.layout.skeleton, stride=self.stride, **self.grouping)

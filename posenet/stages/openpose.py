@@ -17,10 +17,11 @@ import torch
 from omegaconf import DictConfig
 
 from posenet.codecs import KeypointHeatmapCodec
+from posenet.codecs.heatmap import with_background
 from posenet.config import build
 from posenet.data.dataset import collate
 from posenet.data.targets import keypoint_persons
-from posenet.data.transforms import fit_matrix, transform_points
+from posenet.data.transforms import transform_points
 from posenet.errors import ConfigError
 from posenet.evaluation import KEYPOINT_METRICS, format_metrics
 from posenet.evaluation.base import ImageEvaluator
@@ -80,20 +81,16 @@ class PafEvaluator(ImageEvaluator):
         perfect network would output): part heatmaps, background and PAFs."""
         info = self.persons.image_info(image_id)
         size = (int(info["height"]), int(info["width"]))
-        side = max(predictor.stride, int(round(predictor.input_size * predictor.scales[0])))
-        matrix = fit_matrix(size, (side, side))
-        s = side / max(size)
-        hw = (max(1, int(round(size[0] * s))), max(1, int(round(size[1] * s))))
+        matrix, _, hw = predictor.input_geometry(size, predictor.scales[0])
         anns = keypoint_persons(self.persons.annotations(image_id))
         K = predictor.parts.source.num_keypoints
         kps = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(len(anns), K, 3)
         if len(kps):
             kps[..., :2] = transform_points(matrix, kps[..., :2].reshape(-1, 2)).reshape(len(kps), K, 2)
         parts = predictor.parts.encode(kps)
-        heat = KeypointHeatmapCodec(hw, stride=predictor.stride, sigma=predictor.sigma).encode(parts)
-        background = 1.0 - heat.max(0, keepdims=True, initial=0.0)
+        heat = with_background(KeypointHeatmapCodec(hw, stride=predictor.stride, sigma=predictor.sigma).encode(parts))
         pafs = predictor.paf_codec(hw).encode(parts)
-        maps = torch.from_numpy(np.concatenate([heat, background, pafs]).astype(np.float32))
+        maps = torch.from_numpy(np.concatenate([heat, pafs]).astype(np.float32))
         return maps, matrix, hw, size
 
 
