@@ -13,8 +13,13 @@ OpenPose modes: "auto" / "end-to-end" (the PAF network, peaks and PAF grouping: 
 does) and "gt-maps" (the ground truth's training targets instead of the network: the ceiling of
 the protocol). Scales and flip: infer.scales, --flip; e.g. the release's protocol is
 infer.scales=[0.5,1.0,1.5,2.0,2.5] --flip.
+
+--runtime onnx --onnx MODEL.onnx: the end-to-end AP of an export of scripts/export_onnx.py
+(onnxruntime and the numpy decoder, settings from its metadata; trailing infer.* overrides and
+--flip apply to it) on the --config's data.val_split.
 """
 from posenet import cli
+from posenet.errors import ConfigError
 from posenet.evaluation import write_results
 from posenet.inference.groupings import GROUPINGS
 from posenet.stages import families
@@ -23,7 +28,10 @@ from posenet.utils.io import write_json_atomic
 
 def main():
     parser = cli.config_parser(__doc__)
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint (last.pt / best.pt)")
+    parser.add_argument("--checkpoint", help="a checkpoint (last.pt / best.pt); --runtime torch")
+    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                        help="torch: the checkpoint; onnx: an export (--onnx) end to end")
+    parser.add_argument("--onnx", help="the exported model.onnx (its model.json beside it); --runtime onnx")
     modes = dict.fromkeys(m for family in families.FAMILIES.values() for m in family.modes)
     parser.add_argument("--mode", default="auto", choices=list(modes), help="what is evaluated (see above)")
     parser.add_argument("--grouping", choices=sorted(GROUPINGS),
@@ -37,7 +45,18 @@ def main():
         cfg.eval.flip = cfg.infer.flip = True
     if args.grouping:
         cfg.infer.grouping = args.grouping
-    metrics, evaluator, record = families.of(cfg).validate(cfg, args.checkpoint, args.mode, device=args.device)
+    if args.runtime == "onnx":
+        from posenet.deploy import onnx_predictor
+
+        if not args.onnx or args.checkpoint or args.grouping or args.mode not in ("auto", "end-to-end"):
+            raise ConfigError("--runtime onnx takes --onnx MODEL.onnx and evaluates end to end with the export's "
+                              "grouping (no --checkpoint, --grouping or other --mode)")
+        overrides = [o for o in args.overrides if o.startswith("infer.")] + (["infer.flip=true"] if args.flip else [])
+        metrics, evaluator, record = onnx_predictor.validate(cfg, args.onnx, overrides)
+    else:
+        if not args.checkpoint or args.onnx:
+            raise ConfigError("--runtime torch takes --checkpoint (for an export: --runtime onnx --onnx MODEL.onnx)")
+        metrics, evaluator, record = families.of(cfg).validate(cfg, args.checkpoint, args.mode, device=args.device)
     if args.results_out:
         write_results(evaluator.last_results, args.results_out)
     if args.metrics_out:

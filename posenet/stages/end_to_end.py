@@ -42,7 +42,10 @@ MODES = {
 class EndToEndEvaluator(ImageEvaluator):
     """COCO keypoint AP of ``predictor`` on the images of ``persons`` (the first
     ``max_images``; 0: all) in one of ``MODES``. Called with no model (``evaluator()``): it
-    evaluates the predictor's."""
+    evaluates the predictor's. Mode end-to-end needs only the predictor's ``run`` (and
+    ``describe``, ``layout``, ``box_threshold``, ``grouping``), so an ONNX export's
+    ``OnnxPredictor`` runs through it as the PyTorch ``Predictor`` does; the ablations take the
+    ``Predictor``'s network, peaks and grouping apart."""
 
     reported_metrics = KEYPOINT_METRICS[:6] + ("decode_ms", "network_ms")
 
@@ -72,6 +75,15 @@ class EndToEndEvaluator(ImageEvaluator):
         results, decode_ms, network_ms = [], [], []
         self.skipped = 0
         for image_id in image_ids:
+            if self.mode == "end-to-end":  # the predictor's whole pipeline: any predictor (an ONNX export too)
+                rgb = self.stored_rgb(image_id)
+                if rgb is None:
+                    continue
+                prediction = predictor.run(rgb)
+                network_ms.append(prediction.timing["network_ms"])
+                decode_ms.append(prediction.timing["decode_ms"])
+                results += self.people_results(image_id, prediction.people)
+                continue
             anns = keypoint_persons(self.persons.annotations(image_id))
             if needs_network:
                 rgb = self.stored_rgb(image_id)

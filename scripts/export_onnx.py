@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Export a checkpoint's network to ONNX for deployment without PyTorch: MODEL.onnx (RGB 0..255
+in, normalisation in the graph, raw heatmaps / detection maps / PAFs out), MODEL.json (what the
+decoder needs besides the graph: input geometry, keypoints, anchors, thresholds, grouping),
+MODEL.prn.npz (the PRN's weights, MultiPoseNet) and posenet_decoder.py (the numpy decoder) in
+the folder of --out. The graph is checked with onnx.checker and compared with PyTorch on
+onnxruntime; the outputs, the check and the max abs differences are printed. Run the export with
+scripts/infer.py --runtime onnx --onnx MODEL.onnx, or python posenet_decoder.py MODEL.json IMAGE."""
+import argparse
+
+from posenet import cli
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, epilog="Trailing key.sub=value arguments override "
+                                     "config keys, e.g. infer.box_threshold=0.5 (written into MODEL.json).")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint (MultiPoseNet: with the detection branch)")
+    parser.add_argument("--out", required=True, help="the .onnx file to write (the other files go beside it)")
+    parser.add_argument("--config", help="config (default: config.yaml beside the checkpoint)")
+    parser.add_argument("--input-size", type=int, help="longer image side (infer.input_size); the fixed graph's "
+                        "side is it (times the largest infer.scales) rounded up to the model's divisor")
+    parser.add_argument("--dynamic", action="store_true", help="free input height and width (multiples of the "
+                        "divisor) instead of a fixed square graph")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset (17 or newer; default 18)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    args = parser.parse_intermixed_args()
+
+    from posenet.deploy.export import export_checkpoint
+
+    summary = export_checkpoint(args.checkpoint, args.out, config=args.config, overrides=args.overrides,
+                                input_size=args.input_size, dynamic=args.dynamic, opset=args.opset)
+    size = summary["input_size"]
+    print(f"{summary['family']} -> {summary['files']['onnx']} "
+          f"({'dynamic height and width' if summary['dynamic'] else f'fixed input {size[0]}x{size[1]}'})")
+    print(f"outputs: {', '.join(summary['outputs'])}")
+    check = summary["check"]
+    print(f"onnx.checker: ok (opset {check['opset']}, input {', '.join(check['inputs'])})")
+    diffs = summary["max_abs_diff"]
+    print("max abs difference onnxruntime vs PyTorch: "
+          + ", ".join(f"{name} {value:.2e}" for name, value in diffs.items())
+          + f" (worst {max(diffs.values()):.2e})")
+    print("files: " + ", ".join(summary["files"].values()))
+
+
+if __name__ == "__main__":
+    cli.run(main)
