@@ -5,6 +5,8 @@
     python scripts/benchmark.py data [--root DIR] [--workers 2] [--input-size 480]
     python scripts/benchmark.py decode [--family multiposenet|openpose] [--config FILE] [--checkpoint CKPT]
                                        [--input-size N] [--people 20] [--update-readme]
+    python scripts/benchmark.py network [--config FILE | --port-equal] [--input-size 480] [--threads 2]
+                                        [--skip compile ...] [--update-readme]
     python scripts/benchmark.py overfit [--images 16] [--metrics-out FILE] [--update-readme]
     python scripts/benchmark.py train [--config FILE] [--steps N] [--update-readme]
     python scripts/benchmark.py learning [--config FILE] [--budget-minutes M] [--update-readme]
@@ -198,6 +200,54 @@ def add_decode_parser(subparsers) -> None:
     p.set_defaults(run=run_decode)
 
 
+# --------------------------------------------------------------------------- network
+
+
+PORT_EQUAL = os.path.join(os.path.dirname(README), "configs", "port_equal_r50.yaml")
+
+
+def run_network(args: argparse.Namespace) -> int:
+    from posenet.config import load_config
+    from posenet.inference.network_bench import benchmark_network, format_network_table
+
+    config = PORT_EQUAL if args.port_equal else args.config
+    cfg = load_config(config, args.overrides)
+    result = benchmark_network(cfg, input_size=args.input_size, threads=args.threads, people=args.people,
+                               skip=args.skip, repeats=args.repeats)
+    command = " ".join(["python scripts/benchmark.py network",
+                        "--port-equal" if args.port_equal else f"--config {os.path.relpath(config, REPO)}",
+                        f"--input-size {args.input_size} --threads {args.threads}",
+                        *([f"--skip {' '.join(args.skip)}"] if args.skip else []), *args.overrides])
+    _emit(format_network_table(result, command, args.note), args)
+    return 0
+
+
+def add_network_parser(subparsers) -> None:
+    from posenet.inference.network_bench import VARIANTS
+
+    p = subparsers.add_parser(
+        "network",
+        help="network time per CPU inference option (BN folding, channels_last, bf16, compile, onnxruntime), "
+             "decoding, end to end, against the original port's design",
+        description="Median ms of forward + detection post-processing for each inference option, with the "
+        "heatmaps' difference from eager fp32; our decoding and the port's reconstructed decoding on a crowded "
+        "scene; end to end and the ratio to the port's design (eager fp32 + box-by-box PRN).",
+    )
+    p.add_argument("--config", default=PORT_EQUAL, help="config of the network (default: configs/port_equal_r50.yaml)")
+    p.add_argument("--port-equal", action="store_true",
+                   help="the original port's design (configs/port_equal_r50.yaml), whatever --config says")
+    p.add_argument("--input-size", type=int, default=480, help="square input side (default: 480)")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default: 2)")
+    p.add_argument("--people", type=int, default=20, help="people in the decoding scene (default: 20)")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per row, at most (default: 10)")
+    p.add_argument("--skip", nargs="*", default=[], choices=[*VARIANTS, "port"],
+                   help="rows to leave out (eager is always timed: it is the reference)")
+    p.add_argument("--note", default="", help="a sentence for the table header (e.g. the machine's load)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    _add_output_options(p)
+    p.set_defaults(run=run_network)
+
+
 # --------------------------------------------------------------------------- overfit
 
 
@@ -331,8 +381,8 @@ def add_learning_parser(subparsers) -> None:
     p.set_defaults(run=run_learning)
 
 
-SUBCOMMANDS = [add_nms_parser, add_data_parser, add_decode_parser, add_overfit_parser, add_train_parser,
-               add_learning_parser]
+SUBCOMMANDS = [add_nms_parser, add_data_parser, add_decode_parser, add_network_parser, add_overfit_parser,
+               add_train_parser, add_learning_parser]
 
 
 def main(argv=None) -> int:

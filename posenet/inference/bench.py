@@ -40,6 +40,15 @@ def crowd_scene(num_people: int, input_size: int, seed: int = 0) -> tuple[np.nda
     return np.array(keypoints), np.array(boxes)
 
 
+def crowd_network_output(predictor: Predictor, people: int, input_size: int) -> NetworkOutput:
+    """What a perfect network would give for ``crowd_scene(people, input_size)``: the
+    predictor's codec's heatmaps of the people and their boxes (score 1), image = input."""
+    keypoints, boxes = crowd_scene(people, input_size)
+    heat = torch.from_numpy(predictor.heatmap_codec((input_size, input_size)).encode(keypoints))
+    return NetworkOutput(heat, torch.from_numpy(boxes).float(), torch.ones(people), np.eye(3)[:2],
+                         (input_size, input_size), (input_size, input_size))
+
+
 def benchmark_decode(cfg: DictConfig, input_size: int = 480, people: int = 20, checkpoint=None,
                      threads: int = 1, repeats: int = 30) -> dict:
     """Median milliseconds per image: network (random image), decoding with PRN and greedy."""
@@ -54,12 +63,7 @@ def benchmark_decode(cfg: DictConfig, input_size: int = 480, people: int = 20, c
     image = np.random.default_rng(0).integers(0, 255, (input_size, input_size, 3), dtype=np.uint8)
     network = time_call(lambda: predictor.network(image), warmup=2, repeats=repeats, budget_s=20)
 
-    keypoints, boxes = crowd_scene(people, input_size)
-    codec = predictor.heatmap_codec((input_size, input_size))
-    heat = torch.from_numpy(codec.encode(keypoints))
-    matrix = np.eye(3)[:2]
-    net = NetworkOutput(heat, torch.from_numpy(boxes).float(), torch.ones(people), matrix, (input_size, input_size),
-                        (input_size, input_size))
+    net = crowd_network_output(predictor, people, input_size)
     rows = {}
     from posenet.inference.groupings import GROUPINGS
 
@@ -103,4 +107,4 @@ def format_decode_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["benchmark_decode", "crowd_scene", "format_decode_table"]
+__all__ = ["benchmark_decode", "crowd_network_output", "crowd_scene", "format_decode_table"]
