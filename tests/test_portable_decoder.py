@@ -451,3 +451,18 @@ def test_the_module_runs_without_posenet_torch_or_cv2(tmp_path, posenet_run):
     assert len(got["people"]) == len(expected["people"]) == len(theirs.people)
     assert np.allclose(np.array(got["people"]), np.array([p["keypoints"] for p in expected["people"]]), atol=1e-6)
     assert np.allclose(got["scores"], [p["score"] for p in expected["people"]])
+
+
+def test_the_command_line_reports_a_missing_graph_in_one_line(tmp_path, posenet_setup):
+    cfg, model = posenet_setup
+    shutil.copy(REPO / "posenet/deploy/decoder.py", tmp_path / "posenet_decoder.py")
+    (tmp_path / "model.json").write_text(json.dumps(metadata(cfg, model)))
+    image = tmp_path / "photo.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(image)
+    done = subprocess.run([sys.executable, str(tmp_path / "posenet_decoder.py"), str(tmp_path / "model.json"),
+                           str(image)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "model.onnx: the network file is missing" in lines[0]

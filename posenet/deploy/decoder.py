@@ -72,6 +72,9 @@ import numpy as np
 FORMAT = "posenet-onnx"
 VERSION = 1
 FAMILIES = ("multiposenet", "openpose")
+# The flip test pads the mirrored input with this colour whatever the network's normalisation
+# (posenet's ``test_time.pad_width``: ImageNet's mean, rounded), before the graph's own padding.
+FLIP_FILL = (0.485, 0.456, 0.406)
 GROUPINGS = ("prn", "greedy")
 
 # ============================================================================ geometry
@@ -213,10 +216,14 @@ def to_grid_of(maps: np.ndarray, ratio: float, size) -> np.ndarray:
 
 
 def max_filter_3x3(heat: np.ndarray) -> np.ndarray:
-    """3x3 maximum filter of (..., H, W) maps, -inf outside."""
-    p = np.pad(heat, [(0, 0)] * (heat.ndim - 2) + [(1, 1), (1, 1)], constant_values=-np.inf)
-    rows = np.maximum(np.maximum(p[..., :, :-2], p[..., :, 1:-1]), p[..., :, 2:])
-    return np.maximum(np.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
+    """3x3 maximum filter of (..., H, W) maps (what lies outside does not count)."""
+    rows = heat.copy()
+    np.maximum(rows[..., 1:], heat[..., :-1], out=rows[..., 1:])
+    np.maximum(rows[..., :-1], heat[..., 1:], out=rows[..., :-1])
+    out = rows.copy()
+    np.maximum(out[..., 1:, :], rows[..., :-1, :], out=out[..., 1:, :])
+    np.maximum(out[..., :-1, :], rows[..., 1:, :], out=out[..., :-1, :])
+    return out
 
 
 def _log_quadratic_offset(lo, mid, hi, has_lo, has_hi, prior):
@@ -434,9 +441,44 @@ def gaussian_matrix(n: int, sigma: float) -> np.ndarray:
     return g.astype(np.float32)
 
 
+def separable(grids: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``rows @ g @ cols.T`` for every (H, W) grid g of (..., H, W), as two large products
+    (a batch of small ones is many times slower)."""
+    shape = grids.shape
+    h, w = shape[-2:]
+    x = np.ascontiguousarray(grids, dtype=np.float32).reshape(-1, w) @ cols.T
+    x = np.tensordot(rows, x.reshape(-1, h, w), axes=([1], [1]))  # (H, N, W)
+    return np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(shape)
+
+
 def blur(grids: np.ndarray, sigma: float) -> np.ndarray:
+    """(..., H, W) grids blurred with the separable Gaussian of ``gaussian_matrix``."""
     h, w = grids.shape[-2:]
-    return gaussian_matrix(h, sigma) @ grids.astype(np.float32) @ gaussian_matrix(w, sigma).T
+    return separable(grids, gaussian_matrix(h, sigma), gaussian_matrix(w, sigma))
+
+
+def box_matrix(n: int, window: int) -> np.ndarray:
+    """(n, n) float32: 1 where |i - j| <= window // 2 (a window sum along one axis, zero outside)."""
+    d = np.arange(n)[:, None] - np.arange(n)[None]
+    return (np.abs(d) <= window // 2).astype(np.float32)
+
+
+def add_blurred_cells(out: np.ndarray, flat: np.ndarray, values: np.ndarray, height: int, width: int,
+                      sigma: float) -> None:
+    """Add to ``out`` (N, K*H*W) the blur (``blur``) of grids that are zero but for ``values`` at
+    the flat indices ``flat`` into (N, K, H, W): one small Gaussian patch per set cell."""
+    if not len(flat):
+        return
+    radius = int(np.ceil(3 * sigma)) if sigma > 0 else 0
+    d = np.arange(-radius, radius + 1)
+    g = (np.exp(-0.5 * (d / sigma) ** 2) if sigma > 0 else np.ones(1)).astype(np.float32)
+    grid, rest = np.divmod(flat, height * width)
+    r, c = np.divmod(rest, width)
+    rows, cols = r[:, None] + d, c[:, None] + d  # (n, 2R + 1)
+    ok = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
+    index = (grid[:, None, None] * height + rows[:, :, None]) * width + cols[:, None, :]
+    weight = (g[:, None] * g[None, :])[None] * values.astype(np.float32)[:, None, None]
+    np.add.at(out.reshape(-1), index[ok], weight[ok])
 
 
 def _by_type(types: np.ndarray, num_keypoints: int):
@@ -492,39 +534,49 @@ class PoseResidualMLP:
             layers = [(data[f"w{i}"], data[f"b{i}"]) for i in range(n)]
             return cls(layers, data["grid_shape"].tolist(), softmax, input_sigma)
 
-    def __call__(self, cells: np.ndarray) -> np.ndarray:
-        """Probabilities (B, K, H, W) for the unblurred peak cells (B, K, H, W)."""
+    def __call__(self, cells: np.ndarray, nonzero=None) -> np.ndarray:
+        """Probabilities (B, K, H, W) for the unblurred peak cells (B, K, H, W); ``nonzero``:
+        their sorted flat indices into ``cells`` when the caller has them."""
         B = len(cells)
-        flat_cells = cells.reshape(B, -1)
-        b, i = np.nonzero(flat_cells)
+        size = cells[0].size
+        flat = np.flatnonzero(cells) if nonzero is None else nonzero
         first = np.broadcast_to(self.layers[0][1], (B, len(self.layers[0][1]))).copy()
-        if len(i):  # np.nonzero gives the cells sorted by grid: one segment sum per grid
-            rows = self.folded[i] * flat_cells[b, i][:, None]
+        if len(flat):  # sorted, so each grid's cells are one segment to sum
+            b, i = np.divmod(flat, size)
+            rows = self.folded[i] * cells.reshape(-1)[flat][:, None]
             starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]])
             first[b[starts]] += np.add.reduceat(rows, starts, axis=0)
-        x = np.maximum(first, 0)
+        x = np.maximum(first, 0, out=first)
         for w_t, (_, bias) in zip(self.last_t, self.layers[1:]):
-            x = np.maximum(x @ w_t + bias, 0)
-        logits = x + blur(cells, self.input_sigma).reshape(B, -1)
+            x = x @ w_t
+            x += bias
+            np.maximum(x, 0, out=x)
+        _, H, W = self.grid_shape
+        add_blurred_cells(x, flat, cells.reshape(-1)[flat], H, W, self.input_sigma)  # the residual input
         K = self.grid_shape[0]
-        z = logits.reshape(B, K, -1) if self.softmax == "channel" else logits.reshape(B, 1, -1)
-        z = np.exp(z - z.max(-1, keepdims=True))
+        z = x.reshape(B, K, -1) if self.softmax == "channel" else x.reshape(B, 1, -1)
+        z -= z.max(-1, keepdims=True)
+        np.exp(z, out=z)
         z /= z.sum(-1, keepdims=True)
-        return z.reshape(B, *self.grid_shape).astype(np.float32)
+        return z.reshape(B, *self.grid_shape)
 
 
 def peak_cells(scale, offset, xy, types, values, num_keypoints, height, width):
     """(B, K, H, W) float32 grids with each peak's value at its cell in every box it lies in
-    (the maximum where two share a cell), and the (B, P, 2) cells and (B, P) inside mask."""
+    (the maximum where two share a cell), the (B, P, 2) cells, the (B, P) inside mask and the
+    sorted flat indices of the set cells."""
     B, P = len(scale), len(xy)
     grids = np.zeros((B, num_keypoints, height, width), dtype=np.float32)
     cell = np.floor(xy[None] * scale[:, None] + offset[:, None]).astype(np.int64)
     inside = (cell[..., 0] >= 0) & (cell[..., 0] < width) & (cell[..., 1] >= 0) & (cell[..., 1] < height)
+    flat = np.zeros(0, dtype=np.int64)
     if P and B:
         b, p = np.nonzero(inside)
         flat = ((b * num_keypoints + types[p]) * height + cell[b, p, 1]) * width + cell[b, p, 0]
         np.maximum.at(grids.reshape(-1), flat, values[p].astype(np.float32))
-    return grids, cell, inside
+        flat = np.unique(flat)
+        flat = flat[grids.reshape(-1)[flat] != 0]
+    return grids, cell, inside, flat
 
 
 def prn_assign(prn: PoseResidualMLP, boxes, xy, types, scores, num_keypoints: int, margin: float = 0.21,
@@ -542,8 +594,8 @@ def prn_assign(prn: PoseResidualMLP, boxes, xy, types, scores, num_keypoints: in
     if B == 0:
         return np.zeros((0, K, 2)), np.zeros((0, K))
     _, scale, offset = box_grid(boxes, margin, height, width)
-    cells, cell, inside = peak_cells(scale, offset, xy, types, scores, K, height, width)
-    out = prn(cells)
+    cells, cell, inside, nonzero = peak_cells(scale, offset, xy, types, scores, K, height, width)
+    out = prn(cells, nonzero)
     flat = out.reshape(B, K, -1)
     best = flat.argmax(2)
     centre = np.stack([best % width, best // width], axis=-1) + 0.5
@@ -551,14 +603,15 @@ def prn_assign(prn: PoseResidualMLP, boxes, xy, types, scores, num_keypoints: in
     result = np.zeros((B, K))
     if P:
         cx, cy = cell[..., 0].clip(0, width - 1), cell[..., 1].clip(0, height - 1)
+        # window sums (zero outside the grid) at the cells of the peaks inside each box: sums
+        # along the rows at every cell (one product), then over the window's rows at the peaks
         r = window // 2
-        integral = np.zeros((B, K, height + 1, width + 1), dtype=np.float32)
-        np.cumsum(np.cumsum(out, axis=2, dtype=np.float32), axis=3, dtype=np.float32, out=integral[:, :, 1:, 1:])
-        y0, y1 = (cy - r).clip(0, height), (cy + r + 1).clip(0, height)
-        x0, x1 = (cx - r).clip(0, width), (cx + r + 1).clip(0, width)
-        bb, kk = np.arange(B)[:, None], types[None]
-        pair = (integral[bb, kk, y1, x1] - integral[bb, kk, y0, x1] - integral[bb, kk, y1, x0]
-                + integral[bb, kk, y0, x0]).astype(np.float64)
+        across = (out.reshape(-1, width) @ box_matrix(width, window)).reshape(B, K, height, width)
+        bi, pi = np.nonzero(inside)
+        ys = cy[bi, pi][:, None] + np.arange(-r, r + 1)
+        taken = across[bi[:, None], types[pi][:, None], ys.clip(0, height - 1), cx[bi, pi][:, None]]
+        pair = np.zeros((B, P))
+        pair[bi, pi] = np.where((ys >= 0) & (ys < height), taken, np.float32(0)).sum(1, dtype=np.float32)
         pair = np.where(inside & (pair > min_score), pair, -np.inf)
         peak = _assign(pair, types, K)
         found = peak >= 0
@@ -892,7 +945,7 @@ class PoseModel:
         rgb = as_rgb(rgb)
         height, width = rgb.shape[:2]
         total = first = matrix = input_hw = outputs = None
-        fill = np.rint(self.mean * 255.0).astype(np.float32).reshape(3, 1, 1)
+        fill = np.rint(np.asarray(FLIP_FILL) * 255.0).astype(np.float32).reshape(3, 1, 1)
         for i, scale in enumerate(self.scales):
             m, s, hw = input_geometry((height, width), self.input_size, scale, self.min_size)
             chw = warp_image(rgb, m, hw).transpose(2, 0, 1).astype(np.float32)
