@@ -66,10 +66,7 @@ def benchmark_data(
     dataset = CocoKeypointDataset(persons, input_size=input_size, train=train, **dataset_kwargs)
     indices = list(range(len(dataset)))
     if persons_only:
-        indices = [
-            i for i, image_id in enumerate(persons.image_ids)
-            if any(not a.get("iscrowd", 0) for a in persons.annotations(image_id))
-        ]
+        indices = np.flatnonzero(np.diff(persons.store.person_offsets) > 0).tolist()  # a non-crowd person
         if not indices:
             raise ValueError(f"{root} {split}: no image with a person")
     keys = _keys(indices, num_samples, seed)

@@ -10,6 +10,7 @@ from pathlib import Path
 from pycocotools.coco import COCO
 
 from posenet.data.keypoints import KeypointLayout
+from posenet.data.person_store import PersonStore
 from posenet.data.targets import keypoint_persons
 from posenet.errors import DataError
 
@@ -76,6 +77,14 @@ class CocoPersons:
     annotations of an image, crowd regions included (``iscrowd`` 1). ``first_images`` > 0
     keeps only the first that many images holding a non-crowd person with labelled keypoints
     (the overfitting benchmark's images; evaluation then covers those images alone).
+
+    ``store`` holds what the data loaders need of every image in flat arrays
+    (:class:`~posenet.data.person_store.PersonStore`): loader workers read that alone. The
+    pycocotools index of the file (``coco``; ``annotations``, ``image_info``, ``image_path``
+    and ``summary`` read it) is released once the store is built, as it would otherwise hold
+    about a gigabyte for COCO train2017 in the main process and, page by page, in every
+    worker; it is read again from the file the first time one of them needs it (evaluation,
+    in the main process) and is never pickled.
     """
 
     def __init__(self, root: str | Path, split: str, folders: str = "coco2017", minival_size: int = 2644,
@@ -86,22 +95,47 @@ class CocoPersons:
         self.root = root
         self.split = split
         self.files = split_files(root, split, folders, minival_size)
-        self.coco = _load_coco(self.files.annotation_file)
+        dataset = _read_annotation_file(self.files.annotation_file)
         if not self.files.image_dir.is_dir():
             raise DataError(f"image folder not found: {self.files.image_dir}")
-        self.category_id, self.keypoint_layout = _person_category(self.coco, self.files.annotation_file)
-        all_ids = [img["id"] for img in self.coco.dataset["images"]]
-        self.image_ids: list[int] = all_ids[self.files.images]
+        self.category_id, self.keypoint_layout = _person_category(dataset, self.files.annotation_file)
+        all_ids = [img["id"] for img in dataset["images"]]
+        image_ids = all_ids[self.files.images]
         if self.files.image_list is not None:
-            self.image_ids = _listed_images(self.files.image_list, set(all_ids), self.files.annotation_file)
+            image_ids = _listed_images(self.files.image_list, set(all_ids), self.files.annotation_file)
         if first_images < 0:
             raise DataError(f"first_images must be >= 0, got {first_images}")
+        # pycocotools' index (imgs, imgToAnns) without the rest of it: a person's annotations in file order
+        images = {img["id"]: img for img in dataset["images"]}
+        by_image: dict[int, list[dict]] = {}
+        for a in dataset["annotations"]:
+            if a["category_id"] == self.category_id:
+                by_image.setdefault(a["image_id"], []).append(a)
         if first_images:
-            with_keypoints = [i for i in self.image_ids if keypoint_persons(self.annotations(i))]
+            with_keypoints = [i for i in image_ids if keypoint_persons(by_image.get(i, []))]
             if len(with_keypoints) < first_images:
                 raise DataError(f"{self.files.annotation_file}: asked for the first {first_images} images with "
                                 f"annotated persons, the split has {len(with_keypoints)}")
-            self.image_ids = with_keypoints[:first_images]
+            image_ids = with_keypoints[:first_images]
+        self.store = PersonStore.build(image_ids, images, lambda i: by_image.get(i, []),
+                                       self.keypoint_layout.num_keypoints)
+        del dataset, images, by_image, all_ids, image_ids
+        release_freed_memory()
+        # fresh int objects, made after the file's are gone (they would keep its memory pages)
+        self.image_ids: list[int] = self.store.image_ids.tolist()
+        self._coco: COCO | None = None
+
+    @property
+    def coco(self) -> COCO:
+        """The pycocotools index of the annotation file (read again on first use after the build)."""
+        if self._coco is None:
+            self._coco = _load_coco(self.files.annotation_file)
+        return self._coco
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_coco"] = None  # a loader worker started by spawn gets the store, not the index
+        return state
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -147,7 +181,8 @@ def format_summary(summary: dict) -> str:
     )
 
 
-def _load_coco(path: Path) -> COCO:
+def _read_annotation_file(path: Path) -> dict:
+    """The parsed annotation file, its structure checked (one DataError naming what is wrong)."""
     if not path.is_file():
         raise DataError(f"annotation file not found: {path}")
     try:
@@ -166,15 +201,34 @@ def _load_coco(path: Path) -> COCO:
     for i, ann in enumerate(dataset["annotations"]):
         if not isinstance(ann, dict) or not {"id", "image_id", "category_id"} <= ann.keys():
             raise DataError(f"{path}: annotation entry {i} lacks one of id, image_id, category_id")
+    return dataset
+
+
+def _load_coco(path: Path) -> COCO:
     coco = COCO()
-    coco.dataset = dataset
+    coco.dataset = _read_annotation_file(path)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
         coco.createIndex()
     return coco
 
 
-def _person_category(coco: COCO, path: Path) -> tuple[int, KeypointLayout]:
-    cats = [c for c in coco.dataset["categories"] if c.get("keypoints")]
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    Freeing a parsed annotation file leaves most of its memory free inside the C heap, where
+    it still counts as resident; ``malloc_trim`` returns the free pages, also those between
+    live blocks.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _person_category(dataset: dict, path: Path) -> tuple[int, KeypointLayout]:
+    cats = [c for c in dataset["categories"] if c.get("keypoints")]
     person = [c for c in cats if c.get("name") == "person"] or cats
     if not person:
         raise DataError(f"{path}: no category with keypoints; is this a person_keypoints file?")

@@ -23,8 +23,10 @@ returns ``(images, targets)`` as the training engine expects.
 """
 from __future__ import annotations
 
+import gc
 import os
 import time
+from pathlib import Path
 from typing import Sequence
 
 import cv2
@@ -37,7 +39,7 @@ from posenet.codecs.paf import PafCodec
 from posenet.data.coco import CocoPersons
 from posenet.data.images import read_image, reduction_factor
 from posenet.data.keypoints import DerivedLayout, KeypointLayout
-from posenet.data.targets import grid_masks, image_persons, region_masks
+from posenet.data.targets import grid_masks
 from posenet.data.transforms import (
     RandomAffine,
     compose,
@@ -59,14 +61,25 @@ _fork_guard_installed = False
 _parent_cv2_threads: int | None = None
 
 
+_froze_for_fork = False
+
+
 def _before_fork() -> None:
-    global _parent_cv2_threads
+    global _parent_cv2_threads, _froze_for_fork
     _parent_cv2_threads = cv2.getNumThreads()
     if _parent_cv2_threads != 1:
         cv2.setNumThreads(1)
+    # The child starts with every inherited object in the garbage collector's permanent
+    # generation: its full collections would otherwise visit (and so write to, and copy) the
+    # page of every container object of the parent. Left alone where someone froze already.
+    _froze_for_fork = gc.get_freeze_count() == 0
+    if _froze_for_fork:
+        gc.freeze()
 
 
 def _after_fork_in_parent() -> None:
+    if _froze_for_fork:
+        gc.unfreeze()
     if _parent_cv2_threads is not None and _parent_cv2_threads != 1:
         cv2.setNumThreads(_parent_cv2_threads)
 
@@ -82,6 +95,10 @@ def install_cv2_fork_guard() -> None:
     just before each fork (its threads exit cleanly), the child starts with that, and the
     parent's setting is restored right after. Installed once per process; later forks of any
     kind (e.g. a multiprocessing pool) get the same safe start.
+
+    The same hooks freeze the garbage collector's objects around the fork (``gc.freeze``,
+    undone in the parent right after), so that a worker's collections leave the pages it
+    shares with the parent alone.
     """
     global _fork_guard_installed
     if not _fork_guard_installed and hasattr(os, "register_at_fork"):
@@ -190,6 +207,11 @@ class CocoKeypointDataset(Dataset):
         self.paf_codec = (PafCodec(self.input_size, model_layout.skeleton, stride=stride, limb_width=paf_limb_width)
                           if paf_limb_width > 0 else None)
         install_cv2_fork_guard()
+        # What __getitem__ reads: the flat per-image store (posenet.data.person_store) and two
+        # strings, never ``persons``' Python objects, which a loader worker would copy page by page.
+        self.store = persons.store
+        self._image_dir = str(persons.files.image_dir)
+        self._annotation_file = str(persons.files.annotation_file)
         self.min_keypoints = int(min_keypoints)
         self.min_box_size = float(min_box_size)
         self.reduced_decode = bool(reduced_decode)
@@ -208,15 +230,15 @@ class CocoKeypointDataset(Dataset):
         _single_threaded_cv2_in_spawned_worker()
         clock = time.perf_counter
         t0 = clock()
-        image_id = self.persons.image_ids[index]
-        info = self.persons.image_info(image_id)
-        path = self.persons.image_path(image_id)
-        height, width = int(info["height"]), int(info["width"])
-        annotations = self.persons.annotations(image_id)
+        store = self.store
+        index = range(len(store))[index]  # IndexError out of range; a negative index counts from the end
+        image_id = store.image_id(index)
+        path = Path(self._image_dir, store.file_name(index))
+        height, width = store.size(index)
         try:
-            people = image_persons(annotations, self.layout.num_keypoints)
+            people = store.people(index)
         except ValueError as e:
-            raise DataError(f"{self.persons.files.annotation_file}: image {image_id}: {e}") from None
+            raise DataError(f"{self._annotation_file}: image {image_id}: {e}") from None
 
         # Geometry first: the matrix decides how small the JPEG may be decoded.
         flipped = False
@@ -238,9 +260,9 @@ class CocoKeypointDataset(Dataset):
         t3 = clock()
 
         try:
-            regions = region_masks(annotations, height, width)
+            regions = store.region_masks(index)
         except (ValueError, TypeError) as e:
-            raise DataError(f"{self.persons.files.annotation_file}: image {image_id}: bad segmentation: {e}") from None
+            raise DataError(f"{self._annotation_file}: image {image_id}: bad segmentation: {e}") from None
         ignore, segmentation = grid_masks(regions, matrix, self.codec.heatmap_size, self.codec.stride)
         flip_index = self._flip_index if flipped else None
         keypoints = transform_keypoints(matrix, people.keypoints, self.input_size, flip_index)

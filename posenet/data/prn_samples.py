@@ -20,7 +20,6 @@ import torch
 from torch.utils.data import Dataset
 
 from posenet.codecs.prn_grid import encode_peaks, encode_targets
-from posenet.data.targets import image_persons
 from posenet.errors import DataError
 
 
@@ -80,8 +79,12 @@ class PrnSceneDataset(Dataset):
         self.seed, self.fresh_each_epoch = int(seed), bool(fresh_each_epoch)
 
         poses, boxes, self.real_scenes = [], [], []
-        for image_id in persons.image_ids:
-            people = image_persons(persons.annotations(image_id), self.num_keypoints)
+        store = persons.store  # the split's flat arrays, not its annotation dicts (posenet.data.person_store)
+        for i in range(len(store)):
+            try:
+                people = store.people(i)
+            except ValueError as e:
+                raise DataError(f"{persons.files.annotation_file}: image {store.image_id(i)}: {e}") from None
             size = people.boxes[:, 2:] - people.boxes[:, :2]
             eligible = (people.num_keypoints >= min_keypoints) & (size > 0).all(1)
             if not eligible.any():

@@ -10,9 +10,11 @@
 Masks come from the annotations' polygons or RLEs through pycocotools, are merged into two
 full-resolution layers (ignore regions, persons) and warped once, straight onto the stride-4
 grid (``grid_matrix``), so a sample never holds a full-resolution warped mask. An annotation
-without a usable segmentation falls back to its box. Nothing is cached: building both layers
-costs about 0.5 ms for a COCO image with persons (nothing for the half without), less than
-what a per-worker cache would save, and loader workers do not outlive an epoch anyway.
+without a usable segmentation falls back to its box. The dataset keeps each annotation's
+region unrasterised (:func:`annotation_region`, in ``posenet.data.person_store``'s flat
+arrays) and rasterises it per sample: building both layers costs about 0.5 ms for a COCO
+image with persons (nothing for the half without), while rasterised RLEs of every image would
+add seconds per 10,000 images to the dataset's build.
 """
 from __future__ import annotations
 
@@ -89,35 +91,52 @@ def keypoint_persons(annotations: Sequence[dict]) -> list[dict]:
     return [a for a in annotations if not a.get("iscrowd", 0) and has_keypoints(a)]
 
 
-def annotation_rle(annotation: dict, height: int, width: int):
-    """An annotation's region as one pycocotools RLE (polygons, uncompressed or compressed RLE),
-    or its box when it has no usable segmentation; None when it has neither."""
+def annotation_region(annotation: dict, height: int, width: int):
+    """What :func:`annotation_rle` rasterises, before any rasterising: ``("polygons", [polygon,
+    ...])`` (those of at least 3 points), ``("rle", compressed RLE)``, ``("box", (x, y, w, h))``
+    (no usable segmentation) or None (no box either). ValueError for an RLE of another size."""
     seg = annotation.get("segmentation")
     if isinstance(seg, list):
         polygons = [p for p in seg if isinstance(p, (list, tuple)) and len(p) >= 6]
         if polygons:
-            rles = mask_utils.frPyObjects(polygons, height, width)
-            return mask_utils.merge(rles) if len(rles) > 1 else rles[0]
+            return "polygons", polygons
     elif isinstance(seg, dict) and "counts" in seg and "size" in seg:
         if list(seg["size"]) != [height, width]:
             raise ValueError(
                 f"annotation {annotation.get('id')}: RLE size {seg['size']} is not the image's {[height, width]}"
             )
         if isinstance(seg["counts"], list):
-            return mask_utils.frPyObjects(seg, height, width)
+            return "rle", mask_utils.frPyObjects(seg, height, width)
         counts = seg["counts"]
-        return {"size": seg["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
+        return "rle", {"size": seg["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
     box = annotation.get("bbox")
     if box is not None and len(box) == 4 and box[2] > 0 and box[3] > 0:
-        x, y, w, h = (float(v) for v in box)
-        return mask_utils.frPyObjects([[x, y, x + w, y, x + w, y + h, x, y + h]], height, width)[0]
+        return "box", tuple(float(v) for v in box)
     return None
 
 
-def region_masks(annotations: Sequence[dict], height: int, width: int) -> np.ndarray | None:
-    """Full-resolution (height, width, 2) uint8, 255 inside and 0 outside: [..., 0] the regions
-    to ignore (crowd, persons without keypoints), [..., 1] the union of non-crowd persons;
-    None when the image has neither."""
+def region_rle(region: tuple, height: int, width: int) -> dict:
+    """One RLE of an :func:`annotation_region` (polygons rasterised and merged, a box as its polygon)."""
+    kind, data = region
+    if kind == "polygons":
+        rles = mask_utils.frPyObjects(data, height, width)
+        return mask_utils.merge(rles) if len(rles) > 1 else rles[0]
+    if kind == "rle":
+        return data
+    x, y, w, h = data
+    return mask_utils.frPyObjects([[x, y, x + w, y, x + w, y + h, x, y + h]], height, width)[0]
+
+
+def annotation_rle(annotation: dict, height: int, width: int):
+    """An annotation's region as one pycocotools RLE (polygons, uncompressed or compressed RLE),
+    or its box when it has no usable segmentation; None when it has neither."""
+    region = annotation_region(annotation, height, width)
+    return None if region is None else region_rle(region, height, width)
+
+
+def region_rles(annotations: Sequence[dict], height: int, width: int) -> tuple[dict | None, dict | None]:
+    """The two regions of :func:`region_masks` as pycocotools RLEs: the regions to ignore and
+    the union of non-crowd persons, each None where the image has none."""
     ignore, persons = [], []
     for a in annotations:
         rle = annotation_rle(a, height, width)
@@ -129,14 +148,33 @@ def region_masks(annotations: Sequence[dict], height: int, width: int) -> np.nda
         persons.append(rle)
         if not has_keypoints(a):
             ignore.append(rle)
-    if not ignore and not persons:
+    return merged_rle(ignore), merged_rle(persons)
+
+
+def merged_rle(rles: Sequence[dict]) -> dict | None:
+    """The union of ``rles`` (the one RLE itself; None for none)."""
+    if not rles:
+        return None
+    return mask_utils.merge(list(rles)) if len(rles) > 1 else rles[0]
+
+
+def decode_regions(ignore: dict | None, persons: dict | None, height: int, width: int) -> np.ndarray | None:
+    """:func:`region_rles`' two RLEs as :func:`region_masks`' (height, width, 2) layers (None for neither)."""
+    if ignore is None and persons is None:
         return None
     out = np.zeros((height, width, 2), dtype=np.uint8)
-    for channel, rles in ((0, ignore), (1, persons)):
-        if rles:
-            out[..., channel] = _decode(mask_utils.merge(rles) if len(rles) > 1 else rles[0])
+    for channel, rle in ((0, ignore), (1, persons)):
+        if rle is not None:
+            out[..., channel] = _decode(rle)
     out *= 255
     return out
+
+
+def region_masks(annotations: Sequence[dict], height: int, width: int) -> np.ndarray | None:
+    """Full-resolution (height, width, 2) uint8, 255 inside and 0 outside: [..., 0] the regions
+    to ignore (crowd, persons without keypoints), [..., 1] the union of non-crowd persons;
+    None when the image has neither."""
+    return decode_regions(*region_rles(annotations, height, width), height, width)
 
 
 def _decode(rle) -> np.ndarray:
