@@ -3,6 +3,7 @@
 
     python scripts/benchmark.py nms [--device cuda] [--threads 1] [--markdown-out FILE] [--update-readme]
     python scripts/benchmark.py data [--root DIR] [--workers 2] [--input-size 480]
+    python scripts/benchmark.py data --scale [--workers 2] [--samples N] [--scale-dir DIR] [--update-readme]
     python scripts/benchmark.py decode [--family multiposenet|openpose] [--config FILE] [--checkpoint CKPT]
                                        [--input-size N] [--people 20] [--update-readme]
     python scripts/benchmark.py network [--config FILE | --port-equal] [--input-size 480] [--threads 2]
@@ -105,13 +106,25 @@ def add_nms_parser(subparsers) -> None:
 
 
 def run_data(args: argparse.Namespace) -> int:
+    if args.scale:
+        return run_data_scale(args)
     from posenet.data.bench import benchmark_data, format_data_benchmark
 
     result = benchmark_data(
         args.root, split=args.split, input_size=args.input_size, workers=args.workers,
-        num_samples=args.samples, batch_size=args.batch_size, train=not args.val, seed=args.seed,
+        num_samples=args.samples or 960, batch_size=args.batch_size, train=not args.val, seed=args.seed,
     )
     _emit(format_data_benchmark(result), args)
+    return 0
+
+
+def run_data_scale(args: argparse.Namespace) -> int:
+    """``data --scale``: build time and memory on a COCO-sized file (README section 'data-scale')."""
+    from posenet.data.scale_bench import benchmark_data_scale, format_data_scale
+
+    result = benchmark_data_scale(args.scale_config, workers=args.workers, num_samples=args.samples,
+                                  batch_size=args.batch_size, seed=args.seed, scale_dir=args.scale_dir)
+    _emit(format_data_scale(result), args, section="data-scale")
     return 0
 
 
@@ -128,9 +141,17 @@ def add_data_parser(subparsers) -> None:
     p.add_argument("--input-size", type=int, default=480)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--samples", type=int, default=960, help="samples timed through the DataLoader")
+    p.add_argument("--samples", type=int,
+                   help="samples timed through the DataLoader (default: 960; with --scale the whole epoch)")
     p.add_argument("--val", action="store_true", help="validation samples (no augmentation)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", action="store_true",
+                   help="COCO scale: write a COCO-sized annotation file, report the dataset's build time, the main "
+                   "process's RSS and each worker's PSS over an epoch (README section data-scale)")
+    p.add_argument("--scale-config", default=os.path.join(os.path.dirname(README), "configs", "coco2017_r50.yaml"),
+                   help="with --scale: the config whose data and keypoint settings build the dataset")
+    p.add_argument("--scale-dir", help="with --scale: write the file here, or reuse the one written there before "
+                   "(default: a temporary folder)")
     _add_output_options(p)
     p.set_defaults(run=run_data)
 
