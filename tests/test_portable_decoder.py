@@ -16,7 +16,6 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from posenet.codecs import KeypointHeatmapCodec
 from posenet.codecs.paf import PafCodec
@@ -24,11 +23,11 @@ from posenet.config import build, load_config
 from posenet.data.keypoints import OPENPOSE_18
 from posenet.data.transforms import fit_matrix, warp_image
 from posenet.deploy import decoder as D
+from posenet.deploy import export
 from posenet.inference.bench import crowd_scene
 from posenet.inference.predictor import NetworkOutput
 from posenet.inference.prn_grouping import most_central_assign, prn_assign
 from posenet.inference.test_time import flip_back, to_grid_of
-from posenet.models.backbone import IMAGE_MEAN, IMAGE_STD, normalize_image
 from posenet.models.prn import PoseResidualNetwork
 from posenet.models.retinanet import RetinaNetHead
 from posenet.ops.nms import nms as posenet_nms
@@ -48,85 +47,25 @@ TINY = ["model.fpn_channels=16", "model.subnet_channels=16", "model.fuse_channel
 
 
 def metadata(cfg, model) -> dict:
-    """The model.json of a config and model (the exporter's layout, docs in the contract)."""
-    from posenet.config.build import keypoint_layout
-
-    layout = keypoint_layout(cfg.data.keypoints)
-    inf = cfg.infer
-    family = cfg.model.family
-    stride = int(model.output_stride)
-    meta = {
-        "format": "posenet-onnx", "version": 1, "family": family, "onnx": "model.onnx",
-        "input": {"name": "image", "size": None, "size_divisor": int(getattr(model, "size_divisor", 0)
-                                                                     or model.input_divisor),
-                  "min_size": 32 if family == "multiposenet" else stride,
-                  "pad_value": [255.0 * m for m in IMAGE_MEAN], "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD)},
-        "keypoints": {"names": list(layout.names), "skeleton": [list(s) for s in layout.skeleton],
-                      "flip_index": layout.flip_index.tolist()},
-        "heatmaps": {"stride": stride, "sigma": float(cfg.keypoint.sigma)},
-        "infer": {"input_size": int(inf.input_size or cfg.keypoint.val_input_size),
-                  "scales": [float(s) for s in inf.scales], "flip": bool(inf.flip),
-                  "peak_threshold": float(inf.peak_threshold), "max_peaks": int(inf.max_peaks),
-                  "keypoint_threshold": float(inf.keypoint_threshold), "box_threshold": float(inf.box_threshold),
-                  "box_scale": float(inf.box_scale), "picture_box_threshold": float(inf.picture_box_threshold)},
-    }
-    if family == "multiposenet":
-        head = model.detection_head
-        gen = head.anchor_generator
-        levels = gen.num_levels
-        meta["outputs"] = ["heatmaps", *[f"cls_logits_{i}" for i in range(levels)],
-                           *[f"box_deltas_{i}" for i in range(levels)]]
-        meta["detection"] = {"num_classes": head.num_classes,
-                             "anchors": {"sizes": list(gen.sizes), "strides": list(gen.strides),
-                                         "ratios": list(gen.ratios), "scales": list(gen.scales)},
-                             "box_coder": {"std": list(head.box_coder.std), "clamp": head.box_coder.clamp},
-                             "postprocess": build.detection_options(cfg)}
-        p = cfg.prn
-        meta["grouping"] = ({"name": "prn", "margin": p.box_margin, "height": p.height, "width": p.width,
-                             "input_sigma": p.input_sigma, "window": p.window, "softmax": p.softmax,
-                             "weights": "model.prn.npz"}
-                            if inf.grouping == "prn" else {"name": "greedy", "margin": p.box_margin})
-    else:
-        parts = OPENPOSE_18.layout
-        meta["outputs"] = ["heatmaps", "pafs"]
-        meta["openpose"] = {"parts": {"names": list(parts.names), "skeleton": [list(s) for s in parts.skeleton],
-                                      "flip_index": parts.flip_index.tolist()},
-                            "sources": [list(s) for s in OPENPOSE_18.sources], "paf": build.paf_grouping(cfg)}
-    return meta
+    """The exporter's model.json of a config and model (a graph of dynamic size)."""
+    return export.metadata(cfg, model, dynamic=True)
 
 
 def prn_layers(prn) -> list[tuple[np.ndarray, np.ndarray]]:
-    return [(m.weight.detach().numpy(), m.bias.detach().numpy()) for m in prn.mlp if isinstance(m, torch.nn.Linear)]
-
-
-def save_prn(prn, path) -> None:
-    arrays = {}
-    for i, (w, b) in enumerate(prn_layers(prn)):
-        arrays[f"w{i}"], arrays[f"b{i}"] = w, b
-    np.savez(path, grid_shape=np.array(prn.grid_shape, dtype=np.int64), **arrays)
+    arrays = export.prn_arrays(prn)
+    return [(arrays[f"w{i}"], arrays[f"b{i}"]) for i in range(sum(k.startswith("w") for k in arrays))]
 
 
 class TorchGraph:
-    """A posenet model behind onnxruntime's ``run`` interface, returning the contract's outputs
-    for a padded (1, 3, H, W) float input."""
+    """The exporter's torch graph of a model (``export.graph_of``) behind onnxruntime's ``run``
+    interface: the contract's outputs for a padded (1, 3, H, W) float input."""
 
     def __init__(self, model):
-        self.model = model.eval()
+        self.graph = export.graph_of(model, export.family_of(model))
 
     @torch.no_grad()
     def run(self, names, feeds):
-        x = torch.from_numpy(feeds["image"])
-        m = self.model
-        if hasattr(m, "detection_head"):
-            features = m.trunk(m._pad(normalize_image(x)))
-            heat = m._keypoints(features, x, False)["heatmaps"]
-            head = m.detection_head
-            levels = m.detection_fpn(features)
-            cls = [head.cls_logits(head.cls_tower(f)) for f in levels]
-            box = [head.box_deltas(head.box_tower(f)) for f in levels]
-            return [t.numpy() for t in (heat, *cls, *box)]
-        out = m(x)
-        return [out["heatmaps"].numpy(), out["pafs"].numpy()]
+        return [t.numpy() for t in self.graph(torch.from_numpy(feeds["image"]))]
 
 
 @pytest.fixture(scope="module")
@@ -421,7 +360,7 @@ def test_the_module_runs_without_posenet_torch_or_cv2(tmp_path, posenet_run):
     shutil.copy(REPO / "posenet/deploy/decoder.py", tmp_path / "posenet_decoder.py")
     meta = dict(ours_model.meta)
     (tmp_path / "model.json").write_text(json.dumps(meta))
-    save_prn(model.prn, tmp_path / "model.prn.npz")
+    export.save_prn(model.prn, tmp_path / "model.prn.npz")
     outputs, matrix, input_hw = ours_model.network(rgb)
     np.savez(tmp_path / "outputs.npz", matrix=matrix, **outputs)
     expected = ours_model.decode(outputs, matrix, input_hw, rgb.shape[:2])

@@ -201,7 +201,8 @@ def grouping(cfg: DictConfig, name: str | None = None):
     name = name or cfg.infer.grouping
     p = cfg.prn
     options = {
-        "prn": dict(margin=p.box_margin, height=p.height, width=p.width, input_sigma=p.input_sigma, window=p.window),
+        "prn": dict(margin=p.box_margin, height=p.height, width=p.width, input_sigma=p.input_sigma, window=p.window,
+                    precision=p.precision),
         "greedy": dict(margin=p.box_margin),
     }
     return make_grouping(name, **options.get(name, {}))

@@ -229,6 +229,9 @@ class PrnConfig:
     batch_size: Optional[int] = None
     # Grouping: a peak's PRN score is the PRN output summed in a window of this many cells.
     window: int = 15
+    # The grouping's output layer: int8 or float32 on just the channels that can change the
+    # assignment (posenet/inference/prn_fast.py), or exact (every channel, dense float32).
+    precision: str = choice("int8", "int8", "float32", "exact")
 
 
 @dataclass

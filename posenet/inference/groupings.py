@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from posenet.errors import ConfigError
+from posenet.inference.prn_fast import PRECISIONS
 from posenet.inference.prn_grouping import most_central_assign, prn_assign
 
 GROUPINGS: dict[str, type["Grouping"]] = {}
@@ -59,25 +60,29 @@ def _prn_of(model):
 
 @register_grouping
 class PrnGrouping(Grouping):
-    """The Pose Residual Network (``prn_assign``): every box's peaks through the trained PRN."""
+    """The Pose Residual Network (``prn_assign``): every box's peaks through the trained PRN;
+    ``precision`` "int8" (the fastest that keeps the assignments), "float32" or "exact" (the
+    dense reference), see ``posenet.inference.prn_fast``."""
 
     name = "prn"
     needs_prn = True
 
     def __init__(self, margin: float = 0.21, height: int = 56, width: int = 36, input_sigma: float = 1.0,
-                 window: int = 15):
+                 window: int = 15, precision: str = "int8"):
+        if precision not in PRECISIONS:
+            raise ConfigError(f"prn.precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.margin, self.height, self.width = margin, height, width
-        self.input_sigma, self.window = input_sigma, window
+        self.input_sigma, self.window, self.precision = input_sigma, window, precision
 
     def __call__(self, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, model=None):
         prn = _prn_of(model)
         if prn is None:
             raise ConfigError("PRN grouping needs a model with a PRN")
         return prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, self.margin, self.height,
-                          self.width, self.input_sigma, self.window)
+                          self.width, self.input_sigma, self.window, precision=self.precision)
 
     def describe(self) -> str:
-        return f"PRN (window {self.window}, box margin {self.margin:.0%})"
+        return f"PRN (window {self.window}, box margin {self.margin:.0%}, {self.precision} output layer)"
 
 
 @register_grouping

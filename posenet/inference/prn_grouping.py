@@ -14,8 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posenet.codecs.prn_grid import PrnGridCodec, blur, box_grid, image_to_grid
+from posenet.codecs.prn_grid import PrnGridCodec, blur, box_grid, grid_to_image, image_to_grid
 from posenet.models.prn import PoseResidualNetwork
+from posenet.inference.prn_fast import (PRECISIONS, ChannelOutputs, contested, hidden_activations,
+                                       int8_available, output_layer, peak_entries)
 from posenet.ops.matching import best_first_matching
 
 _FOLDED: "weakref.WeakKeyDictionary[PoseResidualNetwork, tuple]" = weakref.WeakKeyDictionary()
@@ -105,7 +107,7 @@ def _first_layer(prn: PoseResidualNetwork, cells: np.ndarray, sigma: float, devi
 @torch.no_grad()
 def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int, margin: float = 0.21,
                height: int = 56, width: int = 36, input_sigma: float = 1.0, window: int = 15,
-               min_score: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+               min_score: float = 0.0, precision: str = "int8") -> tuple[np.ndarray, np.ndarray]:
     """PRN grouping of one image's peaks into its boxes.
 
     All boxes go through ``prn`` (put in eval mode for the call) as one batch; a
@@ -116,18 +118,34 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
     ``min_score`` are assigned greedily, best first, each peak to one box per type and each box
     one peak per type (``best_first_matching``). An unassigned keypoint lies at the centre of the
     PRN output's highest cell of its channel, with score 0.
+
+    ``precision``: "exact" computes every channel of every box through the dense output layer
+    (the reference); "float32" and "int8" compute only the channels whose scores can change the
+    assignment, the output layer in float32 or int8 (``posenet.inference.prn_fast``, where the
+    differences are stated). The fast paths need a ``PoseResidualNetwork`` on the CPU; any other
+    module or device takes the exact path.
     """
     if window < 1 or window % 2 == 0:
         raise ValueError(f"window must be a positive odd number of cells, got {window}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     xy, types, scores = _as_peaks(peaks_xy, peaks_type, peaks_score)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     B, K, P = len(boxes), num_keypoints, len(xy)
     if B == 0:
         return np.zeros((0, K, 2)), np.zeros((0, K))
     codec = PrnGridCodec(margin, height, width, input_sigma)
+    device = next(prn.parameters()).device
+    if precision != "exact" and isinstance(prn, PoseResidualNetwork) and device.type == "cpu":
+        was_training = prn.training
+        prn.eval()
+        try:
+            return _fast_assign(prn, codec, boxes, xy, types, scores, K, window, min_score,
+                                precision == "int8" and int8_available(device))
+        finally:
+            prn.train(was_training)
     cells = codec.cells(boxes, xy, types, scores, K)
     grids = torch.from_numpy(blur(cells, input_sigma))
-    device = next(prn.parameters()).device
     was_training = prn.training
     prn.eval()
     try:
@@ -150,6 +168,49 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
         found = peak >= 0
         keypoints[found] = xy[peak[found]]
         result[found] = scores[peak[found]]
+    return keypoints, result
+
+
+def _fast_assign(prn, codec: PrnGridCodec, boxes, xy, types, scores, K: int, window: int, min_score: float,
+                 int8: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``prn_assign``'s fast path (``posenet.inference.prn_fast``), same arguments and result."""
+    H, W = codec.height, codec.width
+    B, P = len(boxes), len(xy)
+    if P and (types.min() < 0 or types.max() >= K):
+        raise ValueError(f"peak types must lie in 0..{K - 1}")
+    affine = codec.affine(boxes)
+    cell = np.floor(image_to_grid(affine, xy)).astype(np.int64)  # (B, P, 2)
+    inside = (cell[..., 0] >= 0) & (cell[..., 0] < W) & (cell[..., 1] >= 0) & (cell[..., 1] < H)
+    flat, values = peak_entries(cell, inside, types, scores, K, H, W)
+    hidden = hidden_activations(prn, flat, values, B, folded_first_layer(prn, codec.input_sigma, "cpu"))
+    layer = output_layer(prn, int8)
+    scored = contested(inside, types, K) if min_score <= 0 else inside
+    needed = np.zeros((B, K), dtype=bool)
+    b, p = np.nonzero(scored)
+    needed[b, types[p]] = True
+    out = ChannelOutputs(prn, hidden, needed, flat, values, codec.input_sigma, layer)
+    pair = np.full((B, P), -np.inf)
+    if len(b):
+        sums = out.window_sums(b, types[p], cell[b, p, 1], cell[b, p, 0], window)
+        pair[b, p] = np.where(sums > min_score, sums, -np.inf)
+    pair[inside & ~scored] = 1.0  # alone in its component of the matching: taken whatever its score
+    peak = _assign(pair, types, K) if P else np.full((B, K), -1, dtype=np.int64)
+    found = peak >= 0
+    keypoints, result = np.zeros((B, K, 2)), np.zeros((B, K))
+    keypoints[found] = xy[peak[found]]
+    result[found] = scores[peak[found]]
+    b, k = np.nonzero(~found)  # fallback: the centre of the channel's highest cell
+    if len(b):
+        extra = np.zeros((B, K), dtype=bool)
+        extra[b, k] = out.rows[b, k] < 0
+        best = np.empty(len(b), dtype=np.int64)
+        have = out.rows[b, k] >= 0
+        best[have] = out.highest_cells(b[have], k[have])
+        if extra.any():
+            more = ChannelOutputs(prn, hidden, extra, flat, values, codec.input_sigma, layer)
+            best[~have] = more.highest_cells(b[~have], k[~have])
+        centre = np.stack([best % W, best // W], -1) + 0.5
+        keypoints[b, k] = grid_to_image(affine[b], centre[:, None])[:, 0]
     return keypoints, result
 
 
