@@ -5,7 +5,8 @@
     python scripts/benchmark.py data [--root DIR] [--workers 2] [--input-size 480]
     python scripts/benchmark.py data --scale [--workers 2] [--samples N] [--scale-dir DIR] [--update-readme]
     python scripts/benchmark.py decode [--family multiposenet|openpose] [--config FILE] [--checkpoint CKPT]
-                                       [--input-size N] [--people 20] [--update-readme]
+                                       [--input-size N] [--people 20] [--threads 1] [--prn-widths 1024]
+                                       [--update-readme]
     python scripts/benchmark.py network [--config FILE | --port-equal] [--input-size 480] [--threads 2]
                                         [--skip compile ...] [--update-readme]
     python scripts/benchmark.py overfit [--images 16] [--metrics-out FILE] [--update-readme]
@@ -166,7 +167,7 @@ def _decode_multiposenet(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     repeats = {} if args.repeats is None else {"repeats": args.repeats}
     result = benchmark_decode(cfg, input_size=args.input_size or 480, people=args.people, checkpoint=args.checkpoint,
-                              threads=args.threads, **repeats)
+                              threads=args.threads, prn_widths=args.prn_widths, **repeats)
     _emit(format_decode_table(result), args)
     return 0
 
@@ -216,6 +217,8 @@ def add_decode_parser(subparsers) -> None:
     p.add_argument("--people", type=int, default=20)
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default: 1)")
     p.add_argument("--repeats", type=int, help="timed calls (default: the benchmark's own)")
+    p.add_argument("--prn-widths", type=int, nargs="+", default=[1024], metavar="HIDDEN",
+                   help="PRN widths timed besides the config's prn.hidden, each output-layer precision (default: 1024)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     _add_output_options(p)
     p.set_defaults(run=run_decode)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from posenet.config import build
 from posenet.inference.predictor import NetworkOutput, Predictor
+from posenet.inference.prn_fast import PRECISIONS
 from posenet.utils.benchmark import machine_info, time_call
 
 # A standing person (COCO-17 order) in a unit box, x and y in [0, 1].
@@ -50,8 +51,11 @@ def crowd_network_output(predictor: Predictor, people: int, input_size: int) -> 
 
 
 def benchmark_decode(cfg: DictConfig, input_size: int = 480, people: int = 20, checkpoint=None,
-                     threads: int = 1, repeats: int = 30) -> dict:
-    """Median milliseconds per image: network (random image), decoding with PRN and greedy."""
+                     threads: int = 1, repeats: int = 30, prn_widths=None) -> dict:
+    """Median milliseconds per image: network (random image), decoding with every grouping
+    and, for the PRN, every output-layer precision (``prn.precision``) at each of
+    ``prn_widths`` hidden units (default: the config's and the paper's 1024; a width other
+    than the checkpoint's gets a randomly initialised PRN, which costs the same)."""
     torch.set_num_threads(threads)
     cfg = OmegaConf.merge(cfg, {"infer": {"input_size": input_size}})
     if checkpoint:
@@ -67,16 +71,32 @@ def benchmark_decode(cfg: DictConfig, input_size: int = 480, people: int = 20, c
     rows = {}
     from posenet.inference.groupings import GROUPINGS
 
-    for grouping in GROUPINGS:
-        predictor = predictor.with_grouping(build.grouping(cfg, grouping))
+    widths = list(dict.fromkeys([int(cfg.prn.hidden)] + [int(w) for w in (prn_widths or [1024])]))
+    runs = [(g, None) for g in GROUPINGS if g != "prn"]
+    runs = [("prn", (w, precision)) for w in widths for precision in PRECISIONS] + runs
+    for grouping, prn_run in runs:
+        if prn_run is None:
+            timed = predictor.with_grouping(build.grouping(cfg, grouping))
+            name = f"{grouping} grouping"
+        else:
+            width, precision = prn_run
+            cfg_run = OmegaConf.merge(cfg, {"prn": {"hidden": width, "precision": precision}})
+            if width == cfg.prn.hidden:
+                timed = predictor
+            else:
+                torch.manual_seed(0)
+                timed = build.predictor(cfg_run, build.posenet_model(cfg_run, len(cfg.data.keypoints.names),
+                                                                     detection=True, prn=True))
+            timed = timed.with_grouping(build.grouping(cfg_run, grouping))
+            name = f"prn grouping, {precision} output layer, PRN hidden {width}"
 
-        def decode():
-            xy, types, scores = predictor.peaks(net)
-            return predictor.group(xy, types, scores, net.boxes, net.box_scores, net.matrix, net.image_size)
+        def decode(p=timed):
+            xy, types, scores = p.peaks(net)
+            return p.group(xy, types, scores, net.boxes, net.box_scores, net.matrix, net.image_size)
 
         people_found, _ = decode()
-        rows[grouping] = {"timing": time_call(decode, warmup=3, repeats=repeats * 3, budget_s=10),
-                          "peaks": int(predictor.peaks(net)[0].shape[0]), "people": len(people_found)}
+        rows[name] = {"timing": time_call(decode, warmup=3, repeats=repeats * 3, budget_s=10),
+                      "peaks": int(timed.peaks(net)[0].shape[0]), "people": len(people_found)}
     return {"network": network, "decode": rows, "input_size": input_size, "people": people, "threads": threads,
             "model": f"ResNet-{cfg.model.backbone_depth}, FPN {cfg.model.fpn_channels}, detection FPN "
                      f"{cfg.detection.fpn_channels}, PRN hidden {cfg.prn.hidden}",
@@ -95,14 +115,16 @@ def format_decode_table(result: dict) -> str:
         f"Protocol: median wall time per call. Network: one {result['input_size']}×{result['input_size']} image, "
         f"batch 1, {result['model']} ({result['weights']}), heatmaps + detection head + box "
         f"post-processing (NMS). Decoding: peaks (3×3 maxima, sub-pixel), grouping and mapping back, on the "
-        f"encoded heatmaps of a crowded scene of {n} overlapping people with their {n} boxes.",
+        f"encoded heatmaps of a crowded scene of {n} overlapping people with their {n} boxes; the PRN grouping "
+        f"with each output-layer precision (`prn.precision`; int8 is the default, exact the dense reference) "
+        f"at each PRN width. {result['threads']} torch thread(s) throughout.",
         "",
         "| part | ms per image | notes |",
         "|---|---:|---|",
         f"| network | {1e3 * result['network'].median_s:.1f} | {result['network'].runs} runs |",
     ]
-    for grouping, row in result["decode"].items():
-        lines.append(f"| decoding, {grouping} grouping | {1e3 * row['timing'].median_s:.2f} | "
+    for name, row in result["decode"].items():
+        lines.append(f"| decoding, {name} | {1e3 * row['timing'].median_s:.2f} | "
                      f"{row['peaks']} peaks, {row['people']} people, {row['timing'].runs} runs |")
     return "\n".join(lines) + "\n"
 
