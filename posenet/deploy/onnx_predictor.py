@@ -137,7 +137,7 @@ class OnnxPredictor:
         grouping = "PAF grouping" if self.grouping is None else f"grouping {self.grouping.name}"
         size = self.meta["input"]["size"]
         graph = f"fixed {size[0]}x{size[1]}" if size else "dynamic"
-        return (f"onnxruntime ({self.path.with_suffix('.onnx').name}, {graph} graph), {grouping}, longer side "
+        return (f"onnxruntime ({self.meta.get('onnx', 'model.onnx')}, {graph} graph), {grouping}, longer side "
                 f"{self.input_size} px, scales {scales}, flip {'on' if self.flip else 'off'}")
 
     def run(self, image) -> Prediction:
