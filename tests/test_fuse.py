@@ -3,8 +3,10 @@ relative) for MultiPoseNet (frozen and trainable batch norm, detection head) and
 family's networks with batch norm, every post-conv batch norm gone, the original left as it was."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from posenet.models import PoseNet, ResNetTrunk
@@ -104,3 +106,60 @@ def test_a_training_model_is_refused():
     model = posenet(frozen_bn=False).train()
     with pytest.raises(ValueError, match="eval-mode"):
         fold_batchnorm(model)
+
+
+# --------------------------------------------------------------------------- the predictors
+
+
+def _cfg(name: str, *overrides):
+    from posenet.config import load_config
+
+    from tests.conftest import REPO
+
+    return load_config(REPO / "configs" / name, list(overrides))
+
+
+def test_predictions_are_unchanged_with_folding_and_channels_last():
+    from posenet.config import build
+
+    cfg = _cfg("synthetic_small.yaml", "infer.grouping=greedy", "infer.input_size=64", "infer.box_threshold=0",
+               "detection.score_threshold=0", "infer.flip=true", "infer.scales=[1.0,0.75]")
+    model = posenet(frozen_bn=False)  # a loaded checkpoint's model: eval mode, trained statistics
+    fast = build.predictor(cfg, model)
+    plain = build.predictor(OmegaConf.merge(cfg, {"infer": {"fold_batchnorm": False, "channels_last": False}}),
+                            model)
+    assert fast.model is not model and plain.model is model
+    assert not any(isinstance(m, BATCH_NORMS) for m in fast.model.modules())
+    assert fast.memory_format == torch.channels_last and plain.memory_format == torch.contiguous_format
+    rgb = torch.Generator().manual_seed(4)
+    rgb = torch.randint(0, 256, (50, 64, 3), generator=rgb, dtype=torch.uint8).numpy()
+    a, b = fast.run(rgb), plain.run(rgb)
+    assert_close(torch.from_numpy(a.heatmaps), torch.from_numpy(b.heatmaps))
+    # random detection weights score many boxes alike: compare them (and their people) in one order
+    assert len(a.boxes) == len(b.boxes) > 0
+    by_box = [sorted(pred.people, key=lambda p: tuple(np.round(p["box"], 2))) for pred in (a, b)]
+    for p, q in zip(*by_box):
+        assert abs(p["box"] - q["box"]).max() < 1e-3
+        # sub-pixel refinement on random (flat) heatmaps magnifies float rounding a little
+        assert abs(p["keypoints"] - q["keypoints"]).max() < 1e-2
+
+
+def test_a_training_model_is_never_folded():
+    """The trainer validates its own model through a predictor: it must run that very model."""
+    from posenet.config import build
+
+    cfg = _cfg("openpose_synthetic_small.yaml", "openpose.network=hourglass", "openpose.stacks=1",
+               "openpose.channels=16", "infer.input_size=64")
+    torch.manual_seed(0)
+    net = build.paf_network(cfg)
+    randomise_batch_norms(net)
+    assert net.training
+    predictor = build.paf_predictor(cfg, net)
+    assert predictor.model is net and foldable_pairs(net)
+    loaded = build.paf_predictor(cfg, net.eval())
+    assert loaded.model is not net and not foldable_pairs(loaded.model)
+    assert predictor.with_model(net).model is net
+    rgb = torch.randint(0, 256, (48, 64, 3), generator=torch.Generator().manual_seed(5), dtype=torch.uint8).numpy()
+    maps_a, *_ = loaded.network(rgb)
+    maps_b, *_ = predictor.network(rgb)
+    assert_close(maps_a, maps_b)

@@ -230,6 +230,8 @@ def predictor(cfg: DictConfig, model, device="cpu", grouping_name: str | None = 
         detect_options=detection_options(cfg),
         picture_box_threshold=inf.picture_box_threshold,
         device=device,
+        fold_batchnorm=inf.fold_batchnorm,
+        channels_last=inf.channels_last,
     )
 
 
@@ -490,4 +492,6 @@ def paf_predictor(cfg: DictConfig, model, device="cpu"):
         sigma=cfg.keypoint.sigma,
         picture_box_threshold=inf.picture_box_threshold,
         device=device,
+        fold_batchnorm=inf.fold_batchnorm,
+        channels_last=inf.channels_last,
     )

@@ -257,6 +257,10 @@ class InferConfig:
     # Pictures (infer.py, the quickstart) draw the people whose box score reaches this; the
     # results files keep every person above box_threshold.
     picture_box_threshold: float = 0.5
+    # Speed, results unchanged (scripts/benchmark.py network): batch norm folded into the
+    # convolutions of a loaded model (never the one being trained), channels_last input.
+    fold_batchnorm: bool = True
+    channels_last: bool = True
 
 
 @dataclass

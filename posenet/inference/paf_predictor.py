@@ -30,7 +30,7 @@ from posenet.codecs.paf import PafCodec
 from posenet.data.keypoints import DerivedLayout
 from posenet.data.transforms import fit_matrix, invert, transform_points, warp_image
 from posenet.errors import ConfigError
-from posenet.inference.predictor import Prediction, as_rgb, draw_prediction
+from posenet.inference.predictor import Prediction, as_rgb, draw_prediction, inference_model
 from posenet.inference.test_time import flip_test, paf_flip_index, to_grid_of
 
 
@@ -43,18 +43,24 @@ class PafPredictor:
     min_mean_score); ``scales`` are relative to ``input_size`` (the longer side at scale 1);
     ``sigma`` is the training heatmaps' Gaussian (input pixels), which the sub-pixel refinement
     assumes; pictures draw the people whose score reaches ``picture_box_threshold``.
+
+    Speed, with the same results: ``fold_batchnorm`` and ``channels_last`` as in ``Predictor``
+    (a model handed over in eval mode is replaced by its batch-norm-folded copy; the trainer's
+    model, in training mode, and ``with_model``'s are run as they are).
     """
 
     def __init__(self, model, parts: DerivedLayout, *, input_size: int, grouping: dict | None = None,
                  scales: Sequence[float] = (1.0,), flip: bool = False, peak_threshold: float = 0.05,
                  max_peaks: int = 20, keypoint_threshold: float = 0.05, sigma: float = 7.0,
-                 picture_box_threshold: float = 0.0, device: str | torch.device = "cpu"):
+                 picture_box_threshold: float = 0.0, device: str | torch.device = "cpu",
+                 fold_batchnorm: bool = True, channels_last: bool = True):
         if not scales:
             raise ConfigError("infer.scales is empty: give at least one scale")
         if model.num_parts != parts.layout.num_keypoints:
             raise ConfigError(f"the network has {model.num_parts} parts, the layout {parts.layout.num_keypoints}")
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.model = inference_model(model, self.device, fold_batchnorm)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.parts = parts
         self.layout = parts.source  # the keypoints of the results
         self.grouping = dict(grouping or {})
@@ -119,6 +125,7 @@ class PafPredictor:
         for i, scale in enumerate(self.scales):
             m, s, hw = self.input_geometry((height, width), scale)
             batch = torch.from_numpy(warp_image(rgb, m, hw)).permute(2, 0, 1)[None].to(self.device)
+            batch = batch.contiguous(memory_format=self.memory_format)
             maps = self._maps(batch)
             if self.flip:
                 maps = flip_test(self._maps, batch, maps, self._flip_index, self.stride, self._flip_sign)

@@ -83,18 +83,25 @@ class Predictor:
     (input pixels), which the sub-pixel refinement assumes; ``detect_options`` go to
     ``PoseNet.detect``; pictures (``draw_prediction`` through ``infer_folder``) draw the people
     whose box score reaches ``picture_box_threshold``.
+
+    Speed, with the same results (``scripts/benchmark.py network``): a model handed over in
+    eval mode (a loaded checkpoint) is replaced by its batch-norm-folded copy
+    (``posenet.models.fuse.fold_batchnorm``, with ``fold_batchnorm``); a model in training mode
+    (the trainer's, validated during training) is run as it is, never folded. With
+    ``channels_last`` the network's input is channels_last, which every convolution follows.
     """
 
     def __init__(self, model, layout: KeypointLayout, grouping, *, input_size: int, scales: Sequence[float] = (1.0,),
                  flip: bool = False, peak_threshold: float = 0.05, max_peaks: int = 20, box_threshold: float = 0.3,
                  box_scale: float = 1.0, keypoint_threshold: float = 0.05, sigma: float = 7.0,
                  detect_options: dict | None = None, picture_box_threshold: float = 0.0,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", fold_batchnorm: bool = True, channels_last: bool = True):
         grouping.check_model(model)
         if not scales:
             raise ConfigError("infer.scales is empty: give at least one scale")
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.model = inference_model(model, self.device, fold_batchnorm)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.layout = layout
         self.grouping = grouping
         self.input_size = int(input_size)
@@ -170,6 +177,7 @@ class Predictor:
             s = size / max(height, width)
             hw = (max(1, int(round(height * s))), max(1, int(round(width * s))))
             batch = torch.from_numpy(warp_image(rgb, m, hw)).permute(2, 0, 1)[None].to(self.device)
+            batch = batch.contiguous(memory_format=self.memory_format)
             out = self.model(batch)
             h = out["heatmaps"].float()
             if self.flip:
@@ -229,6 +237,19 @@ class Predictor:
             for i in np.argsort(-person_scores, kind="stable")
         ]
         return people, image_boxes
+
+
+def inference_model(model, device, fold: bool = True):
+    """``model`` on ``device`` in eval mode for a predictor: with ``fold``, a model that came in
+    eval mode becomes its batch-norm-folded copy (``fold_batchnorm``; ``model`` itself is left
+    as it was); a model in training mode is the trainer's, and is used as it is."""
+    from posenet.models.fuse import fold_batchnorm, foldable_pairs
+
+    inference_only = not model.training
+    model = model.to(device).eval()
+    if fold and inference_only and foldable_pairs(model):
+        model = fold_batchnorm(model)
+    return model
 
 
 @dataclass
@@ -297,4 +318,4 @@ def draw_prediction(rgb: np.ndarray, prediction: Prediction, layout: KeypointLay
     return pictures
 
 
-__all__ = ["NetworkOutput", "Prediction", "Predictor", "as_rgb", "draw_prediction", "grid_to_image"]
+__all__ = ["NetworkOutput", "Prediction", "Predictor", "as_rgb", "draw_prediction", "grid_to_image", "inference_model"]
