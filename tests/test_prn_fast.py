@@ -220,6 +220,13 @@ def test_fast_path_edge_cases_follow_the_dense_path():
         prn_assign(prn, boxes, xy, types, scores, K, precision="bf16")
     with pytest.raises(ValueError, match="peak types"):
         prn_assign(prn, boxes, xy, types + K, scores, K)
+    from posenet.inference.prn_fast import output_layer
+
+    int8 = output_layer(prn, True)
+    assert output_layer(prn, False) is not int8 and output_layer(prn, True) is int8  # both kept, built once
+    with torch.no_grad():  # new weights, new layer
+        prn.mlp[-2].weight.mul_(0.5)
+    assert output_layer(prn, True) is not int8
     assert prn.training is False
     prn.train()
     prn_assign(prn, boxes, xy, types, scores, K)
