@@ -185,7 +185,9 @@ def _fast_assign(prn, codec: PrnGridCodec, boxes, xy, types, scores, K: int, win
     hidden = hidden_activations(prn, flat, values, B, folded_first_layer(prn, codec.input_sigma, "cpu"))
     layer = output_layer(prn, int8)
     scored = contested(inside, types, K) if min_score <= 0 else inside
-    needed = np.zeros((B, K), dtype=bool)
+    needed = np.ones((B, K), dtype=bool)  # channels without a candidate: their fallback, in the same products
+    b, p = np.nonzero(inside & ~scored)
+    needed[b, types[p]] = False
     b, p = np.nonzero(scored)
     needed[b, types[p]] = True
     out = ChannelOutputs(prn, hidden, needed, flat, values, codec.input_sigma, layer)
