@@ -263,3 +263,20 @@ def test_scale_benchmark_reads_worker_memory(tmp_path):
     again = benchmark_data_scale(workers=1, num_samples=4, batch_size=4, points=2, scale_dir=tmp_path,
                                  images=8, keypoint_persons=10, other_persons=2, crowds=1, log=None)
     assert again["write_s"] == 0.0 and again["num_samples"] == 4
+
+
+def test_a_large_file_is_parsed_in_a_child_process_with_the_same_store(coco_mini, tmp_path, monkeypatch):
+    import posenet.data.coco as coco
+
+    here = CocoPersons(coco_mini, "val2017")
+    monkeypatch.setattr(coco, "CHILD_PARSE_BYTES", 0)  # every file counts as large
+    child = CocoPersons(coco_mini, "val2017")
+    assert child.image_ids == here.image_ids and child.keypoint_layout == here.keypoint_layout
+    for key in PersonStore.ARRAYS:
+        a, b = getattr(here.store, key), getattr(child.store, key)
+        assert a.dtype == b.dtype and np.array_equal(a, b), key
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "val2017").mkdir()
+    (tmp_path / "annotations" / "person_keypoints_val2017.json").write_text('{"images": 3}')
+    with pytest.raises(DataError, match="no 'images' list"):  # the child's error, raised here
+        CocoPersons(tmp_path, "val2017")

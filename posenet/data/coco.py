@@ -4,6 +4,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,33 +97,11 @@ class CocoPersons:
         self.root = root
         self.split = split
         self.files = split_files(root, split, folders, minival_size)
-        dataset = _read_annotation_file(self.files.annotation_file)
-        if not self.files.image_dir.is_dir():
-            raise DataError(f"image folder not found: {self.files.image_dir}")
-        self.category_id, self.keypoint_layout = _person_category(dataset, self.files.annotation_file)
-        all_ids = [img["id"] for img in dataset["images"]]
-        image_ids = all_ids[self.files.images]
-        if self.files.image_list is not None:
-            image_ids = _listed_images(self.files.image_list, set(all_ids), self.files.annotation_file)
         if first_images < 0:
             raise DataError(f"first_images must be >= 0, got {first_images}")
-        # pycocotools' index (imgs, imgToAnns) without the rest of it: a person's annotations in file order
-        images = {img["id"]: img for img in dataset["images"]}
-        by_image: dict[int, list[dict]] = {}
-        for a in dataset["annotations"]:
-            if a["category_id"] == self.category_id:
-                by_image.setdefault(a["image_id"], []).append(a)
-        if first_images:
-            with_keypoints = [i for i in image_ids if keypoint_persons(by_image.get(i, []))]
-            if len(with_keypoints) < first_images:
-                raise DataError(f"{self.files.annotation_file}: asked for the first {first_images} images with "
-                                f"annotated persons, the split has {len(with_keypoints)}")
-            image_ids = with_keypoints[:first_images]
-        self.store = PersonStore.build(image_ids, images, lambda i: by_image.get(i, []),
-                                       self.keypoint_layout.num_keypoints)
-        del dataset, images, by_image, all_ids, image_ids
-        release_freed_memory()
-        # fresh int objects, made after the file's are gone (they would keep its memory pages)
+        self.category_id, self.keypoint_layout, self.store = _index_split(self.files, first_images)
+        if not self.files.image_dir.is_dir():
+            raise DataError(f"image folder not found: {self.files.image_dir}")
         self.image_ids: list[int] = self.store.image_ids.tolist()
         self._coco: COCO | None = None
 
@@ -179,6 +159,57 @@ def format_summary(summary: dict) -> str:
         f"{s['crowd_regions']} crowd), keypoints {s['keypoints_visible']} visible / "
         f"{s['keypoints_occluded']} occluded, {s['distinct_image_sizes']} distinct image sizes"
     )
+
+
+# Annotation files at least this large are parsed in a forked child process (_index_split).
+CHILD_PARSE_BYTES = 32 << 20
+
+
+def _index_split(files: SplitFiles, first_images: int) -> tuple[int, KeypointLayout, PersonStore]:
+    """The person category, its keypoint layout and the split's :class:`PersonStore`.
+
+    A large file is parsed in a child process forked for the purpose, which hands back the
+    store's arrays and exits. Parsing COCO train2017 here would leave this process with a
+    heap of about a gigabyte of freed blocks: it stays resident until trimmed, and the loader
+    workers forked later allocate into its holes, their memory creeping up page by page over
+    an epoch. Small files (coco-mini, the synthetic world) are parsed in this process.
+    """
+    try:
+        large = files.annotation_file.stat().st_size >= CHILD_PARSE_BYTES
+    except OSError:
+        large = False
+    if not large or "fork" not in multiprocessing.get_all_start_methods():
+        return _parse_split(files, first_images)
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
+        return pool.submit(_parse_split, files, first_images).result()
+
+
+def _parse_split(files: SplitFiles, first_images: int) -> tuple[int, KeypointLayout, PersonStore]:
+    dataset = _read_annotation_file(files.annotation_file)
+    category_id, layout = _person_category(dataset, files.annotation_file)
+    all_ids = [img["id"] for img in dataset["images"]]
+    image_ids = all_ids[files.images]
+    if files.image_list is not None:
+        image_ids = _listed_images(files.image_list, set(all_ids), files.annotation_file)
+    # pycocotools' index (imgs, imgToAnns) without the rest of it: a person's annotations in file order
+    images = {img["id"]: img for img in dataset["images"]}
+    by_image: dict = {}
+    for a in dataset["annotations"]:
+        if a["category_id"] == category_id:
+            by_image.setdefault(a["image_id"], []).append(a)
+    if first_images:
+        with_keypoints = [i for i in image_ids if keypoint_persons(by_image.get(i, []))]
+        if len(with_keypoints) < first_images:
+            raise DataError(f"{files.annotation_file}: asked for the first {first_images} images with "
+                            f"annotated persons, the split has {len(with_keypoints)}")
+        image_ids = with_keypoints[:first_images]
+    try:
+        store = PersonStore.build(image_ids, images, lambda i: by_image.get(i, []), layout.num_keypoints)
+    except (TypeError, ValueError) as e:  # e.g. image ids that are not integers
+        raise DataError(f"{files.annotation_file}: {e}") from None
+    del dataset, images, by_image, all_ids, image_ids
+    release_freed_memory()
+    return category_id, layout, store
 
 
 def _read_annotation_file(path: Path) -> dict:
