@@ -195,7 +195,8 @@ def format_data_scale(result: dict) -> str:
         "| measure | value |",
         "|---|---|",
         f"| dataset build (JSON parse + flat store) | {r['build_s']:.1f} s |",
-        f"| main process RSS after the build (peak during it) | {r['main_rss_mb']:.0f} MB ({r['main_peak_rss_mb']:.0f} MB) |",
+        f"| main process RSS before the build, after it (peak) | {r['main_rss_before_mb']:.0f} MB, "
+        f"{r['main_rss_mb']:.0f} MB ({r['main_peak_rss_mb']:.0f} MB) |",
         f"| flat annotation store | {r['store_mb']:.0f} MB |",
     ]
     for reading in r["readings"]:
