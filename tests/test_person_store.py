@@ -280,3 +280,23 @@ def test_a_large_file_is_parsed_in_a_child_process_with_the_same_store(coco_mini
     (tmp_path / "annotations" / "person_keypoints_val2017.json").write_text('{"images": 3}')
     with pytest.raises(DataError, match="no 'images' list"):  # the child's error, raised here
         CocoPersons(tmp_path, "val2017")
+
+
+def test_a_forked_child_starts_with_the_parents_objects_frozen():
+    import gc
+    import os
+
+    from posenet.data.dataset import install_cv2_fork_guard
+
+    install_cv2_fork_guard()
+    assert gc.get_freeze_count() == 0
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report how many objects its collections leave alone
+        os.write(write, str(gc.get_freeze_count()).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    frozen = int(os.read(read, 64))
+    os.close(read)
+    assert frozen > 10_000 and gc.get_freeze_count() == 0  # the parent collects as before

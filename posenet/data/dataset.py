@@ -59,8 +59,6 @@ from posenet.models.backbone import IMAGE_MEAN
 _BORDER_BGR = tuple(255.0 * c for c in reversed(IMAGE_MEAN))
 _fork_guard_installed = False
 _parent_cv2_threads: int | None = None
-
-
 _froze_for_fork = False
 
 
