@@ -417,3 +417,14 @@ def test_the_command_line_reports_a_missing_graph_in_one_line(tmp_path, posenet_
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "model.onnx: the network file is missing" in lines[0]
+
+
+def test_the_decode_benchmark_times_both_decoders_on_the_same_people():
+    from posenet.deploy.decode_bench import benchmark
+
+    rows = benchmark(load_config(CONFIG, ["prn.hidden=32"]), people=4, input_size=128, repeats=2)
+    for grouping in ("prn", "greedy"):
+        row = rows[grouping]
+        assert row["people"] == {"posenet": 4, "portable": 4}
+        assert row["keypoints"]["posenet"] == row["keypoints"]["portable"] > 40
+        assert row["posenet"][0] > 0 and row["portable"][0] > 0
