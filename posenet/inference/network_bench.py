@@ -342,6 +342,10 @@ def format_network_table(result: dict, command: str, load_note: str = "") -> str
         lines += ["", f"End to end: the port's design {port_total:.0f} ms (eager fp32 network + its decoding), ours "
                       f"{ours_total:.0f} ms ({LABELS[best]} + our decoding): **{port_total / ours_total:.2f}×** "
                       "faster at equal backbone, heads and input."]
+        if BASE in rows and best != BASE:
+            default_total = 1e3 * rows[BASE].timing.median_s + ours_decode
+            lines[-1] += (f" With the PyTorch predictors' default ({LABELS[BASE]}): {default_total:.0f} ms, "
+                          f"**{port_total / default_total:.2f}×**.")
     return "\n".join(lines) + "\n"
 
 
