@@ -1,7 +1,10 @@
 """Decoding time of the portable decoder (``posenet.deploy.decoder``) beside posenet's own, on
 the same crowded scene: peaks + grouping + mapping back per image, network excluded.
 
-    python -c "from posenet.deploy.decode_bench import main; main()" [CONFIG] [PEOPLE] [SIZE]
+    python -c "from posenet.deploy.decode_bench import main; main()" [CONFIG] [PEOPLE] [SIZE] [key=value ...]
+
+(config overrides last, e.g. ``prn.precision=exact`` for posenet's dense PRN output layer, which
+the portable decoder computes).
 
 The scene is ``posenet.inference.bench.crowd_scene`` (``people`` overlapping persons, their
 encoded heatmaps and their boxes), the weights a random initialisation of the config's model
@@ -68,16 +71,18 @@ def benchmark(cfg, people: int = 20, input_size: int = 480, repeats: int = 40) -
         rows[grouping].update(
             people={k: len(v) for k, v in found.items()},
             keypoints={k: int(sum((p["keypoints"][:, 2] > 0).sum() for p in v)) for k, v in found.items()},
-            precision=getattr(predictor.grouping, "precision", "exact"))
+            precision=getattr(predictor.grouping, "precision", "exact") if grouping == "prn" else "-")
     return rows
 
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    overrides = [a for a in argv if "=" in a]
+    argv = [a for a in argv if "=" not in a]
     config = argv[0] if argv else "configs/synthetic_small.yaml"
     people = int(argv[1]) if len(argv) > 1 else 20
     size = int(argv[2]) if len(argv) > 2 else 480
-    rows = benchmark(load_config(config), people, size)
+    rows = benchmark(load_config(config, overrides), people, size)
     print(f"decoding per image, {people} people at {size} px ({config}), median / min ms of interleaved calls")
     for grouping, row in rows.items():
         print(f"{grouping:6s} posenet ({row['precision']}) {row['posenet'][0]:7.2f} / {row['posenet'][1]:7.2f}   "
