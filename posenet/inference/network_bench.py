@@ -39,7 +39,6 @@ from omegaconf import DictConfig, OmegaConf
 from posenet.config import build
 from posenet.engine.precision import native_bf16
 from posenet.inference.bench import crowd_network_output
-from posenet.inference.predictor import Predictor
 from posenet.models.fuse import fold_batchnorm
 from posenet.utils.benchmark import Timing, machine_info, time_call
 
