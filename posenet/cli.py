@@ -36,6 +36,37 @@ def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     return args, cfg
 
 
+def add_predictor_args(parser: argparse.ArgumentParser, what: str = "a full checkpoint") -> None:
+    """The options that choose a predictor: a checkpoint on PyTorch, or an ONNX export
+    (``scripts/export_onnx.py``) on onnxruntime with its numpy decoder (``predictor_from_args``)."""
+    parser.add_argument("--checkpoint", help=f"{what}; --runtime torch")
+    parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                        help="torch: the checkpoint with PyTorch; onnx: an export of scripts/export_onnx.py on "
+                             "onnxruntime with its numpy decoder (settings from its metadata)")
+    parser.add_argument("--onnx", help="the exported model.onnx (its model.json beside it); --runtime onnx")
+    parser.add_argument("--config", help="config (default: config.yaml beside the checkpoint); --runtime torch")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (--runtime torch)")
+
+
+def predictor_from_args(args: argparse.Namespace, overrides: Sequence[str] = ()):
+    """The predictor ``add_predictor_args``' options name, with ``overrides`` (key=value; an
+    export takes ``infer.*`` ones only); ConfigError for a mix of the two runtimes' options."""
+    from posenet.errors import ConfigError
+
+    if args.runtime == "onnx":
+        from posenet.deploy.onnx_predictor import OnnxPredictor
+
+        if not args.onnx or args.checkpoint or args.config:
+            raise ConfigError("--runtime onnx takes --onnx MODEL.onnx (the export's metadata gives the settings), "
+                              "not --checkpoint or --config")
+        return OnnxPredictor(args.onnx, overrides)
+    if not args.checkpoint or args.onnx:
+        raise ConfigError("--runtime torch takes --checkpoint (for an export: --runtime onnx --onnx MODEL.onnx)")
+    from posenet.inference import load_predictor
+
+    return load_predictor(args.checkpoint, args.config, overrides, device=args.device)
+
+
 def run(main: Callable[[], int | None]) -> None:
     """Run a script's ``main``; a :class:`PosenetError` becomes one line on stderr and exit 2."""
     try:

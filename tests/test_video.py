@@ -233,3 +233,19 @@ def test_script_errors_are_one_line(tmp_path, monkeypatch, capfd):
     if re.search(r"FFMPEG:\s*YES", cv2.getBuildInformation()):
         assert "(FFmpeg: moov atom not found)" in err  # what FFmpeg said, in the one line
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_script_runtime_options_are_checked_in_one_line(clip, tmp_path, monkeypatch, capfd):
+    """The runtime options (shared with infer.py through posenet.cli) refuse a mix of the two
+    runtimes and a missing export with one line."""
+    cases = [(["--runtime", "onnx", "--checkpoint", "x.pt"], "--runtime onnx takes --onnx"),
+             (["--runtime", "onnx", "--onnx", str(tmp_path / "none.onnx")], "no such file"),
+             (["--onnx", "m.onnx"], "--runtime torch takes --checkpoint"),
+             ([], "--runtime torch takes --checkpoint")]
+    for options, message in cases:
+        monkeypatch.setattr(sys, "argv", ["video.py", *options, "--source", str(clip), "--out", str(tmp_path / "o.mp4")])
+        with pytest.raises(SystemExit) as exit:
+            runpy.run_path(str(REPO / "scripts" / "video.py"), run_name="__main__")
+        err = capfd.readouterr().err
+        assert exit.value.code == 2, (options, err)
+        assert len(err.strip().splitlines()) == 1 and message in err, err
