@@ -60,6 +60,29 @@ _BORDER_BGR = tuple(255.0 * c for c in reversed(IMAGE_MEAN))
 _fork_guard_installed = False
 _parent_cv2_threads: int | None = None
 _froze_for_fork = False
+# Loader workers hand their freed heap back to the system every this many samples (glibc's
+# malloc_trim): a sample's temporaries (decoded JPEG, warps, masks) are freed in an order that
+# leaves the heap fragmented, and without it a worker's private memory creeps up over an epoch.
+TRIM_EVERY = 64
+_trim = None
+_since_trim = 0
+
+
+def _trim_worker_heap() -> None:
+    global _trim, _since_trim
+    _since_trim += 1
+    if _since_trim < TRIM_EVERY or get_worker_info() is None:
+        return
+    _since_trim = 0
+    if _trim is None:
+        try:
+            import ctypes
+
+            _trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc: nothing to do
+            _trim = False
+    if _trim:
+        _trim(0)
 
 
 def _before_fork() -> None:
@@ -294,6 +317,7 @@ class CocoKeypointDataset(Dataset):
             t4 = clock()
             for key, dt in (("decode", t2 - t1), ("augment", (t1 - t0) + (t3 - t2)), ("targets", t4 - t3)):
                 self.timings[key] = self.timings.get(key, 0.0) + dt
+        _trim_worker_heap()
         return image, target
 
 
