@@ -284,8 +284,11 @@ def compare_onnxruntime(model, path: str | os.PathLike, *, family: str | None = 
 
 
 def _predictor(cfg: DictConfig, model, family: str):
+    """The PyTorch predictor whose settings the metadata records. It is never run, so it keeps
+    ``model`` as it is instead of making the batch-norm-folded copy a predictor runs."""
     from posenet.config import build
 
+    cfg = OmegaConf.merge(cfg, {"infer": {"fold_batchnorm": False}})
     if family == "multiposenet":
         return build.predictor(cfg, model)
     return build.paf_predictor(cfg, model)
@@ -439,12 +442,11 @@ def export(cfg: DictConfig, model, out: str | os.PathLike, *, input_size: int | 
     family = families.of(cfg).name
     cfg = with_input_size(cfg, input_size)
     model = model.cpu().eval()
-    grouping_prn = family == "multiposenet" and model.has_detection and _predictor(cfg, model, family).grouping.name == "prn"
+    meta = metadata(cfg, model, dynamic=dynamic, onnx_file=out.name, prn_file=out.with_suffix(".prn.npz").name)
+    grouping_prn = meta.get("grouping", {}).get("name") == "prn"
     files = {"onnx": out, "metadata": out.with_suffix(".json")}
     if grouping_prn:
         files["prn"] = out.with_suffix(".prn.npz")
-    meta = metadata(cfg, model, dynamic=dynamic, onnx_file=out.name,
-                    prn_file=files["prn"].name if grouping_prn else "model.prn.npz")
     side = meta["input"]["size"][0] if meta["input"]["size"] else round_up(meta["infer"]["input_size"],
                                                                             meta["input"]["size_divisor"])
     from posenet.utils.io import atomic_path

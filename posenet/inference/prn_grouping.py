@@ -8,6 +8,7 @@ score of an assigned keypoint being its peak's score and that of a keypoint left
 """
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 import numpy as np
@@ -104,6 +105,17 @@ def _first_layer(prn: PoseResidualNetwork, cells: np.ndarray, sigma: float, devi
     return bias.expand(len(cells), -1).clone().index_add_(0, torch.from_numpy(b).to(device), rows)
 
 
+@contextlib.contextmanager
+def _eval_mode(module):
+    """``module`` in eval mode (no dropout) for the block, its own mode restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
 @torch.no_grad()
 def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int, margin: float = 0.21,
                height: int = 56, width: int = 36, input_sigma: float = 1.0, window: int = 15,
@@ -137,24 +149,16 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
     codec = PrnGridCodec(margin, height, width, input_sigma)
     device = next(prn.parameters()).device
     if precision != "exact" and isinstance(prn, PoseResidualNetwork) and device.type == "cpu":
-        was_training = prn.training
-        prn.eval()
-        try:
+        with _eval_mode(prn):
             return _fast_assign(prn, codec, boxes, xy, types, scores, K, window, min_score,
                                 precision == "int8" and int8_available(device))
-        finally:
-            prn.train(was_training)
     cells = codec.cells(boxes, xy, types, scores, K)
     grids = torch.from_numpy(blur(cells, input_sigma))
-    was_training = prn.training
-    prn.eval()
-    try:
+    with _eval_mode(prn):
         if isinstance(prn, PoseResidualNetwork):
             out = prn(grids.to(device), first=_first_layer(prn, cells, input_sigma, device)).float()
         else:
             out = prn(grids.to(device)).float()
-    finally:
-        prn.train(was_training)
     affine = codec.affine(boxes)
     keypoints, _ = codec.decode(boxes, out)  # fallback: the highest output cell of each channel
     result = np.zeros((B, K))
