@@ -132,22 +132,63 @@ _PART_NAMES = {"detection": "detection branch", "prn": "PRN"}
 
 
 def checkpoint_state(checkpoint) -> dict:
-    """The model weights stored in ``checkpoint`` (a clear error for an unreadable file)."""
+    """The model weights stored in ``checkpoint`` (a clear error for an unreadable file, and for
+    a file of the OpenPose release, which only ``model_from_checkpoint`` reads)."""
     from posenet.engine import checkpoint as ckpt
+    from posenet.models.openpose import is_release_state
 
-    return dict(ckpt.model_state_of(ckpt.load_checkpoint(checkpoint)))
+    stored = ckpt.load_checkpoint(checkpoint)
+    if is_release_state(stored):
+        raise ConfigError(release_config_error(checkpoint))
+    return dict(ckpt.model_state_of(stored))
+
+
+# The config that runs the OpenPose release's weights.
+RELEASE_CONFIG = "configs/openpose_vgg19.yaml"
+
+
+def release_config_error(checkpoint, cfg: DictConfig | None = None) -> str:
+    """What to do with a file of the OpenPose release under another config (one line)."""
+    wrong = ""
+    if cfg is not None:
+        wrong = f", not model.family {cfg.model.family}"
+        if cfg.model.family == "openpose":
+            wrong = f", not openpose.network {cfg.openpose.network}"
+    return (f"{checkpoint} holds the OpenPose release's weights (pose_model.pth): they run with model.family "
+            f"openpose and openpose.network vgg19{wrong}; pass --config {RELEASE_CONFIG}")
+
+
+def release_model(cfg: DictConfig, state, source):
+    """The network of ``cfg`` (model.family openpose, openpose.network vgg19) with the OpenPose
+    release's weights ``state`` (read from ``source``) and the preprocessing that goes with them
+    (``models.openpose.load_release_weights``)."""
+    from omegaconf import OmegaConf
+
+    from posenet.models.openpose import load_release_weights
+
+    if cfg.model.family != "openpose" or cfg.openpose.network != "vgg19":
+        raise ConfigError(release_config_error(source, cfg))
+    model = paf_network(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}))
+    load_release_weights(model, state, source=source)
+    return model
 
 
 def model_from_checkpoint(cfg: DictConfig, checkpoint, device="cpu", require: tuple = (), state=None):
     """The model of ``cfg`` with every part ``checkpoint`` holds (one checkpoint format across
     stages), its weights loaded, in eval mode on ``device``. A part in ``require`` that the
-    checkpoint lacks is one clear error saying which stage makes it."""
+    checkpoint lacks is one clear error saying which stage makes it. A file of the OpenPose
+    release (``pose_model.pth`` / ``pose_model_scratch.pth``) loads into an openpose vgg19
+    config's network (``release_model``; any other config is one clear error naming it)."""
     from omegaconf import OmegaConf
 
     from posenet.engine import checkpoint as ckpt
     from posenet.models import PoseNet
+    from posenet.models.openpose import is_release_state
 
-    state = checkpoint_state(checkpoint) if state is None else state
+    stored = ckpt.load_checkpoint(checkpoint) if state is None else state
+    if is_release_state(stored):
+        return release_model(cfg, stored, checkpoint).to(device).eval()
+    state = dict(ckpt.model_state_of(stored))
     if cfg.model.family == "openpose":
         model = paf_network(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}))
         ckpt.load_model_state(model, state, checkpoint)
@@ -445,16 +486,18 @@ def paf_network(cfg: DictConfig):
     if release is not None:
         from posenet.models.openpose import load_release_weights
 
-        load_release_weights(model, release)
+        load_release_weights(model, release, source=pretrained)
     return model
 
 
 def release_weights(pretrained: str):
     """The state dict of ``pretrained`` when it is a file of the OpenPose release (keys
-    ``model0.0.weight``, perhaps under ``module.``), else None."""
+    ``model0.0.weight``, perhaps under ``module.``: ``models.openpose.is_release_state``), else None."""
     import os
 
     import torch
+
+    from posenet.models.openpose import is_release_state
 
     if pretrained in ("none", "imagenet") or not os.path.isfile(pretrained):
         return None
@@ -462,9 +505,7 @@ def release_weights(pretrained: str):
         state = torch.load(pretrained, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - not ours to judge here: the trunk loader reports it
         return None
-    if isinstance(state, dict) and any(k in state for k in ("model0.0.weight", "module.model0.0.weight")):
-        return state
-    return None
+    return state if is_release_state(state) else None
 
 
 def paf_grouping(cfg: DictConfig) -> dict:

@@ -15,6 +15,8 @@ Layer table (the release's; all convolutions followed by ReLU except each branch
 ``load_release_weights`` reads the two files the port published (``pose_model.pth``,
 converted from Caffe, and ``pose_model_scratch.pth``, the same keys under ``module.``); the
 input preprocessing goes with the weights and is stored in the model (and so in checkpoints).
+Such a file is ``model.pretrained`` or, recognised by ``is_release_state``, a checkpoint of its
+own (``config.build.model_from_checkpoint``).
 
 ``PafNetwork`` is what the family's networks share (preprocessing, padding and cropping, the
 outputs and the loss); the other trunks are in ``paf_networks.py``.
@@ -246,12 +248,25 @@ def release_state_dict(model: OpenPoseNet) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_release_weights(model: OpenPoseNet, path_or_state: str | os.PathLike | Mapping) -> str:
+# The trunk's first key in the release's files (``pose_model_scratch.pth``: under ``module.``).
+RELEASE_FIRST_KEY = "model0.0.weight"
+
+
+def is_release_state(obj) -> bool:
+    """Whether ``obj`` (what ``torch.load`` gave) has the layout of the release's files: a plain
+    state dict with the release's key names (``model0.0.weight``, ..., ``model6_2.12.bias``),
+    perhaps under ``module.``. ``load_release_weights`` checks the rest of it."""
+    return isinstance(obj, Mapping) and any(k in obj for k in (RELEASE_FIRST_KEY, f"module.{RELEASE_FIRST_KEY}"))
+
+
+def load_release_weights(model: OpenPoseNet, path_or_state: str | os.PathLike | Mapping,
+                         source: str | os.PathLike | None = None) -> str:
     """Load ``pose_model.pth`` (Caffe-converted: BGR, x / 256 - 0.5) or
     ``pose_model_scratch.pth`` (keys under ``module.``: RGB, ImageNet mean and std) into
     ``model`` and set its preprocessing to the file's; returns the preprocessing. A file of
-    another layout is one PosenetError naming the first mismatched key and its shapes."""
-    source = "the given state dict"
+    another layout is one PosenetError naming the first mismatched key and its shapes (and
+    ``source``, the file a given state dict was read from)."""
+    source = str(source) if source is not None else "the given state dict"
     if isinstance(path_or_state, Mapping):
         state = dict(path_or_state)
     else:
@@ -288,5 +303,5 @@ def load_release_weights(model: OpenPoseNet, path_or_state: str | os.PathLike | 
     return model.preprocessing
 
 
-__all__ = ["OpenPoseNet", "PREPROCESSING", "PafNetwork", "VGG19Trunk", "VGG19_CONVS", "load_release_weights",
-           "release_state_dict"]
+__all__ = ["OpenPoseNet", "PREPROCESSING", "PafNetwork", "RELEASE_FIRST_KEY", "VGG19Trunk", "VGG19_CONVS",
+           "is_release_state", "load_release_weights", "release_state_dict"]
