@@ -36,7 +36,13 @@ def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     return args, cfg
 
 
-def add_predictor_args(parser: argparse.ArgumentParser, what: str = "a full checkpoint") -> None:
+# What --checkpoint takes where a predictor runs (infer.py, video.py).
+CHECKPOINT_HELP = ("a checkpoint: MultiPoseNet's with person boxes (detection or PRN stage), OpenPose's keypoint "
+                   "stage, or the OpenPose release's pose_model.pth / pose_model_scratch.pth (with --config "
+                   "configs/openpose_vgg19.yaml)")
+
+
+def add_predictor_args(parser: argparse.ArgumentParser, what: str = CHECKPOINT_HELP) -> None:
     """The options that choose a predictor: a checkpoint on PyTorch, or an ONNX export
     (``scripts/export_onnx.py``) on onnxruntime with its numpy decoder (``predictor_from_args``)."""
     parser.add_argument("--checkpoint", help=f"{what}; --runtime torch")

@@ -14,7 +14,8 @@ from posenet import cli
 def main():
     parser = argparse.ArgumentParser(description=__doc__, epilog="Trailing key.sub=value arguments override "
                                      "config keys, e.g. infer.box_threshold=0.5 (written into MODEL.json).")
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint (MultiPoseNet: with the detection branch)")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint (MultiPoseNet: with the detection branch), "
+                        "or the OpenPose release's pose_model.pth with --config configs/openpose_vgg19.yaml")
     parser.add_argument("--out", required=True, help="the .onnx file to write (the other files go beside it)")
     parser.add_argument("--config", help="config (default: config.yaml beside the checkpoint)")
     parser.add_argument("--input-size", type=int, help="longer image side (infer.input_size); the fixed graph's "

@@ -10,7 +10,7 @@ from posenet import cli
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      epilog="Trailing key.sub=value arguments override config keys, e.g. infer.box_threshold=0.5.")
-    cli.add_predictor_args(parser, "a full checkpoint (detection or PRN stage)")
+    cli.add_predictor_args(parser)
     parser.add_argument("--images", required=True, help="folder of images (jpg, png, bmp)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--flip", action="store_true", help="average with the mirrored image's heatmaps")

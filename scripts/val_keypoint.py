@@ -28,7 +28,8 @@ from posenet.utils.io import write_json_atomic
 
 def main():
     parser = cli.config_parser(__doc__)
-    parser.add_argument("--checkpoint", help="a checkpoint (last.pt / best.pt); --runtime torch")
+    parser.add_argument("--checkpoint", help="a checkpoint (last.pt / best.pt), or the OpenPose release's "
+                        "pose_model.pth / pose_model_scratch.pth with configs/openpose_vgg19.yaml; --runtime torch")
     parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                         help="torch: the checkpoint; onnx: an export (--onnx) end to end")
     parser.add_argument("--onnx", help="the exported model.onnx (its model.json beside it); --runtime onnx")

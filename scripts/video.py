@@ -12,7 +12,7 @@ from posenet import cli
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      epilog="Trailing key.sub=value arguments override config keys, e.g. infer.flip=true.")
-    cli.add_predictor_args(parser, "a full checkpoint (a model with person boxes)")
+    cli.add_predictor_args(parser)
     parser.add_argument("--source", required=True,
                         help="camera index (0, 1, ...), video file, or folder of frames (jpg, png, bmp; sorted by name)")
     parser.add_argument("--out", help="annotated video to write (.mp4, mp4v codec)")
