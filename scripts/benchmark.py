@@ -23,12 +23,14 @@ import os
 import sys
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+REPO = os.path.dirname(README)
 
 
 def _emit(markdown: str, args: argparse.Namespace, section: str | None = None) -> None:
-    """Print the table; write it to --markdown-out and into README.md's ``section`` (default:
-    the subcommand's name) as the options say."""
-    from posenet.utils.benchmark import replace_readme_section
+    """Print the table; write it to --markdown-out and into its generated block ``section``
+    (default: the subcommand's name; README.md or the page of docs/ that holds the block) as
+    the options say."""
+    from posenet.utils.benchmark import update_generated_block
 
     section = section or args.command
     print(markdown, end="")
@@ -39,14 +41,14 @@ def _emit(markdown: str, args: argparse.Namespace, section: str | None = None) -
         os.replace(tmp, args.markdown_out)
         print(f"\nwritten to {args.markdown_out}")
     if args.update_readme:
-        replace_readme_section(README, section, markdown)
-        print(f"\nREADME.md section '{section}' updated")
+        home = update_generated_block(section, markdown, root=REPO)
+        print(f"\n{os.path.relpath(home, REPO)}: generated block '{section}' updated")
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--markdown-out", metavar="FILE", help="also write the table to FILE")
     p.add_argument("--update-readme", action="store_true",
-                   help="replace this benchmark's table in README.md (between its benchmark markers)")
+                   help="rewrite this table's block in README.md or docs/ (between its benchmark markers)")
 
 
 # --------------------------------------------------------------------------- nms
@@ -74,7 +76,11 @@ def run_nms(args: argparse.Namespace) -> int:
         **timing,
     )
     protocol = bench.nms_protocol(iou_threshold=args.iou, device=args.device, **timing)
-    _emit(bench.format_nms_table(rows, bench.machine_info(args.device), protocol), args)
+    # one block per device type: "nms" (CPU), "nms-cuda" (GPU)
+    device_type = torch.device(args.device).type
+    section, title = ("nms", "NMS benchmark") if device_type == "cpu" else \
+        (f"nms-{device_type}", f"NMS benchmark on a GPU ({device_type})")
+    _emit(bench.format_nms_table(rows, bench.machine_info(args.device), protocol, title=title), args, section=section)
     return 0
 
 
@@ -280,10 +286,10 @@ def _machine_line() -> str:
     from posenet.utils.benchmark import machine_info
 
     info = machine_info("cpu")
-    return f"{info['cpu']}, torch {info['torch']}, bf16 {'native' if info['bf16'] == 'native' else 'not native'}"
+    gpu = f", gpu {info['gpu']}" if "gpu" in info else ""
+    return f"{info['cpu']}, torch {info['torch']}, bf16 {'native' if info['bf16'] == 'native' else 'not native'}{gpu}"
 
 
-REPO = os.path.dirname(README)
 COCO_MINI = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "coco-mini"))
 
 
@@ -382,7 +388,14 @@ def run_learning(args: argparse.Namespace) -> int:
     markdown = learning_curve.format_table(result, machine, command)
     if args.plot:
         learning_curve.plot(result, args.plot, f"{command} ({machine})")
-        markdown += f"\n![learning curves]({os.path.relpath(args.plot, REPO)})\n"
+        # the picture's link is relative to the page that holds the block (README.md or docs/)
+        from posenet.utils.benchmark import GeneratedBlockError, find_generated_block
+
+        try:
+            page_dir = find_generated_block(args.command, REPO).parent
+        except GeneratedBlockError:
+            page_dir = REPO
+        markdown += f"\n![learning curves]({os.path.relpath(args.plot, page_dir)})\n"
     _emit(markdown, args)
     return 0
 

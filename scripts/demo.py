@@ -13,21 +13,22 @@ def main():
     parser = cli.config_parser(__doc__, config_required=False)
     parser.set_defaults(config=str(DEFAULT_CONFIG))
     parser.add_argument("--update-readme", action="store_true",
-                        help="replace README.md's quickstart results table with this run's")
+                        help="rewrite this table's block in README.md or docs/ (the quickstart results)")
     args, cfg = cli.parse_config_args(parser)
     summary = quickstart.run(cfg)
     if args.update_readme:
-        from posenet.utils.benchmark import machine_info, replace_readme_section
+        from posenet.utils.benchmark import machine_info, update_generated_block
 
         info = machine_info("cpu")
+        gpu = f", gpu {info['gpu']}" if "gpu" in info else ""
         seconds = summary["seconds"]
         header = (f"`python scripts/demo.py --update-readme` ({Path(args.config).name}) on {info.get('cpu', 'this CPU')}, "
-                  f"torch {info.get('torch', '')}: {seconds['total'] / 60:.1f} min in all (" +
+                  f"torch {info.get('torch', '')}{gpu}: {seconds['total'] / 60:.1f} min in all (" +
                   ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items() if k != "total") + ").\n\n")
         # one section per model family: "quickstart" (MultiPoseNet), "quickstart-openpose"
         section = "quickstart" if cfg.model.family == "multiposenet" else f"quickstart-{cfg.model.family}"
-        replace_readme_section(str(ROOT / "README.md"), section, header + (Path(cfg.output_dir) / "results.md").read_text())
-        print(f"README.md section '{section}' updated")
+        home = update_generated_block(section, header + (Path(cfg.output_dir) / "results.md").read_text(), root=ROOT)
+        print(f"{home.relative_to(ROOT)}: generated block '{section}' updated")
 
 
 if __name__ == "__main__":
