@@ -98,8 +98,8 @@ def test_perfect_targets_through_the_paf_grouping_score_high_on_coco_mini(coco_m
     """Ground-truth keypoints -> targets -> grouping -> COCO AP on coco-mini val: at the
     release's largest test scale (2.5 x 368) and at single scale (368), where small people lose
     parts on the stride-8 grid. Measured 0.822 at both: the protocol itself loses people, as
-    the GT-box grouping does (0.852). Of the 68 persons, 5 have a single labelled keypoint (no
-    limb, so no person), and where a shoulder is unlabelled there is no neck and the limb tree
+    the GT-box grouping does (0.852). Of the 68 persons, 4 have a single labelled keypoint (no
+    limb, so no person) and 2 only two, and where a shoulder is unlabelled there is no neck and the limb tree
     falls apart into fragments; overlapping people's parts merge into one peak."""
     from posenet.data.coco import CocoPersons
     from posenet.data.targets import keypoint_persons

@@ -149,7 +149,7 @@ class TrainConfig:
     warmup_factor: float = 0.001
     min_lr_ratio: float = 0.0
     # Autocast: "auto" is bf16 where the device runs it natively (CUDA >= sm80; CPUs with
-    # AVX512-BF16/AMX), fp32 elsewhere; an explicit bf16 on a CPU without it is 25x slower.
+    # AVX512-BF16/AMX), fp32 elsewhere; an explicit bf16 on a CPU without it is 10-25x slower (docs/benchmarks.md).
     amp: str = choice("none", "none", "auto", "bf16", "fp16")
     channels_last: bool = False
     grad_clip: Optional[float] = None

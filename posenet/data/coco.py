@@ -93,7 +93,7 @@ class CocoPersons:
                  first_images: int = 0):
         root = Path(root)
         if not root.is_dir():
-            raise DataError(f"dataset root not found: {root} (expected the {folders} folder scheme, see README 'Data')")
+            raise DataError(f"dataset root not found: {root} (expected the {folders} folder scheme, see docs/data.md)")
         self.root = root
         self.split = split
         self.files = split_files(root, split, folders, minival_size)
