@@ -12,6 +12,7 @@
     python scripts/benchmark.py overfit [--images 16] [--metrics-out FILE] [--update-readme]
     python scripts/benchmark.py train [--config FILE] [--steps N] [--update-readme]
     python scripts/benchmark.py learning [--config FILE] [--budget-minutes M] [--update-readme]
+    python scripts/benchmark.py memory [--config FILE] [--batch N] [--skip bf16] [--device cuda] [--update-readme]
 
 To add a benchmark, write ``add_<name>_parser(subparsers)`` that registers its options and a
 ``run`` function (``parser.set_defaults(run=...)``), and list it in SUBCOMMANDS.
@@ -418,8 +419,55 @@ def add_learning_parser(subparsers) -> None:
     p.set_defaults(run=run_learning)
 
 
+# --------------------------------------------------------------------------- memory
+
+
+def run_memory(args: argparse.Namespace) -> int:
+    import torch
+
+    from posenet.config import load_config
+    from posenet.engine.memory_bench import benchmark_memory, format_memory_table
+    from posenet.utils.benchmark import machine_info
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("benchmark memory: --device cuda needs a CUDA GPU, and none is available", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config, args.overrides)
+    result = benchmark_memory(cfg, batch=args.batch, skip=args.skip, device=args.device)
+    command = " ".join(["python scripts/benchmark.py memory", f"--config {os.path.relpath(args.config, REPO)}",
+                        *([f"--batch {args.batch}"] if args.batch else []),
+                        *(f"--skip {name}" for name in dict.fromkeys(args.skip)),
+                        *([f"--device {args.device}"] if args.device != "cpu" else []), *args.overrides])
+    _emit(format_memory_table(result, machine_info(args.device), command), args)
+    return 0
+
+
+def add_memory_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "memory",
+        help="training memory per GPU of each stage of a config: activations per image (fp32, bf16), weights, "
+             "gradients and optimizer state, the estimated peak at the per-GPU batch",
+        description="Builds each training stage's model from the config (random weights) and counts the bytes "
+        "autograd saves for backward on batches of 1 and 2 training samples at the configured input size, fp32 and "
+        "under bf16 autocast; per image = the difference. Estimated on the CPU unless --device cuda, which also "
+        "measures torch.cuda.max_memory_allocated of a training step. Needs no COCO: the samples are synthetic.",
+    )
+    p.add_argument("--config", default=os.path.join(REPO, "configs", "coco2017_r101.yaml"),
+                   help="config whose stages are measured (default: configs/coco2017_r101.yaml)")
+    p.add_argument("--batch", type=int, help="per-GPU batch of the peak estimate (default: each stage's own, "
+                   "train.batch_size or its stage override)")
+    p.add_argument("--skip", action="append", default=[], choices=["bf16"],
+                   help="leave out bf16 autocast (repeatable; the only choice so far)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default: 1)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    _add_output_options(p)
+    p.set_defaults(run=run_memory)
+
+
 SUBCOMMANDS = [add_nms_parser, add_data_parser, add_decode_parser, add_network_parser, add_overfit_parser,
-               add_train_parser, add_learning_parser]
+               add_train_parser, add_learning_parser, add_memory_parser]
 
 
 def main(argv=None) -> int:
