@@ -1,6 +1,9 @@
 # Two entry points for a fresh clone (see README):
 #   make demo   set everything up, then run the main job on the embedded synthetic data
-#   make test   set everything up, then run the whole test suite
+#   make test   set everything up, then run the default test suite (what CI runs)
+# and, for whoever changes data, models, training, inference or evaluation:
+#   make test-slow     the learning proofs (both quickstarts, the 16-image overfit), about 40 min
+#   make test-compat   the default suite on torch 2.11 / torchvision 0.26 in .compat/
 # Set-up is idempotent: the virtual environment and the extension are rebuilt only when
 # requirements.txt, setup.py or the extension sources change.
 
@@ -9,10 +12,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SHELL  := /bin/bash
 # -qq keeps pip to errors: the machine's extra local indexes make -q print hundreds of warnings.
-PIP    := $(PY) -m pip install -qq --disable-pip-version-check
+# --no-compile: no byte-compiling of the ~10,000 modules installed (half a minute on 2 cores);
+# Python compiles the few it imports on first use.
+PIP    := $(PY) -m pip install -qq --disable-pip-version-check --no-compile
 NMS_SRC := $(wildcard lib/nms/*.cpp lib/nms/*.h lib/nms/*.cu)
 
-.PHONY: setup demo test test-fast cuda-check benchmark clean
+.PHONY: setup demo test test-slow test-compat cuda-check benchmark clean
 
 setup: $(VENV)/.built
 
@@ -31,11 +36,15 @@ demo: setup
 	$(PY) scripts/demo.py
 
 test: setup
-	$(PY) -m pytest
-
-# The suite without the slow end-to-end runs (CI runs them all).
-test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+# The learning proofs: networks trained until they reach their aims (docs/development.md).
+test-slow: setup
+	$(PY) -m pytest -m slow
+
+# The default suite on the oldest supported torch, in an environment of its own.
+test-compat:
+	PYTHON=$(PYTHON) scripts/test_compat.sh
 
 # CUDA half of the extension: compile (and link-check) it without a GPU, so it cannot rot.
 cuda-check: setup
