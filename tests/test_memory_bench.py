@@ -108,6 +108,25 @@ def test_subcommand_writes_the_table(tmp_path):
     assert "--config configs/synthetic_small.yaml --skip bf16" in table
 
 
+def test_table_says_how_bf16_was_counted():
+    def activations(per_image, computed=True):
+        return {"per_image": per_image, "constant": 0, "peak": 10 * per_image, "saved": {1: per_image},
+                "computed": computed}
+
+    row = {"name": "keypoint", "input": "480×480", "batch": 6, "trainable": 2e6, "params": 3e6, "fixed": 1 << 20,
+           "optimizer_factor": 2,
+           "measured": {}, "activations": {"fp32": activations(4 << 20), "bf16": activations(5 << 20, False)}}
+    result = {"rows": [row], "precisions": ["fp32", "bf16"], "device": "cpu", "seconds": 1.0,
+              "channels_last": False, "frozen_bn": True}
+    table = mb.format_memory_table(result, {"cpu": "x"}, "cmd")
+    assert "| keypoint | 480×480 | 6 | 2.00 / 3.00 | 1.00 | 4.00 / 5.00 | 0.00 / 0.00 | 40 / 50 |" in table
+    assert "bf16 without native support on this CPU: its convolutions were not computed" in table
+    assert "bf16 saves more per image than fp32 in the keypoint stage: torchvision's FrozenBatchNorm2d" in table
+    row["activations"]["bf16"] = activations(2 << 20)
+    table = mb.format_memory_table(result, {"cpu": "x"}, "cmd")
+    assert "not computed" not in table and "saves more" not in table
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.cuda
 def test_cuda_measures_the_peak_beside_the_estimate(samples_root):

@@ -317,7 +317,8 @@ def benchmark_memory(cfg: DictConfig, batch: int | None = None, skip: Sequence[s
             rows.append(stage_row(setup, samples, precisions, batch, device))
             del setup, samples
     return {"rows": rows, "precisions": precisions, "device": str(device), "seconds": time.perf_counter() - start,
-            "channels_last": bool(cfg.train.channels_last)}
+            "channels_last": bool(cfg.train.channels_last),
+            "frozen_bn": cfg.model.family == "multiposenet" and bool(cfg.model.frozen_bn)}
 
 
 # --------------------------------------------------------------------------- table
@@ -357,9 +358,17 @@ def format_memory_table(result: dict, info: dict, command: str) -> str:
             f"{_mib(r['fixed'])} | {pair(r, 'per_image')} | {pair(r, 'constant')} | {pair(r, 'peak')} |"
             + (f" {measured(r)} |" if cuda else ""))
     uncomputed = sorted({p for r in rows for p, a in r["activations"].items() if not a["computed"]})
-    skipped = (f"{' and '.join(uncomputed)} without native support on this CPU: its convolutions were not computed, "
-               "only allocated with their real shapes and dtypes (autograd saves the same tensors; the test checks the "
-               "bytes equal a computed run's). " if uncomputed else "")
+    notes = (f"{' and '.join(uncomputed)} without native support on this CPU: its convolutions were not computed, "
+             "only allocated with their real shapes and dtypes (autograd saves the same tensors; the test checks the "
+             "bytes equal a computed run's). " if uncomputed else "")
+    more = [r["name"] for r in rows if "bf16" in r["activations"]
+            and r["activations"]["bf16"]["per_image"] > r["activations"]["fp32"]["per_image"] > 0]
+    if more:
+        cause = ("torchvision's FrozenBatchNorm2d, the trunk's frozen batch norm, multiplies by an fp32 scale"
+                 if result.get("frozen_bn") else "an fp32 tensor meets a bf16 one outside autocast's op lists")
+        notes += (f"bf16 saves more per image than fp32 in the {' and '.join(more)} stage"
+                  f"{'s' if len(more) > 1 else ''}: {cause}, so the activations after it are fp32 again and "
+                  "autograd keeps both them and the bf16 copies the next convolutions make. ")
     where = (f"on {result['device']}, beside torch.cuda.max_memory_allocated of a real training step (forward, backward, "
              "optimizer step) at the batch" if cuda else "estimated on the CPU: no GPU was used")
     lines += [
@@ -375,7 +384,7 @@ def format_memory_table(result: dict, info: dict, command: str) -> str:
         f"of the trainable parameters + {optimizer}. Estimated peak = fixed + constant + batch × per image: the "
         "caching allocator's rounding and fragmentation, cuDNN/cuBLAS workspaces, the CUDA context (several hundred "
         "MiB) and backward's transient buffers are not included. MiB = 2^20 bytes. "
-        + skipped + f"Measured in {result['seconds']:.0f} s.",
+        + notes + f"Measured in {result['seconds']:.0f} s.",
         "",
         "Machine: " + "; ".join(f"{key} {value}" for key, value in info.items()) + ".",
     ]
