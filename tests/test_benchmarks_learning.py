@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from test_keypoint_stage import REPO, run_script
+from _scripts import REPO, run_script
 
 
 def test_overfit_config_trains_on_the_evaluation_inputs(coco_mini):
@@ -32,21 +32,46 @@ def test_target_heatmaps_measure_the_grouping_ceiling(coco_mini):
     assert 0.8 < metrics["AP"] <= 1.0 and metrics["val_loss"] == 0.0
 
 
+OVERFIT_KEYS = {"keypoint_ap_gt_boxes", "keypoint_ap_gt_boxes_ceiling", "box_ap", "box_ap_medium_large",
+                "end_to_end_ap", "end_to_end_ap_ceiling", "images", "minutes"}
+
+
+def test_overfit_benchmark_memorises_two_real_images_through_every_stage(coco_mini, tmp_path):
+    """The overfit proof shrunk to seconds: two images at 128 px, a 32-channel model, fewer
+    steps. Every stage must still memorise them (a stage that cannot learn scores near zero);
+    the proof at the recipe's size is the slow test below."""
+    metrics_file = tmp_path / "overfit.json"
+    result = run_script("benchmark.py", "overfit", "--images", "2", "--out", tmp_path / "run",
+                        "--metrics-out", metrics_file, f"--root={coco_mini}", "--markdown-out", tmp_path / "overfit.md",
+                        "keypoint.val_input_size=128", "train.batch_size=1", "train.epochs=40", "train.eval_every=40",
+                        "detection.epochs=40", "prn.epochs=1", "prn.samples_per_epoch=1024",
+                        "model.fpn_channels=32", "model.subnet_channels=32", "model.fuse_channels=32",
+                        "detection.fpn_channels=32", threads=2)
+    m = json.loads(metrics_file.read_text())
+    assert set(m) == OVERFIT_KEYS and m["images"] == 2
+    assert m["keypoint_ap_gt_boxes"] >= 0.8 * m["keypoint_ap_gt_boxes_ceiling"], m
+    assert m["box_ap_medium_large"] >= 0.6, m
+    assert m["end_to_end_ap"] >= 0.3 * m["end_to_end_ap_ceiling"], m
+    assert "of its ceiling" in result.stdout and "| keypoint stage" in (tmp_path / "overfit.md").read_text()
+
+
 @pytest.mark.slow
-def test_overfit_benchmark_memorises_four_real_images_through_every_stage(coco_mini, tmp_path):
+def test_overfit_benchmark_memorises_sixteen_real_images_through_every_stage(coco_mini, tmp_path):
+    """The learning proof on real images (docs/results.md): the recipe of
+    configs/overfit_coco_mini.yaml on 16 coco-mini images, each stage within reach of its
+    ceiling. Measured on the 2-core CPU (18 min): keypoint 0.92 of its ceiling, box AP of the
+    medium and large persons 0.906, end to end 0.86 of its ceiling; the bounds are the table's
+    targets less 0.02 for another machine's float rounding."""
     metrics_file = tmp_path / "overfit.json"
     # all cores and a generous limit: the result does not depend on the speed, only the time does
-    result = run_script("benchmark.py", "overfit", "--images", "4", "--out", str(tmp_path / "run"),
-                        "--metrics-out", str(metrics_file), f"--root={coco_mini}", timeout=1800, threads=None)
+    result = run_script("benchmark.py", "overfit", "--images", "16", "--out", tmp_path / "run",
+                        "--metrics-out", metrics_file, f"--root={coco_mini}", timeout=3600, threads=None)
     m = json.loads(metrics_file.read_text())
-    assert set(m) == {"keypoint_ap_gt_boxes", "keypoint_ap_gt_boxes_ceiling", "box_ap", "box_ap_medium_large",
-                      "end_to_end_ap", "end_to_end_ap_ceiling", "images", "minutes"}
-    assert m["images"] == 4
-    # Measured on the 2-core CPU: keypoint 0.941 of ceiling 0.980, box AP (M+L) 0.978, end to end
-    # 0.731 of ceiling 1.0 (6.6 min); the bounds leave room for another machine's float rounding.
-    assert m["keypoint_ap_gt_boxes"] >= 0.85 * m["keypoint_ap_gt_boxes_ceiling"], m
-    assert m["box_ap_medium_large"] >= 0.85, m
-    assert m["end_to_end_ap"] >= 0.6 * m["end_to_end_ap_ceiling"], m
+    assert set(m) == OVERFIT_KEYS and m["images"] == 16
+    print(result.stdout[-3000:])
+    assert m["keypoint_ap_gt_boxes"] >= 0.88 * m["keypoint_ap_gt_boxes_ceiling"], m
+    assert m["box_ap_medium_large"] >= 0.88, m
+    assert m["end_to_end_ap"] >= 0.78 * m["end_to_end_ap_ceiling"], m
     assert "of its ceiling" in result.stdout
 
 

@@ -15,7 +15,8 @@ from posenet.data.transforms import transform_points
 from posenet.engine.checkpoint import load_checkpoint
 from posenet.stages import detection, keypoint
 
-from test_keypoint_stage import REPO, run_script, tiny_overrides
+from _scripts import REPO, run_script
+from test_keypoint_stage import tiny_overrides
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
 

@@ -25,7 +25,7 @@ from posenet.errors import ConfigError, PosenetError
 from posenet.deploy import export as E
 from posenet.deploy.onnx_predictor import OnnxPredictor, apply_overrides, layout_of, read_metadata, validate
 
-from test_keypoint_stage import REPO, run_script
+from _scripts import REPO, run_script
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -268,8 +268,7 @@ def test_scripts_give_one_line_errors(multiposenet, tmp_path):
         ("export_onnx.py", ["--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "m.onnx")],
          "checkpoint not found"),
     ):
-        result = subprocess.run([sys.executable, str(REPO / "scripts" / script), *args], capture_output=True,
-                                text=True, cwd=REPO, timeout=300)
+        result = run_script(script, *args, check=False)
         assert result.returncode == 2 and result.stderr.startswith("error: ") and message in result.stderr, script
 
 

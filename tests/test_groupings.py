@@ -10,7 +10,7 @@ from posenet.errors import ConfigError
 from posenet.inference.groupings import GROUPINGS, GreedyGrouping, Grouping, make_grouping, register_grouping
 from posenet.inference.prn_grouping import most_central_assign
 
-from test_keypoint_stage import REPO
+from _scripts import REPO
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
 

@@ -21,7 +21,7 @@ from posenet.inference import Predictor, infer_folder
 from posenet.inference.predictor import as_rgb, draw_prediction
 from posenet.stages.end_to_end import EndToEndEvaluator
 
-from test_keypoint_stage import REPO, run_script
+from _scripts import REPO, run_script
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
 TINY = ["model.fpn_channels=16", "model.subnet_channels=16", "model.fuse_channels=16", "detection.fpn_channels=16",
@@ -268,10 +268,7 @@ def test_exif_orientation_is_honoured_at_inference_and_ignored_in_training(tmp_p
 def test_infer_script_with_no_images_is_one_error_line(full_checkpoint, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "infer.py"), "--checkpoint", str(full_checkpoint),
-                           "--images", str(empty), "--out", str(tmp_path / "o2")], capture_output=True, text=True)
+    proc = run_script("infer.py", "--checkpoint", full_checkpoint, "--images", empty, "--out", tmp_path / "o2",
+                      check=False)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: no images in")
     assert len(proc.stderr.strip().splitlines()) == 1

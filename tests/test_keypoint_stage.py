@@ -21,7 +21,7 @@ from posenet.engine.checkpoint import load_checkpoint
 from posenet.inference import keypoints_in_boxes
 from posenet.vis import heatmap_overlay, heatmap_panels
 
-REPO = Path(__file__).resolve().parents[1]
+from _scripts import REPO, run_script
 
 
 # ----------------------------------------------------------------------------- grouping
@@ -128,26 +128,6 @@ def tiny_overrides(root, out) -> list[str]:
             "train.visualize_every=2", "train.eval_every=1", "eval.batch_size=4"]
 
 
-def run_script(script, *args, torchrun: int = 0, timeout: float = 600, threads: int | None = 1):
-    """Run ``scripts/<script>``; ``threads=None`` leaves the thread count to torch (all cores)."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else dict(os.environ)
-    if not threads:
-        env.pop("OMP_NUM_THREADS", None)
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
-        env.pop(name, None)
-    if torchrun:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(torchrun),
-               "--master_addr", "127.0.0.1", "--master_port", str(port), str(REPO / "scripts" / script), *args]
-    else:
-        cmd = [sys.executable, str(REPO / "scripts" / script), *args]
-    result = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return result
-
-
 def weights(path) -> dict:
     return load_checkpoint(path)["model"]
 
@@ -196,10 +176,8 @@ def test_train_then_validate_writes_everything_and_resume_is_exact(tiny_syntheti
 def test_mismatched_checkpoint_is_one_clear_line(tiny_synthetic, tmp_path):
     cfg = REPO / "configs/synthetic_small.yaml"
     run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, tmp_path / "run"), "--out", str(tmp_path / "run"), "train.epochs=1")
-    cmd = [sys.executable, str(REPO / "scripts/val_keypoint.py"), "--config", str(cfg),
-           *tiny_overrides(tiny_synthetic, tmp_path / "val"), "model.fpn_channels=32",
-           "--checkpoint", str(tmp_path / "run" / "last.pt")]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = run_script("val_keypoint.py", "--config", cfg, *tiny_overrides(tiny_synthetic, tmp_path / "val"),
+                        "model.fpn_channels=32", "--checkpoint", tmp_path / "run" / "last.pt", check=False)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "last.pt" in lines[0]

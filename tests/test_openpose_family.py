@@ -14,7 +14,7 @@ from posenet.data.keypoints import OPENPOSE_18
 from posenet.errors import ConfigError
 from posenet.inference.test_time import flip_back, paf_flip_index
 from posenet.stages import families
-from test_keypoint_stage import REPO, run_script
+from _scripts import REPO, run_script
 
 CONFIG = REPO / "configs/openpose_synthetic_small.yaml"
 
@@ -116,8 +116,7 @@ def test_a_release_file_as_model_pretrained_sets_every_weight(tmp_path):
 def test_detection_and_prn_stages_refuse_the_openpose_family():
     for script, more in (("train_detection.py", ["--init", "x.pt"]), ("train_prn.py", []),
                          ("val_detection.py", ["--checkpoint", "x.pt"])):
-        result = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--config", str(CONFIG), *more],
-                                capture_output=True, text=True, cwd=REPO, timeout=120)
+        result = run_script(script, "--config", CONFIG, *more, check=False)
         assert result.returncode == 2
         assert result.stderr.strip().splitlines()[-1].startswith("error: model.family openpose has no")
 
@@ -188,9 +187,8 @@ def test_with_the_flip_test_a_mirrored_image_gives_the_mirrored_maps(width):
 
 
 def test_the_decode_benchmark_follows_the_config_family():
-    result = subprocess.run([sys.executable, str(REPO / "scripts/benchmark.py"), "decode", "--config", str(CONFIG),
-                             "--repeats", "3", "--input-size", "128", "--people", "4"],
-                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    result = run_script("benchmark.py", "decode", "--config", CONFIG, "--repeats", "3", "--input-size", "128",
+                        "--people", "4", check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "PAF decoding time per image" in result.stdout
     assert "| network (hourglass, random initialisation) |" in result.stdout

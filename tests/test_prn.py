@@ -34,7 +34,8 @@ from posenet.models.prn import PoseResidualNetwork
 from posenet.ops.matching import best_first_matching
 from posenet.stages import prn as prn_stage
 
-from test_keypoint_stage import REPO, run_script, tiny_overrides
+from _scripts import REPO, run_script
+from test_keypoint_stage import tiny_overrides
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
 H, W, MARGIN = 56, 36, 0.21

@@ -17,7 +17,7 @@ from posenet.inference.prn_fast import contested
 from posenet.inference.prn_grouping import prn_assign
 from posenet.models.prn import PoseResidualNetwork
 
-from test_keypoint_stage import REPO
+from _scripts import REPO
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

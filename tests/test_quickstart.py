@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from test_keypoint_stage import run_script
+from _scripts import run_script
 
 
 @pytest.mark.slow

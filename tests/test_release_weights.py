@@ -13,7 +13,7 @@ from posenet.errors import ConfigError, PosenetError
 from posenet.inference import load_predictor
 from posenet.models.openpose import OpenPoseNet, release_state_dict
 from posenet.stages import families
-from test_keypoint_stage import REPO, run_script
+from _scripts import REPO, run_script
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -20,7 +20,7 @@ from posenet.data.keypoints import COCO_PERSON
 from posenet.data.synthetic import SyntheticCocoGenerator, write_synthetic_coco
 from posenet.vis import draw_coco_annotations, draw_skeleton, segmentation_to_mask
 
-REPO = Path(__file__).resolve().parents[1]
+from _scripts import REPO, run_script
 NUM_TRAIN, NUM_VAL = 48, 16
 # pycocotools 2.0.11 warns about numpy 2 copy semantics inside its own decode().
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
@@ -228,9 +228,8 @@ def test_an_image_does_not_depend_on_the_split_sizes(dataset, small_sets):
 
 def test_cli_writes_the_layout(tmp_path):
     out = tmp_path / "cli"
-    r = subprocess.run([sys.executable, str(REPO / "scripts" / "make_synthetic.py"), "--out", str(out),
-                        "--train", "3", "--val", "2", "--seed", "5", "--no-progress"],
-                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    r = run_script("make_synthetic.py", "--out", out, "--train", "3", "--val", "2", "--seed", "5", "--no-progress",
+                   check=False)
     assert r.returncode == 0, r.stderr
     assert "train: 3 images" in r.stdout and "val: 2 images" in r.stdout
     assert len(list((out / "train2017").glob("*.jpg"))) == 3
@@ -238,18 +237,15 @@ def test_cli_writes_the_layout(tmp_path):
     for split in ("train2017", "val2017"):
         assert (out / "annotations" / f"person_keypoints_{split}.json").is_file()
     pics = tmp_path / "pics"
-    r = subprocess.run([sys.executable, str(REPO / "scripts" / "draw_annotations.py"), "--root", str(out),
-                        "--split", "train2017", "--num", "2", "--all-images", "--out", str(pics)],
-                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    r = run_script("draw_annotations.py", "--root", out, "--split", "train2017", "--num", "2", "--all-images",
+                   "--out", pics, check=False)
     assert r.returncode == 0, r.stderr
     assert len(list(pics.glob("*.png"))) == 2
 
 
 def test_cli_rejects_bad_arguments(tmp_path):
-    r = subprocess.run([sys.executable, str(REPO / "scripts" / "make_synthetic.py"), "--out",
-                        str(tmp_path / "x"), "--train", "1", "--val", "0", "--min-size", "900",
-                        "--max-size", "300", "--no-progress"], capture_output=True, text=True, cwd=REPO,
-                       timeout=120)
+    r = run_script("make_synthetic.py", "--out", tmp_path / "x", "--train", "1", "--val", "0", "--min-size", "900",
+                   "--max-size", "300", "--no-progress", check=False)
     assert r.returncode == 2 and "min_size" in r.stderr and "Traceback" not in r.stderr
 
 

@@ -14,7 +14,7 @@ from posenet.data.transforms import invert, transform_points
 from posenet.inference import Predictor, flip_back, to_grid_of
 
 from _stub_models import BACKGROUND, CODES, ColourCodedNet
-from test_keypoint_stage import REPO
+from _scripts import REPO
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
 FLIP = COCO_PERSON.flip_index

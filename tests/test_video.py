@@ -18,7 +18,7 @@ from posenet.inference import video
 from posenet.inference.video import VideoDemo, open_source, run_video
 
 from test_inference import full_checkpoint  # noqa: F401  (a fixture: a small random full model)
-from test_keypoint_stage import REPO, run_script
+from _scripts import REPO, run_script
 
 W, H = 96, 64
 
