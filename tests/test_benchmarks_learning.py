@@ -43,8 +43,8 @@ def test_overfit_benchmark_memorises_two_real_images_through_every_stage(coco_mi
     metrics_file = tmp_path / "overfit.json"
     result = run_script("benchmark.py", "overfit", "--images", "2", "--out", tmp_path / "run",
                         "--metrics-out", metrics_file, f"--root={coco_mini}", "--markdown-out", tmp_path / "overfit.md",
-                        "keypoint.val_input_size=128", "train.batch_size=1", "train.epochs=40", "train.eval_every=40",
-                        "detection.epochs=40", "prn.epochs=1", "prn.samples_per_epoch=1024",
+                        "keypoint.val_input_size=128", "train.batch_size=1", "train.epochs=24", "train.eval_every=24",
+                        "detection.epochs=40", "prn.epochs=1", "prn.samples_per_epoch=512",
                         "model.fpn_channels=32", "model.subnet_channels=32", "model.fuse_channels=32",
                         "detection.fpn_channels=32", threads=2)
     m = json.loads(metrics_file.read_text())
@@ -75,7 +75,6 @@ def test_overfit_benchmark_memorises_sixteen_real_images_through_every_stage(coc
     assert "of its ceiling" in result.stdout
 
 
-@pytest.mark.slow
 def test_train_benchmark_times_every_variant_and_ends_with_the_quickstart_line(tiny_synthetic, tmp_path):
     result = run_script("benchmark.py", "train", "--steps", "2", "--warmup", "1", "--threads",
                         "--markdown-out", str(tmp_path / "train.md"), "--config", str(REPO / "configs/synthetic_small.yaml"),
@@ -89,7 +88,6 @@ def test_train_benchmark_times_every_variant_and_ends_with_the_quickstart_line(t
     assert any(line.startswith("quickstart setting: ") and "× fp32" in line for line in last), last
 
 
-@pytest.mark.slow
 def test_learning_benchmark_draws_both_worlds_curves(tmp_path):
     import cv2
 

@@ -425,7 +425,6 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     assert ckpt["best_epoch"] == load_checkpoint(tmp_path / "ddp" / "best.pt")["epoch"]
 
 
-@pytest.mark.slow
 def test_two_gloo_processes_resume_bitwise_exactly(tmp_path):
     # dropout differs per rank: each rank's generator state must come back from the checkpoint
     torchrun(tmp_path, str(tmp_path / "straight"), "4", "3", "dropout=0.3")
@@ -502,16 +501,23 @@ def _finish(proc: subprocess.Popen) -> None:
     assert proc.returncode == 0, err[-3000:]
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_toy_weights(tmp_path_factory):
+    """The final weights of the toy run the killed runs are compared with (run once)."""
+    straight = tmp_path_factory.mktemp("toy") / "straight"
+    _finish(_toy_process(straight))
+    return torch.load(straight / "final.pt")
+
+
 @pytest.mark.parametrize("where", ["hang_at_step=23", "hang_in_save=4"], ids=["mid-epoch", "mid-checkpoint-write"])
-def test_sigkill_then_resume_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path, where):
+def test_sigkill_then_resume_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path, where, uninterrupted_toy_weights):
     """A real ``kill -9``: mid-epoch (three steps after a step checkpoint), or while a checkpoint
     file is half written. The resumed run ends with the uninterrupted run's weights, bit for
     bit, and the killed writer's temporary file neither breaks the resume nor stays behind."""
     import signal
     import time
 
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    _finish(_toy_process(straight))
+    split = tmp_path / "split"
     proc = _toy_process(split, where)
     deadline = time.monotonic() + 120
     while not (split / "hanging").exists():
@@ -530,7 +536,7 @@ def test_sigkill_then_resume_ends_bitwise_equal_to_an_uninterrupted_run(tmp_path
     load_checkpoint(split / "last.pt")  # the last complete checkpoint is intact
 
     _finish(_toy_process(split, "resume=1"))
-    a, b = torch.load(straight / "final.pt"), torch.load(split / "final.pt")
+    a, b = uninterrupted_toy_weights, torch.load(split / "final.pt")
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name

@@ -7,7 +7,7 @@ the same people, the same COCO AP), at a fixed size and with dynamic height and 
 Random-weight models at small inputs keep it fast; their people are many and arbitrary (boxes
 and peaks of an untrained network), which is what makes the comparison of the two runtimes
 non-trivial. The exports take most of the time (the dynamo exporter builds its op registry per
-export), so each family is exported once per module and the fixed-size exports are slow tests.
+export), so each family is exported once per module (the fixed-size exports are the only others).
 """
 from __future__ import annotations
 
@@ -115,7 +115,6 @@ def test_the_export_writes_every_file(multiposenet):
     assert (out.parent / "posenet_decoder.py").read_text() == (REPO / "posenet/deploy/decoder.py").read_text()
 
 
-@pytest.mark.slow
 def test_the_script_reports_the_check_quietly(multiposenet, tmp_path):
     _, _, checkpoint, _, _ = multiposenet
     result = run_script("export_onnx.py", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx"))
@@ -197,7 +196,6 @@ def test_validation_through_the_export_scores_what_the_checkpoint_scores(multipo
     assert record["mode"] == "end-to-end" and record["grouping"] == "prn" and "onnxruntime" in record["protocol"]
 
 
-@pytest.mark.slow
 def test_infer_script_runs_the_export(multiposenet, tmp_path):
     from posenet.inference import infer_folder
 
@@ -257,7 +255,6 @@ def test_clear_errors(multiposenet, tmp_path):
         E.check_onnx(tmp_path / "absent.onnx")
 
 
-@pytest.mark.slow
 def test_scripts_give_one_line_errors(multiposenet, tmp_path):
     lonely = tmp_path / "lonely.onnx"
     shutil.copy(multiposenet[3], lonely)
@@ -318,10 +315,9 @@ def test_family_mismatch_is_a_clear_error(openpose, multiposenet):
         validate(multiposenet[0], openpose[3])
 
 
-# ----------------------------------------------------------------------------- fixed size (slow)
+# ----------------------------------------------------------------------------- fixed size
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("family", ["multiposenet", "openpose"])
 def test_fixed_size_export(family, multiposenet, openpose, tmp_path):
     cfg, model, _, _, _ = multiposenet if family == "multiposenet" else openpose

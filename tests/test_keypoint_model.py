@@ -169,12 +169,13 @@ def test_gradient_reaches_the_trunk(resnet18_model):
 def test_overfits_a_tiny_batch():
     """Adam at the recipe's 1e-4 fits two people's heatmaps well below predicting zeros.
 
-    From random weights the trunk needs trainable BN: frozen BN is an identity there.
+    From random weights the trunk needs trainable BN: frozen BN is an identity there. 64-channel
+    FPN and subnet at 96 px: the same property at a quarter of the default model's cost.
     """
     torch.manual_seed(0)
-    model = PoseNet(backbone_depth=18, frozen_bn=False).train()
-    images = torch.randn(2, 3, 128, 128)
-    targets = make_targets(2, 128, 128, seed=1)
+    model = PoseNet(backbone_depth=18, frozen_bn=False, fpn_channels=64, subnet_channels=64, fuse_channels=64).train()
+    images = torch.randn(2, 3, 96, 96)
+    targets = make_targets(2, 96, 96, seed=1)
     mask = targets["ignore_mask"]
     zero_heatmap = (targets["heatmaps"].square() * mask).sum().item() / 2
     zero_segmentation = (targets["segmentation"].square() * mask).sum().item() / 2

@@ -183,7 +183,6 @@ def test_mismatched_checkpoint_is_one_clear_line(tiny_synthetic, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error:") and "last.pt" in lines[0]
 
 
-@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(tiny_synthetic, tmp_path):
     """Same global batch (2 x 2 against 1 x 4), frozen batch norm: the same training. SGD, whose
     step is proportional to the gradient: Adam's step is about lr wherever a gradient is near

@@ -9,7 +9,6 @@ import pytest
 from _scripts import run_script
 
 
-@pytest.mark.slow
 def test_quickstart_runs_every_stage_and_writes_its_outputs(tmp_path):
     out, data = tmp_path / "run", tmp_path / "data"
     tiny = [f"output_dir={out}", f"data.root={data}", "synthetic.num_train=12", "synthetic.num_val=4",
