@@ -40,7 +40,7 @@ test: setup
 
 # The learning proofs: networks trained until they reach their aims (docs/development.md).
 test-slow: setup
-	$(PY) -m pytest -m slow
+	$(PY) -m pytest -m slow -rP
 
 # The default suite on the oldest supported torch, in an environment of its own.
 test-compat:

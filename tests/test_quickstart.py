@@ -46,10 +46,12 @@ def test_quickstart_runs_every_stage_and_writes_its_outputs(tmp_path):
 @pytest.mark.slow
 def test_the_quickstart_model_works_on_its_own_world(tmp_path):
     """The real quickstart (configs/synthetic_small.yaml, nothing shrunk): the aims of the
-    README's quickstart table on the synthetic val split, each below its ceiling. About 10
-    minutes on two cores; the results do not depend on the machine's speed."""
+    quickstart table (docs/results.md) on the synthetic val split, each below its ceiling. About
+    10 minutes on two cores; the results do not depend on the machine's speed. Its figures and
+    times are printed (``pytest -rP`` shows them)."""
     out, data = tmp_path / "run", tmp_path / "data"
-    run_script("demo.py", f"output_dir={out}", f"data.root={data}", timeout=3600, threads=None)
+    result = run_script("demo.py", f"output_dir={out}", f"data.root={data}", timeout=3600, threads=None)
+    print("\n".join(line for line in result.stdout.splitlines() if line.startswith(("time:", "- "))))
     stages = json.loads((out / "end_to_end_metrics.json").read_text())["stages"]
     assert stages["keypoint_ap_gt_boxes"] >= 0.5, stages
     assert stages["box_ap"] >= 0.6, stages
@@ -64,6 +66,7 @@ def test_the_openpose_quickstart_model_works_on_its_own_world(tmp_path):
     out, data = tmp_path / "run", tmp_path / "data"
     result = run_script("demo.py", "--config", "configs/openpose_synthetic_small.yaml", f"output_dir={out}",
                         f"data.root={data}", timeout=3600, threads=None)
+    print("\n".join(line for line in result.stdout.splitlines() if line.startswith(("time:", "| "))))
     record = json.loads((out / "keypoint" / "val_metrics.json").read_text())
     assert record["ceiling"]["AP"] > 0.95, record
     assert 0.4 <= record["end-to-end"]["AP"] <= record["ceiling"]["AP"], record
