@@ -35,8 +35,11 @@ $(VENV)/.built: $(VENV)/.deps setup.py $(NMS_SRC)
 demo: setup
 	$(PY) scripts/demo.py
 
+# Two test processes (pytest-xdist), each module on one of them: most tests use one core.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 # The learning proofs: networks trained until they reach their aims (docs/development.md).
 test-slow: setup
