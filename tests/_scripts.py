@@ -16,7 +16,7 @@ import io
 import os
 import runpy
 import socket
-import subprocess
+import subprocess as _subprocess
 import sys
 import traceback
 import warnings
@@ -54,10 +54,8 @@ def _in_a_process(script, args, torchrun, timeout, threads):
                "--master_addr", "127.0.0.1", "--master_port", str(port), str(REPO / "scripts" / script), *args]
     else:
         cmd = [sys.executable, str(REPO / "scripts" / script), *args]
-    return subprocess_run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return _subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
-
-subprocess_run = subprocess.run
 
 
 def _in_this_process(script, args, threads):
@@ -95,4 +93,4 @@ def _in_this_process(script, args, threads):
         torch.set_num_threads(saved[2])
         os.environ.clear()
         os.environ.update(saved[3])
-    return subprocess.CompletedProcess([sys.executable, str(path), *args], code, out.getvalue(), err.getvalue())
+    return _subprocess.CompletedProcess([sys.executable, str(path), *args], code, out.getvalue(), err.getvalue())
