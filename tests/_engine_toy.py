@@ -1,7 +1,9 @@
 """A toy regression model and dataset for the engine tests (importable by spawned processes).
 
 Run as a script (alone, or under torchrun) it trains the toy model and saves the final weights:
-``torchrun --nproc_per_node 2 tests/_engine_toy.py OUT_DIR BATCH_SIZE EPOCHS [dropout=P] [resume=1]``.
+``torchrun --nproc_per_node 2 tests/_engine_toy.py OUT_DIR BATCH_SIZE EPOCHS [dropout=P] [resume=1]``;
+with ``split_at=E`` it trains OUT_DIR/straight for EPOCHS epochs, then OUT_DIR/split for E epochs and,
+after scrambling every random generator, resumes OUT_DIR/split to EPOCHS (``resume_in_process``).
 For the kill -9 tests: ``every=N`` writes a step checkpoint every N steps; ``hang_at_step=S``
 stops at global step S, and ``hang_in_save=N`` halfway through writing the N-th checkpoint file;
 either touches ``OUT_DIR/hanging`` and then waits to be killed.
@@ -132,7 +134,39 @@ def main(out_dir: str, batch_size: int, epochs: int, dropout: float = 0.0, resum
         torch.save(trainer.module.state_dict(), Path(out_dir) / "final.pt")
 
 
+def resume_in_process(out_dir: str, batch_size: int, epochs: int, split_at: int, dropout: float = 0.0) -> None:
+    """An uninterrupted run (``straight``) and one stopped after ``split_at`` epochs and resumed
+    (``split``), in the same processes: between the two halves every generator (Python, numpy,
+    torch) is reseeded differently on each rank, so only what the checkpoint holds can make the
+    resumed run continue the interrupted one. (Resuming in a new process after kill -9 is what
+    test_engine's sigkill tests check; this is the per-rank state under torchrun.)"""
+    import os
+
+    import torch.distributed as dist
+
+    # one process group for the three trainers (a group destroyed and made again in the same
+    # processes can fail to connect under gloo)
+    group = "WORLD_SIZE" in os.environ and not dist.is_initialized()
+    if group:
+        dist.init_process_group("gloo")
+    try:
+        main(str(Path(out_dir) / "straight"), batch_size, epochs, dropout)
+        main(str(Path(out_dir) / "split"), batch_size, split_at, dropout)
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        random.seed(1000 + rank)
+        np.random.seed(2000 + rank)
+        torch.manual_seed(3000 + rank)
+        main(str(Path(out_dir) / "split"), batch_size, epochs, dropout, resume=True)
+    finally:
+        if group:
+            dist.destroy_process_group()
+
+
 if __name__ == "__main__":
     options = dict(arg.split("=") for arg in sys.argv[4:])
+    if "split_at" in options:
+        resume_in_process(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(options["split_at"]),
+                          float(options.get("dropout", 0)))
+        sys.exit(0)
     main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(options.get("dropout", 0)), options.get("resume") == "1",
          int(options.get("every", 0)), int(options.get("hang_at_step", 0)), int(options.get("hang_in_save", 0)))

@@ -427,9 +427,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 
 def test_two_gloo_processes_resume_bitwise_exactly(tmp_path):
     # dropout differs per rank: each rank's generator state must come back from the checkpoint
-    torchrun(tmp_path, str(tmp_path / "straight"), "4", "3", "dropout=0.3")
-    torchrun(tmp_path, str(tmp_path / "split"), "4", "2", "dropout=0.3")
-    torchrun(tmp_path, str(tmp_path / "split"), "4", "3", "dropout=0.3", "resume=1")
+    # one launch: straight for 3 epochs, split after 2, then resumed with every generator reseeded
+    torchrun(tmp_path, str(tmp_path), "4", "3", "dropout=0.3", "split_at=2")
     straight = torch.load(tmp_path / "straight" / "final.pt")
     resumed = torch.load(tmp_path / "split" / "final.pt")
     for name in straight:
