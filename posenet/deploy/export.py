@@ -158,13 +158,18 @@ def export_onnx(model, path: str | os.PathLike, *, family: str, input_size: int 
 
     ``input_size``: the side of the fixed (1, 3, S, S) input, rounded up to the model's
     divisor (default 480); with ``dynamic`` the height and width are free multiples of the
-    divisor and ``input_size`` only sizes the example the exporter traces. The dynamo exporter
+    divisor and ``input_size`` only sizes the example the exporter traces (two blocks of the
+    divisor at least). The dynamo exporter
     (``torch.export``) is tried first; should it fail, the TorchScript one (``dynamic_axes``);
     ``log`` gets one line when that happens."""
     if opset < 17:
         raise ConfigError(f"opset {opset}: the export needs opset 17 or newer")
     graph = graph_of(model, family)
     side = round_up(input_size or DEFAULT_SIDE, graph.divisor)
+    if dynamic:
+        # an example of one block per side shrinks the deepest feature maps to 1x1, which
+        # torch.export specialises (a size of 1 is a constant to it): trace two blocks or more
+        side = max(side, 2 * graph.divisor)
     device = next(model.parameters()).device
     example = _example((side, side), device)
     names = graph.output_names
