@@ -78,7 +78,7 @@ def test_overfit_benchmark_memorises_sixteen_real_images_through_every_stage(coc
 def test_train_benchmark_times_every_variant_and_ends_with_the_quickstart_line(tiny_synthetic, tmp_path):
     result = run_script("benchmark.py", "train", "--steps", "2", "--warmup", "1", "--threads",
                         "--markdown-out", str(tmp_path / "train.md"), "--config", str(REPO / "configs/synthetic_small.yaml"),
-                        f"data.root={tiny_synthetic}", "keypoint.input_size=64", "train.batch_size=2",
+                        f"data.root={tiny_synthetic}", "keypoint.val_input_size=64", "train.batch_size=2",
                         "train.num_workers=0", "model.fpn_channels=16", "model.subnet_channels=16",
                         "model.fuse_channels=16")
     table = (tmp_path / "train.md").read_text()

@@ -7,7 +7,8 @@ the same people, the same COCO AP), at a fixed size and with dynamic height and 
 Random-weight models at small inputs keep it fast; their people are many and arbitrary (boxes
 and peaks of an untrained network), which is what makes the comparison of the two runtimes
 non-trivial. The exports take most of the time (the dynamo exporter builds its op registry per
-export), so each family is exported once per module (the fixed-size exports are the only others).
+export), so each family is exported once per module with dynamic height and width, and once at
+a fixed size (MultiPoseNet's through the script).
 """
 from __future__ import annotations
 
@@ -115,10 +116,19 @@ def test_the_export_writes_every_file(multiposenet):
     assert (out.parent / "posenet_decoder.py").read_text() == (REPO / "posenet/deploy/decoder.py").read_text()
 
 
-def test_the_script_reports_the_check_quietly(multiposenet, tmp_path):
+@pytest.fixture(scope="module")
+def script_export(multiposenet, tmp_path_factory):
+    """The MultiPoseNet checkpoint through scripts/export_onnx.py: a fixed graph for longer side
+    80 at scales 1 and 0.5 (96 x 96, the divisor being 32); returns the export and the output."""
     _, _, checkpoint, _, _ = multiposenet
-    result = run_script("export_onnx.py", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx"))
-    output = result.stdout + result.stderr
+    out = tmp_path_factory.mktemp("script_export") / "model.onnx"
+    result = run_script("export_onnx.py", "--checkpoint", str(checkpoint), "--out", str(out), "--input-size", "80",
+                        "infer.scales=[1.0,0.5]")
+    return out, result.stdout + result.stderr
+
+
+def test_the_script_reports_the_check_quietly(script_export):
+    _, output = script_export
     names = ["heatmaps", *(f"cls_logits_{i}" for i in range(5)), *(f"box_deltas_{i}" for i in range(5))]
     assert f"outputs: {', '.join(names)}" in output
     assert "onnx.checker: ok (opset 18" in output and "fixed input 96x96" in output
@@ -319,27 +329,34 @@ def test_family_mismatch_is_a_clear_error(openpose, multiposenet):
 
 
 @pytest.mark.parametrize("family", ["multiposenet", "openpose"])
-def test_fixed_size_export(family, multiposenet, openpose, tmp_path):
+def test_fixed_size_export(family, multiposenet, openpose, script_export, tmp_path):
+    """Longer side 80 at scales 1 and 0.5: a square graph of 80 rounded up to the divisor, the
+    metadata keeping 80 (MultiPoseNet through the script, OpenPose through ``export``)."""
     cfg, model, _, _, _ = multiposenet if family == "multiposenet" else openpose
     cfg = load_config(MULTIPOSENET if family == "multiposenet" else OPENPOSE,
                       [f"data.root={cfg.data.root}", *(TINY_MULTIPOSENET if family == "multiposenet" else TINY_OPENPOSE),
                        "infer.scales=[1.0,0.5]"])
-    summary = E.export(cfg, model, tmp_path / "model.onnx", input_size=80, log=lambda line: None)
+    if family == "multiposenet":
+        path = script_export[0]
+    else:
+        path = tmp_path / "model.onnx"
+        summary = E.export(cfg, model, path, input_size=80, log=lambda line: None)
+        assert max(summary["max_abs_diff"].values()) < 1e-4
     divisor = 32 if family == "multiposenet" else 64
     side = -(-80 // divisor) * divisor
-    meta = read_metadata(tmp_path / "model.onnx")
+    meta = read_metadata(path)
     assert meta["input"]["size"] == [side, side] and meta["infer"]["input_size"] == 80
-    assert max(summary["max_abs_diff"].values()) < 1e-4
+    assert meta["infer"]["scales"] == [1.0, 0.5]
     import onnx
 
-    dims = [d.dim_value for d in onnx.load(str(tmp_path / "model.onnx")).graph.input[0].type.tensor_type.shape.dim]
+    dims = [d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 3, side, side]
     # a square image fills the fixed graph exactly as the PyTorch model pads it: the same people
     rgb = _val_images(cfg, 1)[0]
     square = np.ascontiguousarray(rgb[:min(rgb.shape[:2]), :min(rgb.shape[:2])])
     torch_predictor = build.predictor(cfg, model) if family == "multiposenet" else build.paf_predictor(cfg, model)
     torch_predictor.input_size, torch_predictor.scales = side, (1.0,)
-    onnx_predictor = OnnxPredictor(tmp_path / "model.onnx", [f"infer.input_size={side}", "infer.scales=[1.0]"])
+    onnx_predictor = OnnxPredictor(path, [f"infer.input_size={side}", "infer.scales=[1.0]"])
     assert _same_people(torch_predictor.run(square), onnx_predictor.run(square)) > 0
 
 
