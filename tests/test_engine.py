@@ -345,6 +345,26 @@ def test_schedule_and_optimizer_factories_reject_bad_names():
         build_optimizer("lion", [torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
 
 
+def test_adam_is_fused_and_steps_like_the_unfused_one():
+    torch.manual_seed(0)
+    weights = [torch.nn.Parameter(torch.randn(300, 7)), torch.nn.Parameter(torch.randn(7))]
+    copies = [torch.nn.Parameter(w.detach().clone()) for w in weights]
+    for name in ("adam", "adamw"):
+        fused = build_optimizer(name, [{"params": weights}], lr=1e-2, weight_decay=1e-3)
+        assert fused.defaults["fused"], name
+        reference = (torch.optim.Adam if name == "adam" else torch.optim.AdamW)(copies, lr=1e-2, weight_decay=1e-3)
+        for _ in range(20):
+            for w, c in zip(weights, copies):
+                w.grad = torch.randn_like(w)
+                c.grad = w.grad.clone()
+            fused.step()
+            reference.step()
+        for w, c in zip(weights, copies):
+            torch.testing.assert_close(w, c, rtol=1e-5, atol=1e-6)
+    # where the fused kernels cannot go (here: parameters on the meta device), the plain Adam
+    assert not build_optimizer("adam", [torch.nn.Parameter(torch.zeros(2, device="meta"))], lr=1e-3).defaults["fused"]
+
+
 # ----------------------------------------------------------------------------- precision, data
 
 
