@@ -23,6 +23,8 @@ PRN's training samples (``posenet.data.prn_samples``) are encoded here.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -69,15 +71,19 @@ def grid_to_image(affine: np.ndarray, uv) -> np.ndarray:
     return (uv - offset) / scale
 
 
+@lru_cache(maxsize=16)
 def gaussian_matrix(n: int, sigma: float) -> np.ndarray:
     """(n, n) blur along one axis: exp(-d^2 / (2 sigma^2)) for |d| <= ceil(3 sigma), else 0
-    (the identity for sigma 0)."""
+    (the identity for sigma 0). Read-only: one array per (n, sigma), shared by every call."""
     d = np.arange(n)[:, None] - np.arange(n)[None]
     if sigma <= 0:
-        return (d == 0).astype(np.float32)
-    g = np.exp(-0.5 * (d / sigma) ** 2)
-    g[np.abs(d) > np.ceil(3 * sigma)] = 0.0
-    return g.astype(np.float32)
+        g = (d == 0).astype(np.float32)
+    else:
+        g = np.exp(-0.5 * (d / sigma) ** 2)
+        g[np.abs(d) > np.ceil(3 * sigma)] = 0.0
+        g = g.astype(np.float32)
+    g.flags.writeable = False
+    return g
 
 
 def blur(grids: np.ndarray, sigma: float) -> np.ndarray:
