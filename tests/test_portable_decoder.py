@@ -324,6 +324,18 @@ def test_run_with_flip_and_scales_matches_the_predictor(posenet_run):
     assert same > 0.9
 
 
+def test_the_order_of_the_scales_changes_nothing_in_the_decoder(posenet_run):
+    cfg, model, rgb, theirs, ours_model = posenet_run
+    first = ours_model.run(rgb)
+    ours_model.scales = tuple(reversed(ours_model.scales))
+    try:
+        second = ours_model.run(rgb)
+    finally:
+        ours_model.scales = tuple(reversed(ours_model.scales))
+    assert np.array_equal(first["heatmaps"], second["heatmaps"]) and np.array_equal(first["boxes"], second["boxes"])
+    assert np.array_equal(first["matrix"], second["matrix"]) and len(first["people"]) == len(second["people"])
+
+
 def test_run_on_exactly_the_predictors_input_matches_it(posenet_run, monkeypatch):
     """With the Predictor's own warp the two runs see one input: equal to within rounding."""
     cfg, model, rgb, theirs, ours_model = posenet_run

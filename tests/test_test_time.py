@@ -82,3 +82,58 @@ def test_to_grid_of_maps_cell_centres_of_another_scale():
     ref_x = stride * torch.arange(ref_w, dtype=torch.float32) + 1.5  # ratio 1 at the reference
     inside = (ref_x >= image_x[0]) & (ref_x <= image_x[-1])
     torch.testing.assert_close(out[0, 0, 1, inside], ref_x[inside], atol=1e-4, rtol=0)
+
+
+# ----------------------------------------------------------------------------- scales
+
+
+def test_the_reference_scale_is_the_listed_scale_nearest_one():
+    from posenet.inference.test_time import reference_scale, scale_order
+
+    assert scale_order([0.5, 1.0, 1.5, 2.0, 2.5]) == (1.0, [0.5, 1.5, 2.0, 2.5])  # the OpenPose release's list
+    assert scale_order([2.5, 2.0, 1.5, 1.0, 0.5]) == (1.0, [0.5, 1.5, 2.0, 2.5])
+    assert reference_scale([0.5, 1.5]) == 1.5 and reference_scale([0.5, 2.1]) == 0.5  # by ratio, not difference
+    assert reference_scale([0.8, 1.25]) == reference_scale([1.25, 0.8]) == 1.25  # equally near: the larger
+    assert scale_order([1.0, 1.0, 0.5]) == (1.0, [0.5, 1.0])  # a repeated scale counts twice
+    for bad in ([], [1.0, 0.0], [-1.0]):
+        with pytest.raises(ValueError, match="positive"):
+            reference_scale(bad)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_the_order_of_the_scales_changes_nothing(flip):
+    """The same maps, boxes and geometry, bit for bit, whatever the order of infer.scales; the
+    geometry and grid are those of scale 1 when it is listed (the release's 0.5-first list
+    used to put every map on the 0.5 grid)."""
+    rgb = scene(100, 94, mirrored=False)
+    runs = []
+    for scales in ([1.0, 0.5, 1.5], [0.5, 1.0, 1.5], [1.5, 0.5, 1.0]):
+        p = predictor([f"infer.flip={str(flip).lower()}", "infer.input_size=100",
+                       f"infer.scales=[{','.join(map(str, scales))}]"])
+        p.model = ColourCodedNet(whole_image_box=True)
+        runs.append(p.network(scene(100, 94, mirrored=False)))
+    single = predictor(["infer.input_size=100"])
+    single.model = ColourCodedNet(whole_image_box=True)
+    one = single.network(rgb)
+    for net in runs:
+        assert torch.equal(net.heatmaps, runs[0].heatmaps) and torch.equal(net.boxes, runs[0].boxes)
+        assert np.array_equal(net.matrix, one.matrix) and net.input_size == one.input_size
+        assert net.heatmaps.shape == one.heatmaps.shape and torch.equal(net.boxes, one.boxes)
+
+
+def test_the_paf_predictor_ignores_the_order_of_the_scales():
+    cfg = load_config(REPO / "configs/openpose_synthetic_small.yaml",
+                      ["openpose.network=hourglass", "openpose.stacks=1", "openpose.channels=16", "infer.input_size=64"])
+    torch.manual_seed(0)
+    network = build.paf_network(cfg).eval()
+    rgb = np.random.default_rng(1).integers(0, 256, (50, 64, 3), dtype=np.uint8)
+    runs = []
+    for scales in ([1.0, 0.6, 1.4], [0.6, 1.4, 1.0]):
+        p = build.paf_predictor(load_config(REPO / "configs/openpose_synthetic_small.yaml", [
+            "openpose.network=hourglass", "openpose.stacks=1", "openpose.channels=16", "infer.input_size=64",
+            "infer.flip=true", f"infer.scales=[{','.join(map(str, scales))}]"]), network)
+        runs.append(p.network(rgb))
+    one = build.paf_predictor(cfg, network).network(rgb)
+    (a, m_a, hw_a), (b, m_b, hw_b) = runs
+    assert torch.equal(a, b) and np.array_equal(m_a, m_b) and hw_a == hw_b == one[2]
+    assert a.shape == one[0].shape and np.array_equal(m_a, one[1])

@@ -240,8 +240,8 @@ class InferConfig:
 
     # Longer image side at scale 1 (0: keypoint.val_input_size).
     input_size: int = 0
-    # Heatmaps averaged over these scales (at the resolution of the first); boxes come from
-    # the first scale.
+    # Heatmaps averaged over these scales on the grid of the listed scale nearest 1 (the
+    # reference scale), whose boxes are kept; the order of the list changes nothing.
     scales: List[float] = field(default_factory=lambda: [1.0])
     flip: bool = False
     # Heatmap peaks: minimum value and most peaks per keypoint type.

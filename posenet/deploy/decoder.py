@@ -27,8 +27,10 @@ Steps (metadata keys in brackets)
 2. Flip test [infer.flip]: the input padded on the right to a multiple of the heatmap stride
    with the rounded mean colour, mirrored, run, and its maps mirrored back (channels swapped
    left/right, the PAFs' x negated), averaged with the unmirrored maps cell for cell.
-   Scales: every scale's maps are resampled onto the first scale's grid (cell centre to cell
-   centre) and averaged; boxes come from the first scale, unflipped.
+   Scales: the reference scale is the listed scale nearest 1 (by ratio; the larger of two
+   equally near); every other scale's maps are resampled onto its grid (cell centre to cell
+   centre), summed in increasing order of scale after the reference's and averaged; boxes come
+   from the reference scale, unflipped. The order of [infer.scales] changes nothing.
 3. Peaks: 3x3 local maxima at or above [infer.peak_threshold], at most [infer.max_peaks] per
    channel, refined by a parabola through the log-values (exact for the training Gaussians of
    [heatmaps.sigma]), cell ``j`` being centred on input pixel ``stride * j + (stride - 1) / 2``.
@@ -44,7 +46,7 @@ Steps (metadata keys in brackets)
    sampled along each candidate limb, one-to-one best first, merged limb by limb), the parts
    mapped back to the dataset's keypoints ([openpose.sources]); box = extent of the found
    keypoints; score = the grouping's person score.
-5. Everything back to image pixels through the inverse of the first scale's matrix.
+5. Everything back to image pixels through the inverse of the reference scale's matrix.
 
 Output of ``PoseModel.run`` / ``PoseModel.decode`` (the fields of posenet's ``Prediction``)
 -------------------------------------------------------------------------------------------
@@ -53,7 +55,7 @@ Output of ``PoseModel.run`` / ``PoseModel.decode`` (the fields of posenet's ``Pr
 0: not found)``, ``"box": (4,) float64 x1, y1, x2, y2`` (image pixels, edges at integers,
 clipped to the image), ``"box_score": float, "score": float}``;
 ``"boxes": (B, 4)`` all boxes (MultiPoseNet: above the box threshold; OpenPose: the people's),
-``"box_scores": (B,)``, ``"heatmaps": (K or P, h, w) float32`` on the first scale's grid (K
+``"box_scores": (B,)``, ``"heatmaps": (K or P, h, w) float32`` on the reference scale's grid (K
 dataset keypoints for MultiPoseNet, P parts for OpenPose), ``"pafs": (2L, h, w)`` or None,
 ``"matrix": (2, 3)`` image -> input pixels, ``"image_size": (h, w)``, ``"stride": int``,
 ``"timing": {"network_ms", "decode_ms"}}``. The keypoint order is [keypoints.names].
@@ -105,6 +107,18 @@ def fit_matrix(image_hw, output_hw) -> np.ndarray:
     s = min(output_hw[0] / h, output_hw[1] / w)
     f = 1.0 / s  # the input -> image matrix is the resampling by f; its inverse is the fit
     return invert(np.array([[f, 0.0, 0.5 * f - 0.5], [0.0, f, 0.5 * f - 0.5]]))
+
+
+def scale_order(scales):
+    """(reference, others): the listed scale nearest 1 (by ratio; the larger of two equally
+    near) and the remaining scales in increasing order (posenet's ``test_time.scale_order``)."""
+    values = [float(s) for s in scales]
+    if not values or min(values) <= 0:
+        raise ValueError(f"infer.scales must be positive numbers, got {list(scales)}")
+    ref = min(values, key=lambda s: (round(abs(math.log(s)), 9), -s))
+    others = sorted(values)
+    others.remove(ref)
+    return ref, others
 
 
 def input_geometry(image_hw, input_size: int, scale: float, min_size: int):
@@ -203,8 +217,8 @@ def _resample_matrix(n_out: int, n_in: int, ratio: float) -> np.ndarray:
 
 
 def to_grid_of(maps: np.ndarray, ratio: float, size) -> np.ndarray:
-    """Maps (C, h, w) of an input scaled by ``ratio`` relative to the first scale's, resampled
-    bilinearly onto the first scale's grid of ``size`` (h, w) cells (cell centre to cell centre;
+    """Maps (C, h, w) of an input scaled by ``ratio`` relative to the reference scale's, resampled
+    bilinearly onto the reference scale's grid of ``size`` (h, w) cells (cell centre to cell centre;
     outside reads 0), as posenet's ``test_time.to_grid_of``."""
     _, h, w = maps.shape
     ry = _resample_matrix(size[0], h, ratio)
@@ -940,27 +954,15 @@ class PoseModel:
         return heat
 
     def network(self, rgb: np.ndarray):
-        """(outputs, matrix, input_hw): the first scale's raw outputs by name with "heatmaps"
-        (and "pafs") replaced by the flip- and scale-averaged maps (C, h, w) on its grid."""
+        """(outputs, matrix, input_hw): the reference scale's raw outputs by name with
+        "heatmaps" (and "pafs") replaced by the flip- and scale-averaged maps (C, h, w) on its
+        grid (step 2 of the module docstring)."""
         rgb = as_rgb(rgb)
-        height, width = rgb.shape[:2]
-        total = first = matrix = input_hw = outputs = None
-        fill = np.rint(np.asarray(FLIP_FILL) * 255.0).astype(np.float32).reshape(3, 1, 1)
-        for i, scale in enumerate(self.scales):
-            m, s, hw = input_geometry((height, width), self.input_size, scale, self.min_size)
-            chw = warp_image(rgb, m, hw).transpose(2, 0, 1).astype(np.float32)
-            out = self._run_graph(chw)
-            maps = self._maps(out, hw)
-            if self.flip:
-                pad = (-hw[1]) % self.stride
-                wide = np.concatenate([chw, np.broadcast_to(fill, (3, hw[0], pad))], axis=2) if pad else chw
-                flipped = self._maps(self._run_graph(np.ascontiguousarray(wide[:, :, ::-1])), (hw[0], hw[1] + pad))
-                back = flip_back(flipped, self._flip_index, self._flip_sign)
-                maps = np.float32(0.5) * (maps + back[:, :maps.shape[1], :maps.shape[2]])
-            if i == 0:
-                total, first, matrix, input_hw, outputs = maps, s, m, hw, out
-            else:
-                total = total + to_grid_of(maps, s / first, total.shape[-2:])
+        ref, others = scale_order(self.scales)
+        total, outputs, matrix, input_hw, ref_s = self._scale_maps(rgb, ref)
+        for scale in others:
+            maps, _, _, hw, s = self._scale_maps(rgb, scale)
+            total = total + (maps if hw == input_hw else to_grid_of(maps, s / ref_s, total.shape[-2:]))
         total = (total / np.float32(len(self.scales))).astype(np.float32)
         outputs = dict(outputs)
         if self.family == "openpose":
@@ -969,6 +971,23 @@ class PoseModel:
         else:
             outputs["heatmaps"] = total
         return outputs, matrix, input_hw
+
+    def _scale_maps(self, rgb: np.ndarray, scale: float):
+        """(maps (C, h, w), raw outputs, image -> input matrix, input (h, w), scale factor) of
+        one scale, flip-averaged with [infer.flip]."""
+        height, width = rgb.shape[:2]
+        fill = np.rint(np.asarray(FLIP_FILL) * 255.0).astype(np.float32).reshape(3, 1, 1)
+        m, s, hw = input_geometry((height, width), self.input_size, scale, self.min_size)
+        chw = warp_image(rgb, m, hw).transpose(2, 0, 1).astype(np.float32)
+        out = self._run_graph(chw)
+        maps = self._maps(out, hw)
+        if self.flip:
+            pad = (-hw[1]) % self.stride
+            wide = np.concatenate([chw, np.broadcast_to(fill, (3, hw[0], pad))], axis=2) if pad else chw
+            flipped = self._maps(self._run_graph(np.ascontiguousarray(wide[:, :, ::-1])), (hw[0], hw[1] + pad))
+            back = flip_back(flipped, self._flip_index, self._flip_sign)
+            maps = np.float32(0.5) * (maps + back[:, :maps.shape[1], :maps.shape[2]])
+        return maps, out, m, hw, s
 
     def run(self, rgb: np.ndarray) -> dict:
         """The people of one (H, W, 3) uint8 RGB image and everything else (module docstring)."""

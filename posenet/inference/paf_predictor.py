@@ -7,7 +7,8 @@
 
 Per image and scale: the longer side is scaled to ``input_size * scale`` (aspect kept; the
 network pads to its stride itself); part heatmaps and PAFs of every scale are resampled onto the
-first scale's grid (cell centre to cell centre) and averaged, with ``flip`` also with the
+grid of the reference scale, the listed scale nearest 1 (cell centre to cell centre; the order of
+the scales changes nothing), and averaged, with ``flip`` also with the
 mirrored image's (parts swapped left/right, limbs swapped and their x component negated; exact
 for any width, ``test_time.flip_test``). Peaks (3x3 maxima above ``peak_threshold``, sub-pixel)
 are grouped by the PAF codec's decode (``codecs/paf.py``); the parts go back to the dataset's
@@ -31,7 +32,7 @@ from posenet.data.keypoints import DerivedLayout
 from posenet.data.transforms import fit_matrix, invert, transform_points, warp_image
 from posenet.errors import ConfigError
 from posenet.inference.predictor import Prediction, as_rgb, draw_prediction, inference_model
-from posenet.inference.test_time import flip_test, paf_flip_index, to_grid_of
+from posenet.inference.test_time import flip_test, paf_flip_index, scale_order, to_grid_of
 
 
 class PafPredictor:
@@ -118,22 +119,27 @@ class PafPredictor:
 
     @torch.no_grad()
     def network(self, rgb: np.ndarray) -> tuple[torch.Tensor, np.ndarray, tuple[int, int]]:
-        """Heatmaps and PAFs (P + 1 + 2L, h, w) averaged over scales and flip, on the first
-        scale's grid; the image → input matrix and the input size of the first scale."""
+        """Heatmaps and PAFs (P + 1 + 2L, h, w) averaged over scales and flip on the grid of the
+        reference scale (the listed scale nearest 1, ``test_time.reference_scale``; the order of
+        the scales changes nothing); that scale's image → input matrix and input size."""
         height, width = rgb.shape[:2]
-        total = matrix = input_hw = first = None
-        for i, scale in enumerate(self.scales):
-            m, s, hw = self.input_geometry((height, width), scale)
-            batch = torch.from_numpy(warp_image(rgb, m, hw)).permute(2, 0, 1)[None].to(self.device)
-            batch = batch.contiguous(memory_format=self.memory_format)
-            maps = self._maps(batch)
-            if self.flip:
-                maps = flip_test(self._maps, batch, maps, self._flip_index, self.stride, self._flip_sign)
-            if i == 0:
-                total, matrix, input_hw, first = maps, m, hw, s
-            else:
-                total = total + to_grid_of(maps, s / first, total.shape[-2:])
+        ref, others = scale_order(self.scales)
+        total, matrix, input_hw, ref_s = self._scale_maps(rgb, ref)
+        for scale in others:  # increasing: the sum does not depend on the list's order
+            maps, _, hw, s = self._scale_maps(rgb, scale)
+            total = total + (maps if hw == input_hw else to_grid_of(maps, s / ref_s, total.shape[-2:]))
         return (total / len(self.scales))[0].cpu(), matrix, input_hw
+
+    def _scale_maps(self, rgb: np.ndarray, scale: float):
+        """(maps (1, C, h, w), image -> input matrix, input (h, w), scale factor) of one scale,
+        flip-averaged with ``flip``."""
+        m, s, hw = self.input_geometry(rgb.shape[:2], scale)
+        batch = torch.from_numpy(warp_image(rgb, m, hw)).permute(2, 0, 1)[None].to(self.device)
+        batch = batch.contiguous(memory_format=self.memory_format)
+        maps = self._maps(batch)
+        if self.flip:
+            maps = flip_test(self._maps, batch, maps, self._flip_index, self.stride, self._flip_sign)
+        return maps, m, hw, s
 
     def input_geometry(self, image_hw: tuple[int, int], scale: float = 1.0):
         """The network input of an image of ``image_hw`` at ``scale``: the image -> input matrix,

@@ -6,9 +6,10 @@
 
 Per image: the longer side is scaled to ``infer.input_size`` (aspect kept; the model pads to a
 multiple of 32 itself); the keypoint heatmaps are averaged over ``infer.scales`` (each resampled
-onto the first scale's heatmap grid, cell centre to cell centre) and, with ``infer.flip``, with
-the mirrored image's (left/right swapped; ``test_time.flip_test``, exact for any width); person boxes come from the first scale's detection head; the heatmap peaks
-(3x3 local maxima above ``infer.peak_threshold``, sub-pixel refined) are grouped into the boxes
+onto the heatmap grid of the reference scale, the listed scale nearest 1, cell centre to cell
+centre; their order changes nothing) and, with ``infer.flip``, with the mirrored image's
+(left/right swapped; ``test_time.flip_test``, exact for any width); person boxes come from the
+reference scale's detection head; the heatmap peaks (3x3 local maxima above ``infer.peak_threshold``, sub-pixel refined) are grouped into the boxes
 by a grouping of ``posenet.inference.groupings`` (``infer.grouping``: the Pose Residual
 Network, all boxes of the image in one batch, or the greedy baseline, each peak to the box it
 is most central in). Everything is mapped back to original image pixels.
@@ -35,7 +36,7 @@ from posenet.config import build, load_config
 from posenet.data.keypoints import KeypointLayout
 from posenet.data.transforms import fit_matrix, invert, transform_points, warp_image
 from posenet.errors import ConfigError, DataError
-from posenet.inference.test_time import flip_test, to_grid_of
+from posenet.inference.test_time import flip_test, scale_order, to_grid_of
 from posenet.inference.prn_grouping import pose_scores
 
 
@@ -164,34 +165,41 @@ class Predictor:
 
     @torch.no_grad()
     def network(self, rgb: np.ndarray) -> "NetworkOutput":
-        """The network part: heatmaps (scales and flip averaged) and the boxes above
-        ``infer.box_threshold``, in network input pixels of the first scale."""
+        """The network part: heatmaps (flip and scales averaged) and the boxes above
+        ``infer.box_threshold``, in the network input pixels of the reference scale (the listed
+        scale nearest 1, ``test_time.reference_scale``): the order of ``infer.scales`` changes
+        nothing."""
         if not self.model.has_detection:
             raise ConfigError("inference needs person boxes: this checkpoint has no detection branch "
                               "(train the detection stage: scripts/train_detection.py)")
         height, width = rgb.shape[:2]
-        heat = boxes = box_scores = matrix = input_hw = None
-        for i, scale in enumerate(self.scales):
-            size = max(32, int(round(self.input_size * float(scale))))
-            m = fit_matrix((height, width), (size, size))
-            s = size / max(height, width)
-            hw = (max(1, int(round(height * s))), max(1, int(round(width * s))))
-            batch = torch.from_numpy(warp_image(rgb, m, hw)).permute(2, 0, 1)[None].to(self.device)
-            batch = batch.contiguous(memory_format=self.memory_format)
-            out = self.model(batch)
-            h = out["heatmaps"].float()
-            if self.flip:
-                h = flip_test(lambda x: self.model(x)["heatmaps"], batch, h, self.layout.flip_index,
-                              self.model.output_stride)
-            if i == 0:
-                heat, matrix, input_hw, first_scale = h, m, hw, s
-                det = self.model.detect(out, [hw], **self.detect_options)[0]
-                keep = det["scores"] >= self.box_threshold
-                boxes, box_scores = det["boxes"][keep].float().cpu(), det["scores"][keep].float().cpu()
-            else:
-                heat = heat + to_grid_of(h, s / first_scale, heat.shape[-2:])
+        ref, others = scale_order(self.scales)
+        heat, matrix, input_hw, ref_s, out = self._heatmaps(rgb, ref)
+        det = self.model.detect(out, [input_hw], **self.detect_options)[0]
+        keep = det["scores"] >= self.box_threshold
+        boxes, box_scores = det["boxes"][keep].float().cpu(), det["scores"][keep].float().cpu()
+        for scale in others:  # increasing: the sum does not depend on the list's order
+            h, _, hw, s, _ = self._heatmaps(rgb, scale)
+            heat = heat + (h if hw == input_hw else to_grid_of(h, s / ref_s, heat.shape[-2:]))
         heat = (heat / len(self.scales))[0].cpu()
         return NetworkOutput(heat, boxes, box_scores, matrix, input_hw, (height, width))
+
+    def _heatmaps(self, rgb: np.ndarray, scale: float):
+        """(heatmaps (1, K, h, w), image -> input matrix, input (h, w), scale factor, raw
+        outputs) of one scale, flip-averaged with ``infer.flip``."""
+        height, width = rgb.shape[:2]
+        size = max(32, int(round(self.input_size * float(scale))))
+        m = fit_matrix((height, width), (size, size))
+        s = size / max(height, width)
+        hw = (max(1, int(round(height * s))), max(1, int(round(width * s))))
+        batch = torch.from_numpy(warp_image(rgb, m, hw)).permute(2, 0, 1)[None].to(self.device)
+        batch = batch.contiguous(memory_format=self.memory_format)
+        out = self.model(batch)
+        h = out["heatmaps"].float()
+        if self.flip:
+            h = flip_test(lambda x: self.model(x)["heatmaps"], batch, h, self.layout.flip_index,
+                          self.model.output_stride)
+        return h, m, hw, s, out
 
     def heatmap_codec(self, input_hw: tuple[int, int]) -> KeypointHeatmapCodec:
         """The codec of the network's heatmaps for an input of ``input_hw`` (height, width), with

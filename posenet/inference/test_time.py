@@ -6,11 +6,13 @@ Mirroring an input of width ``w`` maps pixel ``x`` to ``w - 1 - x``, which takes
 to cell centres only when ``w`` is a multiple of the stride; ``flip_test`` therefore mirrors
 the input padded on the right to that multiple (the padding lands on the left of the mirrored
 image), so that mirroring the output grid back is exact for any width. ``to_grid_of`` resamples
-the heatmaps of another input scale onto the first scale's grid by the cell-centre mapping, not
-by the grids' extents (which differ by the rounding of each scale's size).
+the heatmaps of another input scale onto the reference scale's grid (``reference_scale``: the
+listed scale nearest 1) by the cell-centre mapping, not by the grids' extents (which differ by
+the rounding of each scale's size).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import torch
@@ -75,6 +77,27 @@ def flip_test(heatmaps_of: Callable[[torch.Tensor], torch.Tensor], images: torch
     return 0.5 * (heatmaps + flipped[..., : heatmaps.shape[-2], : heatmaps.shape[-1]])
 
 
+def reference_scale(scales: Sequence[float]) -> float:
+    """The scale a multi-scale prediction is given at (its input geometry, heatmap grid and
+    person boxes): the listed scale nearest 1 by ratio, the larger of two equally near. It
+    depends on the set of scales, not on their order (the first scale of a list such as the
+    OpenPose release's ``[0.5, 1.0, 1.5, 2.0, 2.5]`` would put every map on the 0.5 grid)."""
+    values = [float(s) for s in scales]
+    if not values or min(values) <= 0:
+        raise ValueError(f"infer.scales must be positive numbers, got {list(scales)}")
+    return min(values, key=lambda s: (round(abs(math.log(s)), 9), -s))
+
+
+def scale_order(scales: Sequence[float]) -> tuple[float, list[float]]:
+    """``(reference, others)``: the reference scale and the remaining scales in increasing order
+    (one occurrence of the reference removed): what the predictors run, in an order that does
+    not depend on the list's, so that the averaged maps do not either."""
+    ref = reference_scale(scales)
+    others = sorted(float(s) for s in scales)
+    others.remove(ref)
+    return ref, others
+
+
 def to_grid_of(heatmaps: torch.Tensor, ratio: float, size: tuple[int, int]) -> torch.Tensor:
     """Heatmaps (N, K, h, w) of an input scaled by ``ratio`` relative to a reference input
     (same image, same top-left origin), resampled bilinearly onto the reference input's output
@@ -94,4 +117,4 @@ def to_grid_of(heatmaps: torch.Tensor, ratio: float, size: tuple[int, int]) -> t
     return F.grid_sample(heatmaps.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
-__all__ = ["flip_back", "flip_test", "pad_width", "paf_flip_index", "to_grid_of"]
+__all__ = ["flip_back", "flip_test", "pad_width", "paf_flip_index", "reference_scale", "scale_order", "to_grid_of"]

@@ -25,6 +25,7 @@ from posenet.data.transforms import transform_points
 from posenet.errors import ConfigError
 from posenet.evaluation import KEYPOINT_METRICS, format_metrics
 from posenet.evaluation.base import ImageEvaluator
+from posenet.inference.test_time import reference_scale
 
 MODES = ("end-to-end", "gt-maps")
 
@@ -77,11 +78,12 @@ class PafEvaluator(ImageEvaluator):
         return self.pipeline_metrics(results, predictor.layout.sigmas, network_ms, decode_ms, self.skipped)
 
     def _target_maps(self, predictor, image_id):
-        """The training targets of the ground truth at the predictor's first scale (what a
-        perfect network would output): part heatmaps, background and PAFs."""
+        """The training targets of the ground truth at the predictor's reference scale (the
+        listed scale nearest 1: what a perfect network would output there): part heatmaps,
+        background and PAFs."""
         info = self.persons.image_info(image_id)
         size = (int(info["height"]), int(info["width"]))
-        matrix, _, hw = predictor.input_geometry(size, predictor.scales[0])
+        matrix, _, hw = predictor.input_geometry(size, reference_scale(predictor.scales))
         anns = keypoint_persons(self.persons.annotations(image_id))
         K = predictor.parts.source.num_keypoints
         kps = np.array([a["keypoints"] for a in anns], dtype=np.float64).reshape(len(anns), K, 3)
