@@ -9,7 +9,8 @@ multiple of 32 itself); the keypoint heatmaps are averaged over ``infer.scales``
 onto the heatmap grid of the reference scale, the listed scale nearest 1, cell centre to cell
 centre; their order changes nothing) and, with ``infer.flip``, with the mirrored image's
 (left/right swapped; ``test_time.flip_test``, exact for any width); person boxes come from the
-reference scale's detection head; the heatmap peaks (3x3 local maxima above ``infer.peak_threshold``, sub-pixel refined) are grouped into the boxes
+reference scale's detection head; the heatmap peaks (3x3 local maxima above
+``infer.peak_threshold``, sub-pixel refined) are grouped into the boxes
 by a grouping of ``posenet.inference.groupings`` (``infer.grouping``: the Pose Residual
 Network, all boxes of the image in one batch, or the greedy baseline, each peak to the box it
 is most central in). Everything is mapped back to original image pixels.
