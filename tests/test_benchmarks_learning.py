@@ -44,6 +44,7 @@ def test_overfit_benchmark_memorises_two_real_images_through_every_stage(coco_mi
     result = run_script("benchmark.py", "overfit", "--images", "2", "--out", tmp_path / "run",
                         "--metrics-out", metrics_file, f"--root={coco_mini}", "--markdown-out", tmp_path / "overfit.md",
                         "keypoint.val_input_size=128", "train.batch_size=1", "train.epochs=24", "train.eval_every=24",
+                        "train.checkpoint_every=24",
                         "detection.epochs=40", "prn.epochs=1", "prn.samples_per_epoch=512",
                         "model.fpn_channels=32", "model.subnet_channels=32", "model.fuse_channels=32",
                         "detection.fpn_channels=32", threads=2)

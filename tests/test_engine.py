@@ -261,6 +261,53 @@ def test_resume_after_an_epoch_is_bitwise_exact(tmp_path, num_workers):
         assert_same_state(straight, single)
 
 
+def test_checkpoint_every_n_epochs_saves_less_and_a_crash_replays_exactly(tmp_path, monkeypatch):
+    # Saves at epoch 2 (a new best), 3 (every third) and 5 (the last), not at 1 or 4.
+    ap = {2: 0.5, 4: 0.2, 5: 0.2}
+    kw = dict(epochs=5, checkpoint_every=3, eval_every=2, evaluate=lambda model, epoch: {"AP": ap[epoch]},
+              metric="AP", metric_mode="max", dropout=0.2, optimizer=partial(torch.optim.Adam, lr=0.01))
+    saved = []
+    save = checkpoint_module.save_atomic
+    monkeypatch.setattr(checkpoint_module, "save_atomic", lambda obj, path: saved.append(obj["epoch"]) or save(obj, path))
+    straight = make_trainer(tmp_path / "straight", **kw)
+    straight.fit()
+    assert saved == [2, 3, 5]
+    last, best = tmp_path / "straight" / "last.pt", tmp_path / "straight" / "best.pt"
+    assert load_checkpoint(best)["epoch"] == 2 and load_checkpoint(last)["epoch"] == 5
+    if best.stat().st_nlink == 2:  # a hard link to the epoch-2 file, which later saves left alone
+        assert not last.samefile(best)
+
+    first = make_trainer(tmp_path / "split", **kw)
+    crash_at_step(first, 4 * first.steps_per_epoch + 1)  # dies in epoch 5, after reporting epoch 4
+    with pytest.raises(Crash):
+        first.fit()
+    assert [r["epoch"] for r in records(tmp_path / "split")] == [1, 2, 3, 4]
+    resumed = make_trainer(tmp_path / "split", resume=True, **kw)
+    assert resumed.epoch == 3
+    resumed.fit()
+    assert_same_state(straight, resumed)
+    drop = ("time_s", "eval_s", "samples_per_s")
+    assert ([{k: v for k, v in r.items() if k not in drop} for r in records(tmp_path / "split")]
+            == [{k: v for k, v in r.items() if k not in drop} for r in records(tmp_path / "straight")])
+    assert "the 1 epoch(s) recorded after it run again" in (tmp_path / "split" / "log.txt").read_text()
+
+
+def test_best_is_linked_or_copied_and_keeps_its_bytes_when_last_is_replaced(tmp_path, monkeypatch):
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    save_atomic({"epoch": 1}, last)
+    checkpoint_module.copy_atomic(last, best)
+    save_atomic({"epoch": 2}, last)
+    assert load_checkpoint(best)["epoch"] == 1 and load_checkpoint(last)["epoch"] == 2
+
+    def no_links(src, dst):
+        raise OSError("hard links not supported")
+
+    monkeypatch.setattr(checkpoint_module.os, "link", no_links)  # e.g. some network file systems
+    checkpoint_module.copy_atomic(last, best)
+    assert load_checkpoint(best)["epoch"] == 2 and best.stat().st_nlink == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
 def test_resume_mid_epoch_from_a_step_checkpoint_is_bitwise_exact(tmp_path):
     kw = dict(dropout=0.2, checkpoint_every_steps=5, scheduler="step", scheduler_kw={"milestones": [2, 3]})
     straight = make_trainer(tmp_path / "straight", **kw)

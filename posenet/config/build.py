@@ -427,6 +427,7 @@ def trainer_options(cfg: DictConfig) -> dict:
         channels_last=t.channels_last,
         grad_clip=t.grad_clip,
         log_every=t.log_every,
+        checkpoint_every=t.checkpoint_every,
         checkpoint_every_steps=t.checkpoint_every_steps,
         eval_every=t.eval_every,
         metric=t.metric,

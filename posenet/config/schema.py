@@ -154,6 +154,9 @@ class TrainConfig:
     channels_last: bool = False
     grad_clip: Optional[float] = None
     log_every: int = 20
+    # last.pt every N epochs (and after the last, and whenever best.pt changes); mid-epoch
+    # every N steps as well where checkpoint_every_steps > 0. A crash replays what came after.
+    checkpoint_every: int = 1
     checkpoint_every_steps: int = 0
     eval_every: int = 1
     # The validation metric that picks best.pt, and whether larger is better.

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from posenet.errors import PosenetError
-from posenet.utils.io import atomic_write
+from posenet.utils.io import atomic_path, atomic_write
 
 FORMAT = "posenet-checkpoint"
 FORMAT_VERSION = 1
@@ -35,9 +35,18 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def copy_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """Copy ``src`` over ``dst`` with the same temporary-file-and-rename guarantee."""
-    with atomic_write(dst) as f, open(src, "rb") as source:
-        shutil.copyfileobj(source, f)
+    """Give ``dst`` the bytes of ``src`` with the same temporary-file-and-rename guarantee.
+
+    A hard link where the file system allows one, so a checkpoint of any size costs nothing to
+    keep twice: checkpoints are never modified in place (each save renames a new file over the
+    old name), so the link keeps the bytes it was made with. Elsewhere, a copy.
+    """
+    with atomic_path(dst) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            with open(src, "rb") as source, open(tmp, "wb") as f:
+                shutil.copyfileobj(source, f)
     return Path(dst)
 
 

@@ -18,6 +18,8 @@ from typing import Mapping
 import torch
 from tqdm import tqdm
 
+from posenet.utils.io import write_text_atomic
+
 
 class RunLogger:
     def __init__(self, out_dir: str | os.PathLike, enabled: bool = True, tensorboard: bool = True, progress: bool = True):
@@ -72,6 +74,18 @@ class RunLogger:
             return
         with open(self.out_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(dict(record), sort_keys=True) + "\n")
+
+    def forget_records_after(self, epoch: int) -> int:
+        """Drop the ``metrics.jsonl`` records of epochs after ``epoch`` (a resumed run replays
+        them); returns how many were dropped."""
+        path = self.out_dir / "metrics.jsonl"
+        if not self.enabled or not path.is_file():
+            return 0
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
+        if len(kept) != len(lines):
+            write_text_atomic(path, "".join(line + "\n" for line in kept))
+        return len(lines) - len(kept)
 
     def progress(self, total: int, desc: str, initial: int = 0) -> tqdm:
         # Redraw often on a terminal, rarely when stderr is a file (CI logs stay short).

@@ -10,8 +10,12 @@ rank 0 only, with the unwrapped model in eval mode under ``torch.no_grad()``; th
 wait (for up to ``dist_timeout_minutes``) and then receive the metrics, so the LR plateau and
 the best checkpoint are decided identically everywhere.
 
-Outputs in ``out_dir``: ``last.pt`` (every epoch and every ``checkpoint_every_steps``),
-``best.pt`` (best ``metric``), ``config.yaml``, ``log.txt``, ``metrics.jsonl`` and ``tb/``.
+Outputs in ``out_dir``: ``last.pt`` (every ``checkpoint_every`` epochs, after the last epoch,
+whenever ``best.pt`` changes, and every ``checkpoint_every_steps``), ``best.pt`` (best
+``metric``: a hard link to that ``last.pt`` where the file system allows, so it costs no copy),
+``config.yaml``, ``log.txt``, ``metrics.jsonl`` and ``tb/``. A resumed run replays the epochs
+after its checkpoint exactly and drops their records from ``metrics.jsonl`` first, so each
+epoch is recorded once.
 """
 from __future__ import annotations
 
@@ -80,6 +84,9 @@ class Trainer:
         channels_last: train in the channels-last memory format (model and images).
         grad_clip: max global gradient norm (None: no clipping); unscaled first with fp16.
         log_every: steps between TensorBoard scalars (losses, lr, samples/s, grad norm).
+        checkpoint_every: write ``last.pt`` every N epochs (and after the last, and when
+            ``best.pt`` changes). A checkpoint of a large model takes a while to write; a run of
+            many short epochs saves time with N > 1, and a crash then replays up to N - 1 epochs.
         checkpoint_every_steps: also write ``last.pt`` mid-epoch every N steps (0: off).
         eval_every: evaluate every N epochs (and after the last).
         metric, metric_mode: the epoch metric that picks ``best.pt`` ("max" for AP, "min" for
@@ -112,6 +119,7 @@ class Trainer:
         channels_last: bool = False,
         grad_clip: float | None = None,
         log_every: int = 20,
+        checkpoint_every: int = 1,
         checkpoint_every_steps: int = 0,
         eval_every: int = 1,
         metric: str | None = None,
@@ -131,7 +139,7 @@ class Trainer:
         if metric_mode not in ("min", "max"):
             raise ConfigError(f"metric_mode must be 'min' or 'max', not {metric_mode!r}")
         minimums = {"epochs": (epochs, 1), "batch_size": (batch_size, 1), "log_every": (log_every, 1),
-                    "eval_every": (eval_every, 1), "num_workers": (num_workers, 0),
+                    "eval_every": (eval_every, 1), "num_workers": (num_workers, 0), "checkpoint_every": (checkpoint_every, 1),
                     "checkpoint_every_steps": (checkpoint_every_steps, 0), "visualize_every": (visualize_every, 0)}
         for name, (value, low) in minimums.items():
             if int(value) < low:
@@ -143,6 +151,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.grad_clip = grad_clip
         self.log_every, self.eval_every = int(log_every), int(eval_every)
+        self.checkpoint_every = int(checkpoint_every)
         self.checkpoint_every_steps = int(checkpoint_every_steps)
         self.metric = metric or "train_loss"
         self.metric_mode = metric_mode
@@ -268,7 +277,9 @@ class Trainer:
                 improved = self._update_best(value, epoch + 1)
                 self.epoch, self.step_in_epoch = epoch + 1, 0
                 self._epoch_sums = {}
-                self._save(best=improved)
+                # ``improved`` is the same on every rank (metrics are broadcast or all-reduced).
+                if improved or self.epoch % self.checkpoint_every == 0 or self.epoch == self.epochs:
+                    self._save(best=improved)
                 self._report_epoch(record, improved)
                 self.history.append(record)
             barrier()
@@ -564,7 +575,9 @@ class Trainer:
             raise PosenetError(f"checkpoint to resume from not found: {path}")
         self.load_state_dict(ckpt.load_checkpoint(path, map_location=self.device), source=path)
         where = f"epoch {self.epoch}" + (f", step {self.step_in_epoch} of epoch {self.epoch + 1}" if self.step_in_epoch else "")
-        self.logger.line(f"resumed from {path} ({where}, global step {self.global_step})")
+        replayed = self.logger.forget_records_after(self.epoch)
+        again = f"; the {replayed} epoch(s) recorded after it run again" if replayed else ""
+        self.logger.line(f"resumed from {path} ({where}, global step {self.global_step}){again}")
 
     def load_state_dict(self, state: Mapping[str, Any], source: str | os.PathLike = "<checkpoint>") -> None:
         """Restore a training checkpoint written by :meth:`state_dict`."""
