@@ -81,9 +81,26 @@ static PyObject* cpu_isa(PyObject*, PyObject*) {
   return PyUnicode_FromString(posenet::ops::cpu_isa());
 }
 
+static PyObject* set_cpu_isa(PyObject*, PyObject* arg) {
+  const char* name = PyUnicode_AsUTF8(arg);
+  if (name == nullptr) return nullptr;
+  const char* previous = posenet::ops::cpu_isa();
+  if (!posenet::ops::set_cpu_isa(name)) {
+    PyErr_Format(PyExc_ValueError,
+                 "set_cpu_isa: %R is not an instruction set of this CPU's NMS kernel "
+                 "(baseline, avx2 or avx512; this CPU goes up to %s)", arg,
+                 posenet::ops::widest_cpu_isa());
+    return nullptr;
+  }
+  return PyUnicode_FromString(previous);
+}
+
 static PyMethodDef posenet_c_methods[] = {
     {"cpu_isa", cpu_isa, METH_NOARGS,
      "Instruction set of the CPU NMS kernel's inner loop: avx512, avx2 or baseline."},
+    {"set_cpu_isa", set_cpu_isa, METH_O,
+     "set_cpu_isa(name) -> previous name: run the CPU NMS kernel's inner loop in a narrower "
+     "instruction set (baseline, avx2, avx512; ValueError if this CPU lacks it)."},
     {nullptr, nullptr, 0, nullptr}};
 
 static struct PyModuleDef posenet_c_module = {

@@ -17,6 +17,11 @@ namespace ops {
 
 // The instruction set the CPU kernel's inner loop runs in: "avx512", "avx2" or "baseline".
 const char* cpu_isa();
+// Run the inner loop in `name` from now on; false (and no change) if the name is unknown or
+// the CPU lacks that instruction set.
+bool set_cpu_isa(const char* name);
+// The widest instruction set this CPU offers the kernel.
+const char* widest_cpu_isa();
 
 at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold);
 at::Tensor batched_nms_cpu(

@@ -16,6 +16,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -150,34 +151,53 @@ typename MaskOf<T>::type pass_avx512(POSENET_PASS_ARGS) {
 }
 #endif
 
-// The widest instruction set the CPU has, unless POSENET_NMS_ISA (baseline, avx2, avx512)
-// asks for a narrower one: the tests use it to check every variant on one machine. Read once.
-const char* choose_isa() {
-  const char* env = std::getenv("POSENET_NMS_ISA");
-  const std::string want = env != nullptr ? env : "";
-  if (want == "baseline") return "baseline";
+// Instruction sets of the inner loop, narrowest first.
+constexpr const char* kIsaNames[] = {"baseline", "avx2", "avx512"};
+constexpr int kIsaCount = 3;
+
+// The widest instruction set the CPU has (an index into kIsaNames).
+int widest_isa() {
 #ifdef POSENET_NMS_X86
   __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2");
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
-  if (avx512 && want != "avx2") return "avx512";
-  if (avx2) return "avx2";
+  if (avx512) return 2;
+  if (__builtin_cpu_supports("avx2")) return 1;
 #endif
-  return "baseline";
+  return 0;
+}
+
+int isa_index(const char* name) {
+  for (int i = 0; i < kIsaCount; ++i) {
+    if (std::strcmp(name, kIsaNames[i]) == 0) return i;
+  }
+  return -1;
+}
+
+// The widest instruction set, or a narrower one that POSENET_NMS_ISA names; set_cpu_isa
+// changes it at run time (the tests check every variant on one machine in one process).
+std::atomic<int>& isa_slot() {
+  static std::atomic<int> slot{[] {
+    const char* env = std::getenv("POSENET_NMS_ISA");
+    const int widest = widest_isa();
+    const int want = env != nullptr ? isa_index(env) : -1;
+    return want >= 0 && want < widest ? want : widest;
+  }()};
+  return slot;
 }
 
 template <typename T>
 PassFn<T> pass_fn() {
-  static const PassFn<T> fn = [] {
-    const std::string isa = cpu_isa();
+  switch (isa_slot().load(std::memory_order_relaxed)) {
 #ifdef POSENET_NMS_X86
-    if (isa == "avx512") return &pass_avx512<T>;
-    if (isa == "avx2") return &pass_avx2<T>;
+    case 2:
+      return &pass_avx512<T>;
+    case 1:
+      return &pass_avx2<T>;
 #endif
-    return &pass_baseline<T>;
-  }();
-  return fn;
+    default:
+      return &pass_baseline<T>;
+  }
 }
 
 // Greedy NMS over candidates [begin, end) of c, which are in decreasing score order. Calls
@@ -448,8 +468,18 @@ at::Tensor batched_nms_impl(
 }  // namespace
 
 const char* cpu_isa() {
-  static const char* isa = choose_isa();
-  return isa;
+  return kIsaNames[isa_slot().load(std::memory_order_relaxed)];
+}
+
+const char* widest_cpu_isa() {
+  return kIsaNames[widest_isa()];
+}
+
+bool set_cpu_isa(const char* name) {
+  const int want = isa_index(name);
+  if (want < 0 || want > widest_isa()) return false;
+  isa_slot().store(want, std::memory_order_relaxed);
+  return true;
 }
 
 at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
