@@ -12,9 +12,12 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 SHELL  := /bin/bash
 # -qq keeps pip to errors: the machine's extra local indexes make -q print hundreds of warnings.
-# --no-compile: no byte-compiling of the ~10,000 modules installed (half a minute on 2 cores);
-# Python compiles the few it imports on first use.
 PIP    := $(PY) -m pip install -qq --disable-pip-version-check --no-compile
+# pip's byte-compiling runs on one core; compileall -j 0 uses them all (40 s on 2 cores). Without
+# it, every Python process under PYTHONDONTWRITEBYTECODE=1 (set on some CI machines) compiles
+# torch anew at import: 3 to 6 s more per process, for every test process and script. A few
+# third-party files are written for other Python versions and do not compile: not an error.
+COMPILE := $(PY) -m compileall -qq -j 0
 NMS_SRC := $(wildcard lib/nms/*.cpp lib/nms/*.h lib/nms/*.cu)
 
 .PHONY: setup demo test test-slow test-compat cuda-check benchmark clean
@@ -24,11 +27,13 @@ setup: $(VENV)/.built
 $(VENV)/.deps: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) -r requirements.txt
+	$(COMPILE) $$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") || true
 	$(PY) -c "import torch, torchvision, pycocotools, cv2, omegaconf, matplotlib"
 	touch $@
 
 $(VENV)/.built: $(VENV)/.deps setup.py $(NMS_SRC)
 	$(PIP) --no-build-isolation --no-deps -e .
+	$(COMPILE) posenet
 	$(PY) -c "import posenet.ops as o; assert o.has_compiled_nms(), 'compiled NMS failed to load'"
 	touch $@
 

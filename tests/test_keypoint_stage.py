@@ -135,7 +135,10 @@ def weights(path) -> dict:
 def test_train_then_validate_writes_everything_and_resume_is_exact(tiny_synthetic, tmp_path):
     cfg = REPO / "configs/synthetic_small.yaml"
     straight, split = tmp_path / "straight", tmp_path / "split"
-    run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, straight), "--out", str(straight), "train.epochs=2")
+    # a schedule that does not depend on train.epochs, which is what the split run changes to stop early
+    constant = ["train.schedule=none"]
+    run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, straight), "--out", str(straight),
+               "train.epochs=2", *constant)
     for name in ("last.pt", "best.pt", "config.yaml", "version.txt", "metrics.jsonl", "log.txt"):
         assert (straight / name).is_file(), name
     events = list((straight / "tb").glob("events.out.tfevents.*"))
@@ -143,16 +146,12 @@ def test_train_then_validate_writes_everything_and_resume_is_exact(tiny_syntheti
     history = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
     assert len(history) == 2 and all("AP" in r and "val_loss" in r for r in history)
 
-    # stop after one epoch, resume to two: the same weights as running through (a schedule that
-    # does not depend on train.epochs, which is what the first call changes to stop early)
-    constant = ["train.schedule=none"]
-    run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, tmp_path / "through"), "--out", str(tmp_path / "through"),
-               "train.epochs=2", *constant)
+    # stop after one epoch, resume to two: the same weights as running straight through
     run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, split), "--out", str(split), "train.epochs=1",
                *constant)
     run_script("train_keypoint.py", "--config", str(cfg), *tiny_overrides(tiny_synthetic, split), "--out", str(split), "train.epochs=2",
                *constant, "--resume")
-    a, b = weights(tmp_path / "through" / "last.pt"), weights(split / "last.pt")
+    a, b = weights(straight / "last.pt"), weights(split / "last.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     metrics_out, results_out = tmp_path / "metrics.json", tmp_path / "results.json"
