@@ -11,7 +11,7 @@ ground-truth boxes, with the masked heatmap loss).
 
 OpenPose modes: "auto" / "end-to-end" (the PAF network, peaks and PAF grouping: what infer.py
 does) and "gt-maps" (the ground truth's training targets instead of the network: the ceiling of
-the protocol). Scales and flip: infer.scales, --flip; e.g. the release's protocol is
+the protocol; no --checkpoint needed). Scales and flip: infer.scales, --flip; e.g. the release's protocol is
 infer.scales=[0.5,1.0,1.5,2.0,2.5] --flip.
 
 --runtime onnx --onnx MODEL.onnx: the end-to-end AP of an export of scripts/export_onnx.py
@@ -55,8 +55,9 @@ def main():
         overrides = [o for o in args.overrides if o.startswith("infer.")] + (["infer.flip=true"] if args.flip else [])
         metrics, evaluator, record = onnx_predictor.validate(cfg, args.onnx, overrides)
     else:
-        if not args.checkpoint or args.onnx:
-            raise ConfigError("--runtime torch takes --checkpoint (for an export: --runtime onnx --onnx MODEL.onnx)")
+        if args.onnx or not (args.checkpoint or args.mode == "gt-maps"):
+            raise ConfigError("--runtime torch takes --checkpoint (for an export: --runtime onnx --onnx MODEL.onnx; "
+                              "--mode gt-maps needs none)")
         metrics, evaluator, record = families.of(cfg).validate(cfg, args.checkpoint, args.mode, device=args.device)
     if args.results_out:
         write_results(evaluator.last_results, args.results_out)

@@ -19,6 +19,7 @@ import sys
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 import torch
 
 from posenet.config import build, load_config, save_config
@@ -313,6 +314,21 @@ def test_openpose_export_gives_the_pytorch_predictors_people(openpose):
         people += _same_people(a, b)
         assert np.allclose(a.pafs, b.pafs, atol=1e-4) and a.stride == b.stride == 4
     assert people >= 3
+    # the release's rule (the height is input_size): the same people through both runtimes
+    import cv2
+
+    rgb = _val_images(cfg, 1)[0]  # resized so that its height is the input size: the same pixels in both
+    size = cfg.infer.input_size
+    rgb = cv2.resize(rgb, (round(rgb.shape[1] * size / rgb.shape[0]), size), interpolation=cv2.INTER_AREA)
+    assert rgb.shape[1] > size  # a landscape image: its longer side is not the input size
+    torch_height = build.paf_predictor(OmegaConf.merge(cfg, {"infer": {"input_side": "height"}}), model)
+    onnx_height = OnnxPredictor(out, ["infer.input_side=height"])
+    a, b = torch_height.run(rgb), onnx_height.run(rgb)
+    assert np.allclose(a.matrix, [[1, 0, 0], [0, 1, 0]]) and np.allclose(b.matrix, a.matrix)
+    _same_people(a, b)
+    assert np.allclose(a.pafs, b.pafs, atol=1e-4) and np.allclose(a.heatmaps, b.heatmaps, atol=1e-4)
+    with pytest.raises(ConfigError, match="fixed-size graph"):
+        E.metadata(OmegaConf.merge(cfg, {"infer": {"input_side": "height"}}), model, dynamic=False)
     silent = lambda line: None  # noqa: E731
     from posenet.stages import openpose as stage
 

@@ -108,6 +108,16 @@ def test_warp_matches_cv2(image_hw, size):
     assert np.abs(ours - cv).max() <= 1 and (ours != cv).mean() < 0.02
 
 
+@pytest.mark.parametrize("side", ["longer", "height", "shorter"])
+def test_input_geometry_matches_the_predictors(side):
+    from posenet.inference.test_time import input_geometry
+
+    for image_hw in ((300, 400), (400, 300), (37, 61), (5, 3)):
+        for scale in (0.5, 1.0, 2.5):
+            ours, theirs = D.input_geometry(image_hw, 368, scale, 8, side), input_geometry(image_hw, 368, scale, 8, side)
+            assert np.array_equal(ours[0], theirs[0]) and ours[1:] == theirs[1:]
+
+
 def test_test_time_resampling_and_flip_back_match_torch():
     rng = np.random.default_rng(1)
     maps = rng.random((5, 13, 17), dtype=np.float32)

@@ -137,3 +137,38 @@ def test_the_paf_predictor_ignores_the_order_of_the_scales():
     (a, m_a, hw_a), (b, m_b, hw_b) = runs
     assert torch.equal(a, b) and np.array_equal(m_a, m_b) and hw_a == hw_b == one[2]
     assert a.shape == one[0].shape and np.array_equal(m_a, one[1])
+
+
+@pytest.mark.parametrize("image_hw", [(300, 400), (400, 300), (123, 457), (64, 64)])
+def test_the_input_side_rule_sizes_the_side_it_names(image_hw):
+    from posenet.data.transforms import fit_matrix
+    from posenet.inference.test_time import input_geometry
+
+    h, w = image_hw
+    for scale in (0.5, 1.0, 1.7):
+        size = round(368 * scale)
+        longer, s, hw = input_geometry(image_hw, 368, scale, 8, "longer")
+        assert max(hw) == size and np.array_equal(longer, fit_matrix(image_hw, (size, size)))  # the old rule
+        m, s, hw = input_geometry(image_hw, 368, scale, 8, "height")
+        assert hw[0] == size and abs(hw[1] - w * size / h) <= 0.5 and s == size / h
+        m, s, hw = input_geometry(image_hw, 368, scale, 8, "shorter")
+        assert min(hw) == size and s == size / min(h, w)
+        # the image's corners land on the input's: pixel areas onto pixel areas, top left aligned
+        corners = transform_points(m, np.array([[-0.5, -0.5], [w - 0.5, h - 0.5]]))
+        np.testing.assert_allclose(corners, [[-0.5, -0.5], [w * s - 0.5, h * s - 0.5]], atol=1e-9)
+    with pytest.raises(ValueError, match="longer, height, shorter"):
+        input_geometry(image_hw, 368, 1.0, 8, "width")
+
+
+def test_the_paf_predictor_sizes_the_height_under_the_release_rule():
+    overrides = ["openpose.network=hourglass", "openpose.stacks=1", "openpose.channels=16", "infer.input_size=64"]
+    torch.manual_seed(0)
+    network = build.paf_network(load_config(REPO / "configs/openpose_synthetic_small.yaml", overrides)).eval()
+    wide = np.random.default_rng(1).integers(0, 256, (40, 100, 3), dtype=np.uint8)
+    longer = build.paf_predictor(load_config(REPO / "configs/openpose_synthetic_small.yaml", overrides), network)
+    height = build.paf_predictor(load_config(REPO / "configs/openpose_synthetic_small.yaml",
+                                             [*overrides, "infer.input_side=height"]), network)
+    assert longer.network(wide)[2] == (26, 64) and height.network(wide)[2] == (64, 160)
+    assert "height 64 px" in height.describe() and "longer side 64 px" in longer.describe()
+    with pytest.raises(Exception, match="input_side"):
+        load_config(REPO / "configs/openpose_synthetic_small.yaml", ["infer.input_side=width"])

@@ -241,8 +241,11 @@ class PrnConfig:
 class InferConfig:
     """The inference pipeline (``posenet.inference.Predictor``, infer.py, end-to-end validation)."""
 
-    # Longer image side at scale 1 (0: keypoint.val_input_size).
+    # Image side at scale 1 (0: keypoint.val_input_size), and which side it is: the longer
+    # (posenet's rule: the image fits a square of input_size), the height (the CMU OpenPose
+    # release) or the shorter (its PyTorch port). docs/inference.md names each config's rule.
     input_size: int = 0
+    input_side: str = choice("longer", "longer", "height", "shorter")
     # Heatmaps averaged over these scales on the grid of the listed scale nearest 1 (the
     # reference scale), whose boxes are kept; the order of the list changes nothing.
     scales: List[float] = field(default_factory=lambda: [1.0])

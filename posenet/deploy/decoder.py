@@ -17,8 +17,9 @@ that its people are theirs: keypoints within a fraction of a pixel, the same peo
 
 Steps (metadata keys in brackets)
 ---------------------------------
-1. Input geometry per scale ``sc`` of [infer.scales]: the longer side becomes
-   ``size = max(input.min_size, round(infer.input_size * sc))``; the image -> input matrix puts
+1. Input geometry per scale ``sc`` of [infer.scales]: the image side that [infer.input_side]
+   names ("longer", the default; "height"; "shorter") becomes
+   ``size = max(input.min_size, round(infer.input_size * sc))``, the aspect kept; the image -> input matrix puts
    pixel areas onto pixel areas (``x' = s (x + 0.5) - 0.5``, top-left aligned); the image is
    resampled bilinearly (as ``cv2.warpAffine`` INTER_LINEAR, border 0; an enlarged image is first
    extended by one replicated pixel per side) and padded at the bottom/right with
@@ -100,11 +101,9 @@ def transform_points(matrix, points) -> np.ndarray:
     return np.asarray(points, dtype=np.float64) @ m[:, :2].T + m[:, 2]
 
 
-def fit_matrix(image_hw, output_hw) -> np.ndarray:
-    """Image -> input pixels scaling the image by min(H / h, W / w), top-left aligned, pixel
-    areas onto pixel areas: x' = s (x + 0.5) - 0.5."""
-    h, w = image_hw
-    s = min(output_hw[0] / h, output_hw[1] / w)
+def _scaling(s: float) -> np.ndarray:
+    """Image -> input pixels scaling the image by ``s``, top-left aligned, pixel areas onto
+    pixel areas: x' = s (x + 0.5) - 0.5."""
     f = 1.0 / s  # the input -> image matrix is the resampling by f; its inverse is the fit
     return invert(np.array([[f, 0.0, 0.5 * f - 0.5], [0.0, f, 0.5 * f - 0.5]]))
 
@@ -121,14 +120,20 @@ def scale_order(scales):
     return ref, others
 
 
-def input_geometry(image_hw, input_size: int, scale: float, min_size: int):
-    """(matrix, s, input (height, width)) of an image at ``scale`` (longer side
-    ``max(min_size, round(input_size * scale))``)."""
+INPUT_SIDES = ("longer", "height", "shorter")
+
+
+def input_geometry(image_hw, input_size: int, scale: float, min_size: int, side: str = "longer"):
+    """(matrix, s, input (height, width)) of an image at ``scale``: its ``side`` (one of
+    ``INPUT_SIDES``) becomes ``max(min_size, round(input_size * scale))``, aspect kept."""
     height, width = image_hw
     size = max(int(min_size), int(round(input_size * float(scale))))
-    s = size / max(height, width)
+    if side not in INPUT_SIDES:
+        raise ValueError(f"infer.input_side must be one of {', '.join(INPUT_SIDES)}, got {side!r}")
+    ref = max(height, width) if side == "longer" else height if side == "height" else min(height, width)
+    s = size / ref
     hw = (max(1, int(round(height * s))), max(1, int(round(width * s))))
-    return fit_matrix((height, width), (size, size)), s, hw
+    return _scaling(s), s, hw
 
 
 def _taps(n_out: int, scale: float, offset: float, n_in: int):
@@ -871,6 +876,9 @@ class PoseModel:
         self.fixed = tuple(int(v) for v in inp["size"]) if inp.get("size") else None
         self.min_size = int(inp.get("min_size", 32 if self.family == "multiposenet" else self.stride))
         self.input_size = int(inf["input_size"])
+        self.input_side = str(inf.get("input_side", "longer"))
+        if self.input_side not in INPUT_SIDES:
+            raise ValueError(f"infer.input_side must be one of {', '.join(INPUT_SIDES)}, got {self.input_side!r}")
         self.scales = tuple(float(s) for s in inf.get("scales", [1.0]))
         self.flip = bool(inf.get("flip", False))
         kp = meta["keypoints"]
@@ -977,7 +985,7 @@ class PoseModel:
         one scale, flip-averaged with [infer.flip]."""
         height, width = rgb.shape[:2]
         fill = np.rint(np.asarray(FLIP_FILL) * 255.0).astype(np.float32).reshape(3, 1, 1)
-        m, s, hw = input_geometry((height, width), self.input_size, scale, self.min_size)
+        m, s, hw = input_geometry((height, width), self.input_size, scale, self.min_size, self.input_side)
         chw = warp_image(rgb, m, hw).transpose(2, 0, 1).astype(np.float32)
         out = self._run_graph(chw)
         maps = self._maps(out, hw)

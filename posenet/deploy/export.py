@@ -349,6 +349,9 @@ def metadata(cfg: DictConfig, model, *, dynamic: bool = False, onnx_file: str = 
     else:
         min_size = stride = int(predictor.stride)
     divisor = graph.divisor
+    if not dynamic and predictor.input_side != "longer":
+        raise ConfigError(f"infer.input_side={predictor.input_side}: a fixed-size graph holds images whose longer "
+                          "side is infer.input_size; export with --dynamic, or with infer.input_side=longer")
     side = graph_side(predictor, min_size, divisor)
     caffe = family == "openpose" and model.preprocessing == "caffe"
     if caffe:  # BGR, x / 256 - 0.5: zero at 128 in every channel
@@ -357,7 +360,8 @@ def metadata(cfg: DictConfig, model, *, dynamic: bool = False, onnx_file: str = 
         mean, std, pad = list(IMAGE_MEAN), list(IMAGE_STD), [255.0 * m for m in IMAGE_MEAN]
     inf = cfg.infer
     infer = {
-        "input_size": int(predictor.input_size), "scales": [float(s) for s in predictor.scales],
+        "input_size": int(predictor.input_size), "input_side": predictor.input_side,
+        "scales": [float(s) for s in predictor.scales],
         "flip": bool(predictor.flip), "peak_threshold": float(predictor.peak_threshold),
         "max_peaks": int(predictor.max_peaks), "keypoint_threshold": float(predictor.keypoint_threshold),
         "box_threshold": float(getattr(predictor, "box_threshold", inf.box_threshold)),

@@ -23,11 +23,12 @@ import numpy as np
 from posenet.data.keypoints import KeypointLayout
 from posenet.errors import ConfigError, DataError
 from posenet.inference.predictor import Prediction, as_rgb, draw_prediction
+from posenet.inference.test_time import INPUT_SIDES
 
 # The metadata's ``infer`` keys an override may set, and their types; ``infer.grouping`` is
 # the export's (the PRN's weights are written only for it) and ``input_size`` of a fixed-size
 # graph is checked against the graph by the decoder.
-OVERRIDABLE = {"input_size": int, "scales": list, "flip": bool, "peak_threshold": float, "max_peaks": int,
+OVERRIDABLE = {"input_size": int, "input_side": str, "scales": list, "flip": bool, "peak_threshold": float, "max_peaks": int,
                "keypoint_threshold": float, "box_threshold": float, "box_scale": float,
                "picture_box_threshold": float}
 
@@ -84,6 +85,8 @@ def apply_overrides(meta: dict, overrides: Sequence[str]) -> dict:
             raise ConfigError(f"infer.{key}={value!r}: expected {kind.__name__}") from None
     if not infer["scales"]:
         raise ConfigError("infer.scales is empty: give at least one scale")
+    if infer.get("input_side", "longer") not in INPUT_SIDES:
+        raise ConfigError(f"infer.input_side must be one of {', '.join(INPUT_SIDES)}, got {infer['input_side']!r}")
     return {**meta, "infer": infer}
 
 

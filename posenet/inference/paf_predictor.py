@@ -5,7 +5,8 @@
     predictor = load_predictor("runs/openpose_synthetic_small/keypoint/best.pt")
     people = predictor.predict("photo.jpg")
 
-Per image and scale: the longer side is scaled to ``input_size * scale`` (aspect kept; the
+Per image and scale: the longer side (``input_side``: or the height, as the CMU release, or the
+shorter side, as its PyTorch port) is scaled to ``input_size * scale`` (aspect kept; the
 network pads to its stride itself); part heatmaps and PAFs of every scale are resampled onto the
 grid of the reference scale, the listed scale nearest 1 (cell centre to cell centre; the order of
 the scales changes nothing), and averaged, with ``flip`` also with the
@@ -29,10 +30,11 @@ import torch
 from posenet.codecs import KeypointHeatmapCodec
 from posenet.codecs.paf import PafCodec
 from posenet.data.keypoints import DerivedLayout
-from posenet.data.transforms import fit_matrix, invert, transform_points, warp_image
+from posenet.data.transforms import invert, transform_points, warp_image
 from posenet.errors import ConfigError
 from posenet.inference.predictor import Prediction, as_rgb, draw_prediction, inference_model
-from posenet.inference.test_time import flip_test, paf_flip_index, scale_order, to_grid_of
+from posenet.inference.test_time import (check_input_side, flip_test, input_geometry, paf_flip_index, scale_order,
+                                        side_words, to_grid_of)
 
 
 class PafPredictor:
@@ -41,7 +43,8 @@ class PafPredictor:
 
     ``parts`` maps the network's parts to the dataset's keypoints; ``grouping`` holds the
     ``PafCodec`` keywords (limb_width, samples, paf_threshold, min_inliers, min_parts,
-    min_mean_score); ``scales`` are relative to ``input_size`` (the longer side at scale 1);
+    min_mean_score); ``scales`` are relative to ``input_size`` (the ``input_side`` at scale 1:
+    "longer", "height" as the CMU release or "shorter" as its PyTorch port);
     ``sigma`` is the training heatmaps' Gaussian (input pixels), which the sub-pixel refinement
     assumes; pictures draw the people whose score reaches ``picture_box_threshold``.
 
@@ -50,8 +53,8 @@ class PafPredictor:
     model, in training mode, and ``with_model``'s are run as they are).
     """
 
-    def __init__(self, model, parts: DerivedLayout, *, input_size: int, grouping: dict | None = None,
-                 scales: Sequence[float] = (1.0,), flip: bool = False, peak_threshold: float = 0.05,
+    def __init__(self, model, parts: DerivedLayout, *, input_size: int, input_side: str = "longer",
+                 grouping: dict | None = None, scales: Sequence[float] = (1.0,), flip: bool = False, peak_threshold: float = 0.05,
                  max_peaks: int = 20, keypoint_threshold: float = 0.05, sigma: float = 7.0,
                  picture_box_threshold: float = 0.0, device: str | torch.device = "cpu",
                  fold_batchnorm: bool = True, channels_last: bool = True):
@@ -66,6 +69,7 @@ class PafPredictor:
         self.layout = parts.source  # the keypoints of the results
         self.grouping = dict(grouping or {})
         self.input_size = int(input_size)
+        self.input_side = check_input_side(input_side)
         self.scales = tuple(float(s) for s in scales)
         self.flip = bool(flip)
         self.peak_threshold, self.max_peaks = float(peak_threshold), int(max_peaks)
@@ -91,7 +95,7 @@ class PafPredictor:
 
     def describe(self) -> str:
         scales = ", ".join(f"{s:g}" for s in self.scales)
-        return (f"PAF grouping, longer side {self.input_size} px, scales {scales}, "
+        return (f"PAF grouping, {side_words(self.input_side)} {self.input_size} px, scales {scales}, "
                 f"flip {'on' if self.flip else 'off'}")
 
     def predict(self, image) -> list[dict]:
@@ -143,12 +147,8 @@ class PafPredictor:
 
     def input_geometry(self, image_hw: tuple[int, int], scale: float = 1.0):
         """The network input of an image of ``image_hw`` at ``scale``: the image -> input matrix,
-        the scale factor and the input's (height, width) (longer side ``input_size * scale``)."""
-        height, width = image_hw
-        size = max(self.stride, int(round(self.input_size * scale)))
-        s = size / max(height, width)
-        hw = (max(1, int(round(height * s))), max(1, int(round(width * s))))
-        return fit_matrix((height, width), (size, size)), s, hw
+        the scale factor and the input's (height, width) (its ``input_side`` ``input_size * scale``)."""
+        return input_geometry(image_hw, self.input_size, scale, self.stride, self.input_side)
 
     def paf_codec(self, input_hw: tuple[int, int]) -> PafCodec:
         return PafCodec(input_hw, self.parts.layout.skeleton, stride=self.stride, **self.grouping)

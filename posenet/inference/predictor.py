@@ -4,8 +4,8 @@
     predictor = Predictor.from_checkpoint("runs/synthetic_small/prn/best.pt")
     people = predictor.predict("photo.jpg")          # or an RGB / gray / RGBA uint8 array
 
-Per image: the longer side is scaled to ``infer.input_size`` (aspect kept; the model pads to a
-multiple of 32 itself); the keypoint heatmaps are averaged over ``infer.scales`` (each resampled
+Per image: the longer side (``infer.input_side``: or the height, or the shorter side) is scaled
+to ``infer.input_size`` (aspect kept; the model pads to a multiple of 32 itself); the keypoint heatmaps are averaged over ``infer.scales`` (each resampled
 onto the heatmap grid of the reference scale, the listed scale nearest 1, cell centre to cell
 centre; their order changes nothing) and, with ``infer.flip``, with the mirrored image's
 (left/right swapped; ``test_time.flip_test``, exact for any width); person boxes come from the
@@ -35,9 +35,9 @@ from omegaconf import DictConfig
 from posenet.codecs import KeypointHeatmapCodec
 from posenet.config import build, load_config
 from posenet.data.keypoints import KeypointLayout
-from posenet.data.transforms import fit_matrix, invert, transform_points, warp_image
+from posenet.data.transforms import invert, transform_points, warp_image
 from posenet.errors import ConfigError, DataError
-from posenet.inference.test_time import flip_test, scale_order, to_grid_of
+from posenet.inference.test_time import check_input_side, flip_test, input_geometry, scale_order, side_words, to_grid_of
 from posenet.inference.prn_grouping import pose_scores
 
 
@@ -81,7 +81,7 @@ class Predictor:
     a config's ``infer`` section; ``from_checkpoint`` and ``from_config`` load a run's).
 
     ``grouping`` is a ``posenet.inference.groupings`` object; ``scales`` are relative to
-    ``input_size`` (the longer side at scale 1); ``sigma`` is the training heatmaps' Gaussian
+    ``input_size`` (the ``input_side`` at scale 1: "longer", "height" or "shorter"); ``sigma`` is the training heatmaps' Gaussian
     (input pixels), which the sub-pixel refinement assumes; ``detect_options`` go to
     ``PoseNet.detect``; pictures (``draw_prediction`` through ``infer_folder``) draw the people
     whose box score reaches ``picture_box_threshold``.
@@ -94,7 +94,7 @@ class Predictor:
     """
 
     def __init__(self, model, layout: KeypointLayout, grouping, *, input_size: int, scales: Sequence[float] = (1.0,),
-                 flip: bool = False, peak_threshold: float = 0.05, max_peaks: int = 20, box_threshold: float = 0.3,
+                 input_side: str = "longer", flip: bool = False, peak_threshold: float = 0.05, max_peaks: int = 20, box_threshold: float = 0.3,
                  box_scale: float = 1.0, keypoint_threshold: float = 0.05, sigma: float = 7.0,
                  detect_options: dict | None = None, picture_box_threshold: float = 0.0,
                  device: str | torch.device = "cpu", fold_batchnorm: bool = True, channels_last: bool = True):
@@ -107,6 +107,7 @@ class Predictor:
         self.layout = layout
         self.grouping = grouping
         self.input_size = int(input_size)
+        self.input_side = check_input_side(input_side)
         self.scales = tuple(float(s) for s in scales)
         self.flip = bool(flip)
         self.peak_threshold, self.max_peaks = float(peak_threshold), int(max_peaks)
@@ -139,7 +140,7 @@ class Predictor:
     def describe(self) -> str:
         """The settings, for protocol lines."""
         scales = ", ".join(f"{s:g}" for s in self.scales)
-        return (f"grouping {self.grouping.name}, longer side {self.input_size} px, scales {scales}, "
+        return (f"grouping {self.grouping.name}, {side_words(self.input_side)} {self.input_size} px, scales {scales}, "
                 f"flip {'on' if self.flip else 'off'}")
 
     def draw(self, rgb: np.ndarray, prediction: "Prediction") -> dict[str, np.ndarray]:
@@ -188,11 +189,7 @@ class Predictor:
     def _heatmaps(self, rgb: np.ndarray, scale: float):
         """(heatmaps (1, K, h, w), image -> input matrix, input (h, w), scale factor, raw
         outputs) of one scale, flip-averaged with ``infer.flip``."""
-        height, width = rgb.shape[:2]
-        size = max(32, int(round(self.input_size * float(scale))))
-        m = fit_matrix((height, width), (size, size))
-        s = size / max(height, width)
-        hw = (max(1, int(round(height * s))), max(1, int(round(width * s))))
+        m, s, hw = input_geometry(rgb.shape[:2], self.input_size, scale, 32, self.input_side)
         batch = torch.from_numpy(warp_image(rgb, m, hw)).permute(2, 0, 1)[None].to(self.device)
         batch = batch.contiguous(memory_format=self.memory_format)
         out = self.model(batch)

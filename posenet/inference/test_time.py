@@ -8,7 +8,8 @@ the input padded on the right to that multiple (the padding lands on the left of
 image), so that mirroring the output grid back is exact for any width. ``to_grid_of`` resamples
 the heatmaps of another input scale onto the reference scale's grid (``reference_scale``: the
 listed scale nearest 1) by the cell-centre mapping, not by the grids' extents (which differ by
-the rounding of each scale's size).
+the rounding of each scale's size). ``input_geometry`` sizes each scale's input: the image side
+that ``infer.input_side`` names becomes ``input_size * scale``.
 """
 from __future__ import annotations
 
@@ -18,7 +19,44 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from posenet.data.transforms import invert, resampling
 from posenet.models.backbone import IMAGE_MEAN
+
+# Which image side ``infer.input_size * scale`` applies to: "longer" (posenet's rule: the image
+# fits a square of that side), "height" (the CMU OpenPose release) or "shorter" (its PyTorch port).
+INPUT_SIDES = ("longer", "height", "shorter")
+
+
+def side_words(side: str) -> str:
+    """How protocol lines name ``side``: "longer side", "height" or "shorter side"."""
+    return "height" if side == "height" else f"{side} side"
+
+
+def check_input_side(side: str) -> str:
+    from posenet.errors import ConfigError
+
+    if side not in INPUT_SIDES:
+        raise ConfigError(f"infer.input_side must be one of {', '.join(INPUT_SIDES)}, got {side!r}")
+    return side
+
+
+def input_geometry(image_hw: Sequence[int], input_size: int, scale: float, min_size: int, side: str = "longer"):
+    """(image -> input matrix, scale factor, input (height, width)) of an image of ``image_hw``
+    at ``scale``: scaled, aspect kept and placed at the top left, so that its ``side`` (one of
+    ``INPUT_SIDES``) becomes ``max(min_size, round(input_size * scale))`` pixels."""
+    height, width = image_hw
+    size = max(int(min_size), int(round(input_size * float(scale))))
+    if side == "longer":
+        ref = max(height, width)
+    elif side == "height":
+        ref = height
+    elif side == "shorter":
+        ref = min(height, width)
+    else:
+        raise ValueError(f"input side must be one of {', '.join(INPUT_SIDES)}, got {side!r}")
+    s = size / ref
+    hw = (max(1, int(round(height * s))), max(1, int(round(width * s))))
+    return invert(resampling(1.0 / s)), s, hw
 
 
 def flip_back(heatmaps: torch.Tensor, flip_index: Sequence[int], sign: Sequence[float] | None = None) -> torch.Tensor:
@@ -117,4 +155,4 @@ def to_grid_of(heatmaps: torch.Tensor, ratio: float, size: tuple[int, int]) -> t
     return F.grid_sample(heatmaps.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
-__all__ = ["flip_back", "flip_test", "pad_width", "paf_flip_index", "reference_scale", "scale_order", "to_grid_of"]
+__all__ = ["INPUT_SIDES", "flip_back", "flip_test", "input_geometry", "side_words", "check_input_side", "pad_width", "paf_flip_index", "reference_scale", "scale_order", "to_grid_of"]

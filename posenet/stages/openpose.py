@@ -136,7 +136,8 @@ def validate(cfg: DictConfig, checkpoint, mode: str = "end-to-end", device: str 
     else:
         model = build.model_from_checkpoint(cfg, checkpoint, device)
     validation = evaluator(cfg, build.paf_predictor(cfg, model, device), mode, log=log)
-    log(f"protocol: {validation.protocol()}; checkpoint {checkpoint}")
+    log(f"protocol: {validation.protocol()}; "
+        + ("the ground truth's maps, no network" if mode == "gt-maps" else f"checkpoint {checkpoint}"))
     metrics = validation()
     log(format_metrics(metrics))
     log(f"decoding (peaks + PAF grouping + mapping back) {metrics['decode_ms']:.2f} ms per image"
