@@ -383,6 +383,39 @@ def test_loss_is_normalised_by_the_batch_positives():
     assert not torch.allclose(losses["loss_cls"], torchvision_mean, rtol=0.05)
 
 
+@pytest.mark.parametrize("error,low,high", [(0.02, 4.5, 5.0), (0.1, 6.5, 7.1)])
+def test_box_loss_scale_against_the_port_and_torchvision(error, low, high):
+    """docs/design.md "Loss scales": predictions off by ``error`` (centre by that fraction of
+    the box size, size by that log-factor). posenet's default box loss is exactly 4x the port's
+    mean over coordinates (``box_loss_norm="coordinates"``) and several times torchvision's
+    RetinaNet box loss (L1 on (1, 1, 1, 1) deltas), more so for larger errors."""
+    sizes = feature_sizes_for(64, 96)
+    out = image_outputs(8, sizes, 1)
+    gt = torch.tensor([[4.0, 6.0, 40.0, 60.0], [30.0, 20.0, 70.0, 46.0], [60.0, 8.0, 90.0, 62.0]])
+    anchors = torch.cat(out["anchors"])
+    matches = match_anchors(anchors, gt)
+    positive = matches >= 0
+    gen = torch.Generator().manual_seed(9)
+    target = gt[matches[positive]]
+    wh = target[:, 2:] - target[:, :2]
+    centre = (target[:, :2] + target[:, 2:]) / 2 + error * wh * torch.randn(len(target), 2, generator=gen)
+    size = wh * torch.exp(error * torch.randn(len(target), 2, generator=gen))
+    predicted = torch.cat([centre - size / 2, centre + size / 2], 1)
+    deltas = out["box_deltas"].clone()
+    deltas[0, positive] = det_utils.BoxCoder(TV_WEIGHTS).encode_single(predicted, anchors[positive])
+    out["box_deltas"] = deltas
+    ours = RetinaNetHead(in_channels=8, num_convs=1).compute_loss(out, {"boxes": [gt]})["loss_box"]
+    port = RetinaNetHead(in_channels=8, num_convs=1, box_loss_norm="coordinates").compute_loss(out, {"boxes": [gt]})
+    torch.testing.assert_close(ours, 4 * port["loss_box"])
+    plain = det_utils.BoxCoder((1.0, 1.0, 1.0, 1.0))
+    tv = det_utils._box_loss("l1", plain, anchors[positive], target, plain.encode_single(predicted, anchors[positive]))
+    ratio = float(ours / (tv / int(positive.sum())))
+    print(f"box loss {error}: {ratio:.2f}x torchvision")
+    assert low < ratio < high, ratio
+    with pytest.raises(ValueError, match="box_loss_norm"):
+        RetinaNetHead(in_channels=8, num_convs=1, box_loss_norm="images")
+
+
 # --------------------------------------------------------------------------- post-processing
 
 

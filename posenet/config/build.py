@@ -109,6 +109,7 @@ def detection_head(cfg: DictConfig):
         focal_gamma=d.focal_gamma,
         smooth_l1_beta=d.smooth_l1_beta,
         box_weight=d.box_weight,
+        box_loss_norm=d.box_loss_norm,
         min_box_size=d.min_box_size,
     )
 

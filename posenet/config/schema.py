@@ -186,6 +186,11 @@ class DetectionConfig:
     focal_gamma: float = 2.0
     smooth_l1_beta: float = 1.0 / 9.0
     box_weight: float = 1.0
+    # The box loss's divisor: "positives" (the positive anchors of the batch; each positive's
+    # four coordinates summed) or "coordinates" (four times that: the mean over the positives'
+    # coordinates, as the original MultiPoseNet port). For the same box error the default is
+    # 4.0x the port's and 4.8-7.2x torchvision's RetinaNet (docs/design.md, "Loss scales").
+    box_loss_norm: str = choice("positives", "positives", "coordinates")
     # Persons smaller than this (input pixels, geometric mean of the box sides) are no
     # detection targets (0: every person is one).
     min_box_size: float = 0.0

@@ -11,7 +11,9 @@ least ``crowd_ioa``) are ignored: unannotated people may be there.
 
 Losses (``RetinaNetHead.compute_loss``): sigmoid focal loss (alpha 0.25, gamma 2) summed
 over all anchors that are not ignored, and smooth-L1 on the encoded box deltas of the
-positives, both divided by the number of positive anchors in the batch (at least 1).
+positives, both divided by the number of positive anchors in the batch (at least 1); with
+``box_loss_norm="coordinates"`` the box loss is divided by four times that (the mean over the
+positives' coordinates, as the original MultiPoseNet port).
 """
 from __future__ import annotations
 
@@ -157,6 +159,7 @@ class RetinaNetHead(nn.Module):
         focal_gamma: float = 2.0,
         smooth_l1_beta: float = 1 / 9,
         box_weight: float = 1.0,
+        box_loss_norm: str = "positives",
         min_box_size: float = 0.0,
         anchor_sizes: Optional[Sequence[float]] = None,
     ):
@@ -183,6 +186,9 @@ class RetinaNetHead(nn.Module):
         self.focal_gamma = float(focal_gamma)
         self.smooth_l1_beta = float(smooth_l1_beta)
         self.box_weight = float(box_weight)
+        if box_loss_norm not in ("positives", "coordinates"):
+            raise ValueError(f"box_loss_norm must be 'positives' or 'coordinates', got {box_loss_norm!r}")
+        self.box_loss_norm = box_loss_norm
         # Persons whose box (geometric mean of width and height, input pixels) is smaller are
         # no targets: their best anchor overlaps them so little that a forced low-quality match
         # teaches the classifier background as person and the box branch a several-fold shrink.
@@ -281,7 +287,7 @@ class RetinaNetHead(nn.Module):
 
         norm = max(1, num_positive)
         loss_cls = loss_cls / norm
-        loss_box = loss_box / norm
+        loss_box = loss_box / (norm if self.box_loss_norm == "positives" else 4 * norm)
         return {
             "loss_cls": loss_cls,
             "loss_box": loss_box,
