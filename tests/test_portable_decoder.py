@@ -212,6 +212,21 @@ def test_prn_grouping_matches_posenet(softmax, second):
     assert np.allclose(mlp(cells), ref, rtol=1e-4, atol=1e-7)
 
 
+def test_prn_grouping_with_peak_input_one_matches_posenet():
+    boxes, xy, types, _ = _scene_peaks()
+    scores = np.random.default_rng(5).uniform(0.2, 1.0, len(xy))  # varied: "one" and "score" differ
+    torch.manual_seed(3)
+    prn = PoseResidualNetwork(17, 56, 36, hidden=48).eval()
+    with torch.no_grad():
+        prn.mlp[-2].weight.mul_(20.0)
+    ref_kp, ref_sc = prn_assign(prn, boxes, xy, types, scores, 17, precision="exact", peak_input="one")
+    mlp = D.PoseResidualMLP(prn_layers(prn), prn.grid_shape, "channel", 1.0)
+    kp, sc = D.prn_assign(mlp, boxes, xy, types, scores, 17, peak_input="one")
+    assert (ref_sc > 0).sum() > 100 and np.array_equal(sc, ref_sc) and np.abs(kp - ref_kp).max() < 1e-4
+    score_kp, _ = D.prn_assign(mlp, boxes, xy, types, scores, 17, peak_input="score")
+    assert np.abs(score_kp - kp).max() > 1  # the choice matters on this scene
+
+
 def test_greedy_grouping_matches_posenet():
     boxes, xy, types, scores = _scene_peaks(seed=4)
     ref_kp, ref_sc = most_central_assign(boxes, xy, types, scores, 17)

@@ -244,3 +244,52 @@ def test_the_default_grouping_is_the_int8_fast_path_and_the_exact_one_is_a_confi
                                   prn_assign(prn, boxes, xy, types, scores, K, precision="exact")[1])
     with pytest.raises(Exception, match="precision"):
         load_config(REPO / "configs/synthetic_small.yaml", ["prn.precision=half"])
+
+
+class _Recorder(nn.Module):
+    """A stand-in PRN (any module takes the dense path) that records its input grids and
+    answers with a fixed output."""
+
+    def __init__(self, output: torch.Tensor):
+        super().__init__()
+        self.output, self.seen = output, []
+        self.p = nn.Parameter(torch.zeros(()))  # the grouping reads the device off a parameter
+
+    def forward(self, grids):
+        self.seen.append(grids.clone())
+        return self.output[: len(grids)]
+
+
+def test_peak_input_one_feeds_the_prn_what_training_feeds_it():
+    """With prn.peak_input=one a peak writes 1 into its cell whatever its score: the input
+    grids are the training samples' (ground-truth keypoints, written as 1), and the pair scores
+    are the window sums times the peak scores, so scaling every score changes no assignment."""
+    boxes, xy, types, scores = _scene(0, people=6)
+    output = torch.rand(len(boxes), K, H, W, generator=torch.Generator().manual_seed(0))
+    training = encode_peaks(boxes, xy, types, None, K, MARGIN, H, W, 1.0)
+    for peak_input, expected in (("one", training), ("score", encode_peaks(boxes, xy, types, scores, K, MARGIN, H, W, 1.0))):
+        recorder = _Recorder(output)
+        prn_assign(recorder, boxes, xy, types, scores, K, precision="exact", peak_input=peak_input)
+        np.testing.assert_allclose(recorder.seen[0].numpy(), expected, atol=1e-6)
+    assert not np.allclose(training, encode_peaks(boxes, xy, types, scores, K, MARGIN, H, W, 1.0))
+
+    prn = _prn("structured", 0)
+    kp, sc = prn_assign(prn, boxes, xy, types, scores, K, precision="exact", peak_input="one")
+    kp_half, sc_half = prn_assign(prn, boxes, xy, types, 0.5 * scores, K, precision="exact", peak_input="one")
+    np.testing.assert_array_equal(kp, kp_half)
+    np.testing.assert_allclose(sc_half, 0.5 * sc)
+    with pytest.raises(ValueError, match="peak_input"):
+        prn_assign(prn, boxes, xy, types, scores, K, peak_input="half")
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_fast_paths_follow_the_dense_path_with_peak_input_one(precision):
+    prn = _prn("structured", 1)
+    for seed in (0, 1):
+        boxes, xy, types, scores = _scene(seed)
+        ref_kp, ref_sc = prn_assign(prn, boxes, xy, types, scores, K, precision="exact", peak_input="one")
+        kp, sc = prn_assign(prn, boxes, xy, types, scores, K, precision=precision, peak_input="one")
+        assigned = ref_sc > 0
+        assert (sc > 0).sum() == assigned.sum()
+        agree = (np.abs(kp - ref_kp).max(-1) < 1e-6) | ~assigned
+        assert agree.mean() > 0.99, agree.mean()

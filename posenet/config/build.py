@@ -244,7 +244,7 @@ def grouping(cfg: DictConfig, name: str | None = None):
     p = cfg.prn
     options = {
         "prn": dict(margin=p.box_margin, height=p.height, width=p.width, input_sigma=p.input_sigma, window=p.window,
-                    precision=p.precision),
+                    precision=p.precision, peak_input=p.peak_input),
         "greedy": dict(margin=p.box_margin),
     }
     return make_grouping(name, **options.get(name, {}))

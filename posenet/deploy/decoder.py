@@ -39,8 +39,9 @@ Steps (metadata keys in brackets)
    decoding against the anchors, clipping to the input, greedy NMS, max detections), those at
    or above [infer.box_threshold] scaled about their centres by [infer.box_scale]; the peaks
    grouped into the boxes by [grouping]: "prn" (the Pose Residual Network's MLP as numpy
-   products, weights from ``model.prn.npz``; each peak scored by the PRN output summed in a
-   window at its cell, assigned best first one-to-one) or "greedy" (each peak to the enlarged
+   products, weights from ``model.prn.npz``; each peak, written into its input cell as its
+   score or as 1 ([grouping.peak_input] "score" or "one"), scored by the PRN output summed in a
+   window at its cell (times its score with "one"), assigned best first one-to-one) or "greedy" (each peak to the enlarged
    box it is most central in). Pose score: box score times the mean of the keypoint scores
    above [infer.keypoint_threshold].
    OpenPose family: part peaks joined by the part affinity fields ([openpose.paf]: pair scores
@@ -599,10 +600,13 @@ def peak_cells(scale, offset, xy, types, values, num_keypoints, height, width):
 
 
 def prn_assign(prn: PoseResidualMLP, boxes, xy, types, scores, num_keypoints: int, margin: float = 0.21,
-               window: int = 15, min_score: float = 0.0):
+               window: int = 15, min_score: float = 0.0, peak_input: str = "score"):
     """PRN grouping of one image's peaks into its boxes (posenet's ``prn_assign``): keypoints
     (B, K, 2) and scores (B, K); an unassigned keypoint lies at the centre of the PRN output's
-    highest cell of its channel, with score 0."""
+    highest cell of its channel, with score 0. ``peak_input``: a peak's input cell holds its
+    score ("score"), or 1 and its pair score is the window sum times its score ("one")."""
+    if peak_input not in ("score", "one"):
+        raise ValueError(f"grouping.peak_input must be 'score' or 'one', got {peak_input!r}")
     K, height, width = prn.grid_shape
     if num_keypoints != K:
         raise ValueError(f"the PRN has {K} keypoint channels, the layout {num_keypoints}")
@@ -613,7 +617,8 @@ def prn_assign(prn: PoseResidualMLP, boxes, xy, types, scores, num_keypoints: in
     if B == 0:
         return np.zeros((0, K, 2)), np.zeros((0, K))
     _, scale, offset = box_grid(boxes, margin, height, width)
-    cells, cell, inside, nonzero = peak_cells(scale, offset, xy, types, scores, K, height, width)
+    values = scores if peak_input == "score" else np.ones_like(scores)
+    cells, cell, inside, nonzero = peak_cells(scale, offset, xy, types, values, K, height, width)
     out = prn(cells, nonzero)
     flat = out.reshape(B, K, -1)
     best = flat.argmax(2)
@@ -631,6 +636,8 @@ def prn_assign(prn: PoseResidualMLP, boxes, xy, types, scores, num_keypoints: in
         taken = across[bi[:, None], types[pi][:, None], ys.clip(0, height - 1), cx[bi, pi][:, None]]
         pair = np.zeros((B, P))
         pair[bi, pi] = np.where((ys >= 0) & (ys < height), taken, np.float32(0)).sum(1, dtype=np.float32)
+        if peak_input == "one":
+            pair = pair * scores[None].astype(np.float32)
         pair = np.where(inside & (pair > min_score), pair, -np.inf)
         peak = _assign(pair, types, K)
         found = peak >= 0
@@ -1061,7 +1068,8 @@ class PoseModel:
             boxes = np.concatenate([centre - s * half, centre + s * half], axis=1)
         margin = float(g.get("margin", 0.21))
         if g["name"] == "prn":
-            keypoints, kp_scores = prn_assign(self.prn, boxes, xy, types, scores, K, margin, int(g.get("window", 15)))
+            keypoints, kp_scores = prn_assign(self.prn, boxes, xy, types, scores, K, margin, int(g.get("window", 15)),
+                                              peak_input=str(g.get("peak_input", "score")))
         else:
             keypoints, kp_scores = most_central_assign(boxes, xy, types, scores, K, margin)
         inverse = invert(matrix)

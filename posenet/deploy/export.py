@@ -392,7 +392,8 @@ def metadata(cfg: DictConfig, model, *, dynamic: bool = False, onnx_file: str = 
         if grouping.name == "prn":
             meta["grouping"] = {"name": "prn", "margin": float(grouping.margin), "height": int(grouping.height),
                                 "width": int(grouping.width), "input_sigma": float(grouping.input_sigma),
-                                "window": int(grouping.window), "softmax": model.prn.softmax,
+                                "window": int(grouping.window), "peak_input": grouping.peak_input,
+                                "softmax": model.prn.softmax,
                                 "weights": prn_file}
             if (grouping.height, grouping.width) != (model.prn.height, model.prn.width):
                 raise ConfigError(f"prn.height/width {grouping.height}x{grouping.width} differ from the "

@@ -17,7 +17,7 @@ import numpy as np
 
 from posenet.errors import ConfigError
 from posenet.inference.prn_fast import PRECISIONS
-from posenet.inference.prn_grouping import most_central_assign, prn_assign
+from posenet.inference.prn_grouping import PEAK_INPUTS, most_central_assign, prn_assign
 
 GROUPINGS: dict[str, type["Grouping"]] = {}
 
@@ -68,21 +68,26 @@ class PrnGrouping(Grouping):
     needs_prn = True
 
     def __init__(self, margin: float = 0.21, height: int = 56, width: int = 36, input_sigma: float = 1.0,
-                 window: int = 15, precision: str = "int8"):
+                 window: int = 15, precision: str = "int8", peak_input: str = "score"):
         if precision not in PRECISIONS:
             raise ConfigError(f"prn.precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        if peak_input not in PEAK_INPUTS:
+            raise ConfigError(f"prn.peak_input must be one of {', '.join(PEAK_INPUTS)}, not {peak_input!r}")
         self.margin, self.height, self.width = margin, height, width
         self.input_sigma, self.window, self.precision = input_sigma, window, precision
+        self.peak_input = peak_input
 
     def __call__(self, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, model=None):
         prn = _prn_of(model)
         if prn is None:
             raise ConfigError("PRN grouping needs a model with a PRN")
         return prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, self.margin, self.height,
-                          self.width, self.input_sigma, self.window, precision=self.precision)
+                          self.width, self.input_sigma, self.window, precision=self.precision,
+                          peak_input=self.peak_input)
 
     def describe(self) -> str:
-        return f"PRN (window {self.window}, box margin {self.margin:.0%}, {self.precision} output layer)"
+        return (f"PRN (window {self.window}, box margin {self.margin:.0%}, {self.precision} output layer, "
+                f"peaks input as {'their score' if self.peak_input == 'score' else '1, scored after'})")
 
 
 @register_grouping

@@ -21,6 +21,9 @@ from posenet.inference.prn_fast import (PRECISIONS, ChannelOutputs, contested, h
                                        int8_available, output_layer, peak_entries)
 from posenet.ops.matching import best_first_matching
 
+# What a peak writes into its PRN input cell (``prn_assign``'s ``peak_input``).
+PEAK_INPUTS = ("score", "one")
+
 _FOLDED: "weakref.WeakKeyDictionary[PoseResidualNetwork, tuple]" = weakref.WeakKeyDictionary()
 
 
@@ -119,7 +122,8 @@ def _eval_mode(module):
 @torch.no_grad()
 def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int, margin: float = 0.21,
                height: int = 56, width: int = 36, input_sigma: float = 1.0, window: int = 15,
-               min_score: float = 0.0, precision: str = "int8") -> tuple[np.ndarray, np.ndarray]:
+               min_score: float = 0.0, precision: str = "int8",
+               peak_input: str = "score") -> tuple[np.ndarray, np.ndarray]:
     """PRN grouping of one image's peaks into its boxes.
 
     All boxes go through ``prn`` (put in eval mode for the call) as one batch; a
@@ -131,6 +135,10 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
     one peak per type (``best_first_matching``). An unassigned keypoint lies at the centre of the
     PRN output's highest cell of its channel, with score 0.
 
+    ``peak_input``: what a peak writes into its input cell: "score", its heatmap score, or
+    "one", 1 as in training (the PRN learns from ground-truth keypoints, written as 1), the
+    pair score then being the window sum times the peak's score (the reference code's rule).
+
     ``precision``: "exact" computes every channel of every box through the dense output layer
     (the reference); "float32" and "int8" compute only the channels whose scores can change the
     assignment, the output layer in float32 or int8 (``posenet.inference.prn_fast``, where the
@@ -141,7 +149,11 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
         raise ValueError(f"window must be a positive odd number of cells, got {window}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if peak_input not in PEAK_INPUTS:
+        raise ValueError(f"peak_input must be one of {', '.join(PEAK_INPUTS)}, not {peak_input!r}")
     xy, types, scores = _as_peaks(peaks_xy, peaks_type, peaks_score)
+    # the input cells' values, and the factor of each pair's window sum
+    values, factor = (scores, None) if peak_input == "score" else (np.ones_like(scores), scores)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     B, K, P = len(boxes), num_keypoints, len(xy)
     if B == 0:
@@ -151,8 +163,8 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
     if precision != "exact" and isinstance(prn, PoseResidualNetwork) and device.type == "cpu":
         with _eval_mode(prn):
             return _fast_assign(prn, codec, boxes, xy, types, scores, K, window, min_score,
-                                precision == "int8" and int8_available(device))
-    cells = codec.cells(boxes, xy, types, scores, K)
+                                precision == "int8" and int8_available(device), values, factor)
+    cells = codec.cells(boxes, xy, types, values, K)
     grids = torch.from_numpy(blur(cells, input_sigma))
     with _eval_mode(prn):
         if isinstance(prn, PoseResidualNetwork):
@@ -167,6 +179,8 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
         inside = (cell[..., 0] >= 0) & (cell[..., 0] < width) & (cell[..., 1] >= 0) & (cell[..., 1] < height)
         cx, cy = cell[..., 0].clip(0, width - 1), cell[..., 1].clip(0, height - 1)
         pair = window_sums(out, types, cy, cx, window)  # (B, P)
+        if factor is not None:
+            pair = pair * factor[None].astype(pair.dtype)
         pair = np.where(inside & (pair > min_score), pair, -np.inf)
         peak = _assign(pair, types, K)  # (B, K)
         found = peak >= 0
@@ -176,7 +190,7 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
 
 
 def _fast_assign(prn, codec: PrnGridCodec, boxes, xy, types, scores, K: int, window: int, min_score: float,
-                 int8: bool) -> tuple[np.ndarray, np.ndarray]:
+                 int8: bool, values: np.ndarray, factor: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """``prn_assign``'s fast path (``posenet.inference.prn_fast``), same arguments and result."""
     H, W = codec.height, codec.width
     B, P = len(boxes), len(xy)
@@ -185,7 +199,7 @@ def _fast_assign(prn, codec: PrnGridCodec, boxes, xy, types, scores, K: int, win
     affine = codec.affine(boxes)
     cell = np.floor(image_to_grid(affine, xy)).astype(np.int64)  # (B, P, 2)
     inside = (cell[..., 0] >= 0) & (cell[..., 0] < W) & (cell[..., 1] >= 0) & (cell[..., 1] < H)
-    flat, values = peak_entries(cell, inside, types, scores, K, H, W)
+    flat, values = peak_entries(cell, inside, types, values, K, H, W)
     hidden = hidden_activations(prn, flat, values, B, folded_first_layer(prn, codec.input_sigma, "cpu"))
     layer = output_layer(prn, int8)
     scored = contested(inside, types, K) if min_score <= 0 else inside
@@ -198,6 +212,8 @@ def _fast_assign(prn, codec: PrnGridCodec, boxes, xy, types, scores, K: int, win
     pair = np.full((B, P), -np.inf)
     if len(b):
         sums = out.window_sums(b, types[p], cell[b, p, 1], cell[b, p, 0], window)
+        if factor is not None:
+            sums = sums * factor[p].astype(sums.dtype)
         pair[b, p] = np.where(sums > min_score, sums, -np.inf)
     pair[inside & ~scored] = 1.0  # alone in its component of the matching: taken whatever its score
     peak = _assign(pair, types, K) if P else np.full((B, K), -1, dtype=np.int64)
@@ -267,4 +283,4 @@ def pose_scores(box_scores, keypoint_scores, threshold: float = 0.05) -> np.ndar
     return box * mean
 
 
-__all__ = ["folded_first_layer", "most_central_assign", "pose_scores", "prn_assign", "window_sums"]
+__all__ = ["PEAK_INPUTS", "folded_first_layer", "most_central_assign", "pose_scores", "prn_assign", "window_sums"]
