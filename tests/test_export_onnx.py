@@ -245,6 +245,8 @@ def test_clear_errors(multiposenet, tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"images": []}))
     with pytest.raises(ConfigError, match="not the metadata of a posenet ONNX export"):
         OnnxPredictor(tmp_path / "other.json")
+    with pytest.raises(ConfigError, match="infer.boxes=all: the portable decoder"):
+        E.metadata(OmegaConf.merge(cfg, {"infer": {"boxes": "all", "scales": [1.0, 0.5]}}), model, dynamic=True)
     meta = read_metadata(out)
     with pytest.raises(ConfigError, match="infer.grouping cannot be changed"):
         apply_overrides(meta, ["infer.grouping=greedy"])

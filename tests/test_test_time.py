@@ -100,15 +100,16 @@ def test_the_reference_scale_is_the_listed_scale_nearest_one():
             reference_scale(bad)
 
 
-@pytest.mark.parametrize("flip", [False, True])
-def test_the_order_of_the_scales_changes_nothing(flip):
+@pytest.mark.parametrize("flip,boxes", [(False, "reference"), (True, "reference"), (False, "all")])
+def test_the_order_of_the_scales_changes_nothing(flip, boxes):
     """The same maps, boxes and geometry, bit for bit, whatever the order of infer.scales; the
     geometry and grid are those of scale 1 when it is listed (the release's 0.5-first list
-    used to put every map on the 0.5 grid)."""
+    used to put every map on the 0.5 grid). With infer.boxes=all every scale's whole-image box
+    lands on the reference input and NMS keeps one: the reference scale's, listed first."""
     rgb = scene(100, 94, mirrored=False)
     runs = []
     for scales in ([1.0, 0.5, 1.5], [0.5, 1.0, 1.5], [1.5, 0.5, 1.0]):
-        p = predictor([f"infer.flip={str(flip).lower()}", "infer.input_size=100",
+        p = predictor([f"infer.flip={str(flip).lower()}", "infer.input_size=100", f"infer.boxes={boxes}",
                        f"infer.scales=[{','.join(map(str, scales))}]"])
         p.model = ColourCodedNet(whole_image_box=True)
         runs.append(p.network(scene(100, 94, mirrored=False)))
@@ -172,3 +173,19 @@ def test_the_paf_predictor_sizes_the_height_under_the_release_rule():
     assert "height 64 px" in height.describe() and "longer side 64 px" in longer.describe()
     with pytest.raises(Exception, match="input_side"):
         load_config(REPO / "configs/openpose_synthetic_small.yaml", ["infer.input_side=width"])
+
+
+def test_boxes_of_every_scale_merge_by_nms_on_the_reference_input():
+    from posenet.inference.predictor import merge_boxes
+
+    options = {"nms_threshold": 0.5, "max_detections": 2}
+    reference = (torch.tensor([[10.0, 10.0, 50.0, 90.0]]), torch.tensor([0.6]))
+    half = (torch.tensor([[11.0, 9.0, 49.0, 91.0], [60.0, 10.0, 90.0, 70.0]]), torch.tensor([0.8, 0.4]))
+    double = (torch.tensor([[0.0, 0.0, 5.0, 5.0]]), torch.tensor([0.1]))
+    boxes, scores = merge_boxes([reference, half, double], options)
+    # the same person at two scales: one box, the better scored; a person only one scale found
+    # stays; at most max_detections, best first
+    assert torch.equal(boxes, torch.tensor([[11.0, 9.0, 49.0, 91.0], [60.0, 10.0, 90.0, 70.0]]))
+    assert torch.equal(scores, torch.tensor([0.8, 0.4]))
+    with pytest.raises(Exception, match="infer.boxes"):
+        predictor(["infer.boxes=union"])

@@ -262,6 +262,7 @@ def predictor(cfg: DictConfig, model, device="cpu", grouping_name: str | None = 
         grouping(cfg, grouping_name),
         input_size=int(inf.input_size or cfg.keypoint.val_input_size),
         input_side=inf.input_side,
+        boxes=inf.boxes,
         scales=tuple(float(s) for s in inf.scales),
         flip=inf.flip,
         peak_threshold=inf.peak_threshold,

@@ -258,6 +258,9 @@ class InferConfig:
     # Heatmaps averaged over these scales on the grid of the listed scale nearest 1 (the
     # reference scale), whose boxes are kept; the order of the list changes nothing.
     scales: List[float] = field(default_factory=lambda: [1.0])
+    # MultiPoseNet's person boxes with several scales: the reference scale's ("reference") or
+    # every scale's, mapped onto the reference input and merged by NMS ("all"; docs/inference.md).
+    boxes: str = choice("reference", "reference", "all")
     flip: bool = False
     # Heatmap peaks: minimum value and most peaks per keypoint type.
     peak_threshold: float = 0.05

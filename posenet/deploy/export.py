@@ -349,6 +349,9 @@ def metadata(cfg: DictConfig, model, *, dynamic: bool = False, onnx_file: str = 
     else:
         min_size = stride = int(predictor.stride)
     divisor = graph.divisor
+    if getattr(predictor, "boxes", "reference") != "reference":
+        raise ConfigError("infer.boxes=all: the portable decoder takes the reference scale's boxes; "
+                          "export with infer.boxes=reference")
     if not dynamic and predictor.input_side != "longer":
         raise ConfigError(f"infer.input_side={predictor.input_side}: a fixed-size graph holds images whose longer "
                           "side is infer.input_size; export with --dynamic, or with infer.input_side=longer")

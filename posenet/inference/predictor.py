@@ -37,8 +37,9 @@ from posenet.config import build, load_config
 from posenet.data.keypoints import KeypointLayout
 from posenet.data.transforms import invert, transform_points, warp_image
 from posenet.errors import ConfigError, DataError
-from posenet.inference.test_time import check_input_side, flip_test, input_geometry, scale_order, side_words, to_grid_of
 from posenet.inference.prn_grouping import pose_scores
+from posenet.inference.test_time import check_input_side, flip_test, input_geometry, scale_order, side_words, to_grid_of
+from posenet.ops import nms
 
 
 @dataclass
@@ -75,11 +76,29 @@ def as_rgb(image) -> np.ndarray:
     return np.ascontiguousarray(array[:, :, :3])
 
 
+# Where the person boxes come from with several scales: the reference scale's detections, or
+# every scale's mapped onto the reference input and merged by NMS.
+BOX_SOURCES = ("reference", "all")
+
+
+def merge_boxes(found, detect_options: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detections of several scales, each (boxes, scores) in the reference input's pixels (the
+    reference scale first, then the others in increasing order), merged as one scale's would be:
+    NMS at ``nms_threshold``, at most ``max_detections``, best first."""
+    boxes = torch.cat([b for b, _ in found])
+    scores = torch.cat([s for _, s in found])
+    keep = nms(boxes, scores, float(detect_options.get("nms_threshold", 0.5)))
+    keep = keep[: int(detect_options.get("max_detections", 100))]
+    return boxes[keep], scores[keep]
+
+
 class Predictor:
     """A model with person boxes (keypoint + detection, and a PRN for the PRN grouping) and the
     inference settings, as plain keywords (``posenet.config.build.predictor`` makes them from
     a config's ``infer`` section; ``from_checkpoint`` and ``from_config`` load a run's).
 
+    ``boxes``: with several scales, the reference scale's detections ("reference") or every
+    scale's merged by NMS ("all").
     ``grouping`` is a ``posenet.inference.groupings`` object; ``scales`` are relative to
     ``input_size`` (the ``input_side`` at scale 1: "longer", "height" or "shorter"); ``sigma`` is the training heatmaps' Gaussian
     (input pixels), which the sub-pixel refinement assumes; ``detect_options`` go to
@@ -94,7 +113,7 @@ class Predictor:
     """
 
     def __init__(self, model, layout: KeypointLayout, grouping, *, input_size: int, scales: Sequence[float] = (1.0,),
-                 input_side: str = "longer", flip: bool = False, peak_threshold: float = 0.05, max_peaks: int = 20, box_threshold: float = 0.3,
+                 input_side: str = "longer", boxes: str = "reference", flip: bool = False, peak_threshold: float = 0.05, max_peaks: int = 20, box_threshold: float = 0.3,
                  box_scale: float = 1.0, keypoint_threshold: float = 0.05, sigma: float = 7.0,
                  detect_options: dict | None = None, picture_box_threshold: float = 0.0,
                  device: str | torch.device = "cpu", fold_batchnorm: bool = True, channels_last: bool = True):
@@ -108,6 +127,9 @@ class Predictor:
         self.grouping = grouping
         self.input_size = int(input_size)
         self.input_side = check_input_side(input_side)
+        if boxes not in BOX_SOURCES:
+            raise ConfigError(f"infer.boxes must be one of {', '.join(BOX_SOURCES)}, got {boxes!r}")
+        self.boxes = boxes
         self.scales = tuple(float(s) for s in scales)
         self.flip = bool(flip)
         self.peak_threshold, self.max_peaks = float(peak_threshold), int(max_peaks)
@@ -178,12 +200,17 @@ class Predictor:
         ref, others = scale_order(self.scales)
         heat, matrix, input_hw, ref_s, out = self._heatmaps(rgb, ref)
         det = self.model.detect(out, [input_hw], **self.detect_options)[0]
-        keep = det["scores"] >= self.box_threshold
-        boxes, box_scores = det["boxes"][keep].float().cpu(), det["scores"][keep].float().cpu()
+        found = [(det["boxes"].float().cpu(), det["scores"].float().cpu())]
         for scale in others:  # increasing: the sum does not depend on the list's order
-            h, _, hw, s, _ = self._heatmaps(rgb, scale)
+            h, _, hw, s, out = self._heatmaps(rgb, scale)
             heat = heat + (h if hw == input_hw else to_grid_of(h, s / ref_s, heat.shape[-2:]))
+            if self.boxes == "all":  # box edges scale exactly with the input (pixel areas onto pixel areas)
+                det = self.model.detect(out, [hw], **self.detect_options)[0]
+                found.append((det["boxes"].float().cpu() * (ref_s / s), det["scores"].float().cpu()))
         heat = (heat / len(self.scales))[0].cpu()
+        boxes, box_scores = merge_boxes(found, self.detect_options) if len(found) > 1 else found[0]
+        keep = box_scores >= self.box_threshold
+        boxes, box_scores = boxes[keep], box_scores[keep]
         return NetworkOutput(heat, boxes, box_scores, matrix, input_hw, (height, width))
 
     def _heatmaps(self, rgb: np.ndarray, scale: float):
