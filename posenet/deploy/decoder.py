@@ -600,7 +600,7 @@ def peak_cells(scale, offset, xy, types, values, num_keypoints, height, width):
 
 
 def prn_assign(prn: PoseResidualMLP, boxes, xy, types, scores, num_keypoints: int, margin: float = 0.21,
-               window: int = 15, min_score: float = 0.0, peak_input: str = "score"):
+               window: int = 15, min_score: float = 0.0, peak_input: str = "one"):
     """PRN grouping of one image's peaks into its boxes (posenet's ``prn_assign``): keypoints
     (B, K, 2) and scores (B, K); an unassigned keypoint lies at the centre of the PRN output's
     highest cell of its channel, with score 0. ``peak_input``: a peak's input cell holds its
@@ -1069,7 +1069,7 @@ class PoseModel:
         margin = float(g.get("margin", 0.21))
         if g["name"] == "prn":
             keypoints, kp_scores = prn_assign(self.prn, boxes, xy, types, scores, K, margin, int(g.get("window", 15)),
-                                              peak_input=str(g.get("peak_input", "score")))
+                                              peak_input=str(g.get("peak_input", "score")))  # exports before the key wrote scores
         else:
             keypoints, kp_scores = most_central_assign(boxes, xy, types, scores, K, margin)
         inverse = invert(matrix)

@@ -68,7 +68,7 @@ class PrnGrouping(Grouping):
     needs_prn = True
 
     def __init__(self, margin: float = 0.21, height: int = 56, width: int = 36, input_sigma: float = 1.0,
-                 window: int = 15, precision: str = "int8", peak_input: str = "score"):
+                 window: int = 15, precision: str = "int8", peak_input: str = "one"):
         if precision not in PRECISIONS:
             raise ConfigError(f"prn.precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         if peak_input not in PEAK_INPUTS:

@@ -123,7 +123,7 @@ def _eval_mode(module):
 def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int, margin: float = 0.21,
                height: int = 56, width: int = 36, input_sigma: float = 1.0, window: int = 15,
                min_score: float = 0.0, precision: str = "int8",
-               peak_input: str = "score") -> tuple[np.ndarray, np.ndarray]:
+               peak_input: str = "one") -> tuple[np.ndarray, np.ndarray]:
     """PRN grouping of one image's peaks into its boxes.
 
     All boxes go through ``prn`` (put in eval mode for the call) as one batch; a
