@@ -15,31 +15,22 @@ import numpy as np
 import pytest
 import torch
 
-from posenet.config import build, load_config, save_config
+from posenet.config import build, load_config
 from posenet.errors import DataError, PosenetError
 from posenet.inference import Predictor, infer_folder
 from posenet.inference.predictor import as_rgb, draw_prediction
 from posenet.stages.end_to_end import EndToEndEvaluator
 
+from _random_runs import TINY, save_random_run
 from _scripts import REPO, run_script
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
-TINY = ["model.fpn_channels=16", "model.subnet_channels=16", "model.fuse_channels=16", "detection.fpn_channels=16",
-        "detection.head_convs=1", "prn.hidden=32", "keypoint.val_input_size=96",
-        # random weights score every box ~0.01: keep them so that grouping has work to do
-        "detection.score_threshold=0.0", "detection.max_detections=5", "infer.box_threshold=0.0"]
 
 
 @pytest.fixture(scope="module")
 def full_checkpoint(tmp_path_factory, coco_mini):
     """A randomly initialised full model (keypoint + detection + PRN) saved like a run."""
-    run = tmp_path_factory.mktemp("run")
-    cfg = load_config(CONFIG, [f"data.root={coco_mini}", *TINY])
-    torch.manual_seed(0)
-    model = build.posenet_model(cfg, 17, detection=True, prn=True)
-    torch.save({"format": "posenet-checkpoint", "model": model.state_dict()}, run / "best.pt")
-    save_config(cfg, run)
-    return run / "best.pt"
+    return save_random_run(load_config(CONFIG, [f"data.root={coco_mini}", *TINY]), tmp_path_factory.mktemp("run"))
 
 
 def test_as_rgb_reads_gray_rgba_16bit_and_paths(tmp_path):

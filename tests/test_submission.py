@@ -7,20 +7,16 @@ import json
 import zipfile
 
 import pytest
-import torch
 
-from posenet.config import build, load_config, save_config
+from posenet.config import load_config
 from posenet.errors import PosenetError
 from posenet.inference.submission import predict_split, read_image_info, split_of
 from posenet.stages import end_to_end
 
+from _random_runs import TINY, save_random_run
 from _scripts import REPO, run_script
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
-TINY = ["model.fpn_channels=16", "model.subnet_channels=16", "model.fuse_channels=16", "detection.fpn_channels=16",
-        "detection.head_convs=1", "prn.hidden=32", "keypoint.val_input_size=96",
-        # random weights score every box ~0.01: keep them so that there are people to submit
-        "detection.score_threshold=0.0", "detection.max_detections=5", "infer.box_threshold=0.0"]
 TEST_TIME = ["infer.scales=[1.0,0.5]", "infer.flip=true"]
 
 
@@ -30,15 +26,12 @@ def split(tiny_synthetic, tmp_path_factory):
     no annotations) listing the synthetic val split."""
     root = tmp_path_factory.mktemp("submission")
     cfg = load_config(CONFIG, [f"data.root={tiny_synthetic}", *TINY])
-    torch.manual_seed(0)
-    model = build.posenet_model(cfg, 17, detection=True, prn=True)
-    torch.save({"format": "posenet-checkpoint", "model": model.state_dict()}, root / "best.pt")
-    save_config(cfg, root)
+    checkpoint = save_random_run(cfg, root)
     annotations = json.loads((tiny_synthetic / "annotations" / "person_keypoints_val2017.json").read_text())
     info = {"info": {"description": "synthetic image info"}, "images": annotations["images"],
             "categories": annotations["categories"]}
     (root / "image_info_synthetic-dev.json").write_text(json.dumps(info))
-    return cfg, root / "best.pt", root / "image_info_synthetic-dev.json", tiny_synthetic / "val2017"
+    return cfg, checkpoint, root / "image_info_synthetic-dev.json", tiny_synthetic / "val2017"
 
 
 def _key(results):
