@@ -187,8 +187,9 @@ def _decode_openpose(args: argparse.Namespace) -> int:
 
     repeats = {} if args.repeats is None else {"repeats": args.repeats}
     size = args.input_size or 368
-    result = benchmark_paf_decode(people=args.people, input_size=size, threads=args.threads, **repeats)
     cfg = load_config(args.config, args.overrides)
+    result = benchmark_paf_decode(people=args.people, input_size=size, threads=args.threads,
+                                  sampling=cfg.openpose.paf_sampling, **repeats)
     if cfg.model.family == "openpose":
         result["network"] = time_paf_network(cfg, size, checkpoint=args.checkpoint, threads=args.threads)
     _emit(format_paf_decode_table(result), args, section="decode-openpose")

@@ -234,16 +234,18 @@ def test_greedy_grouping_matches_posenet():
     assert (sc > 0).sum() > 200 and np.array_equal(sc, ref_sc) and np.array_equal(kp, ref_kp)
 
 
-def test_paf_grouping_matches_the_paf_codec():
+@pytest.mark.parametrize("sampling", ["bilinear", "nearest"])
+def test_paf_grouping_matches_the_paf_codec(sampling):
     keypoints, _ = crowd_scene(12, 368, seed=5)
     parts = OPENPOSE_18.encode(keypoints)
-    paf_codec = PafCodec((368, 368), OPENPOSE_18.layout.skeleton, stride=8)
-    pafs = paf_codec.encode(parts)
+    paf_codec = PafCodec((368, 368), OPENPOSE_18.layout.skeleton, stride=8, sampling=sampling)
+    noise = 0.1 * np.random.default_rng(0).standard_normal((38, 46, 46)).astype(np.float32)
+    pafs = paf_codec.encode(parts) + noise
     heat_codec = KeypointHeatmapCodec((368, 368), stride=8, sigma=7.0)
     peaks = heat_codec.decode(torch.from_numpy(heat_codec.encode(parts)))
     ref = paf_codec.decode(peaks.coords.numpy(), peaks.scores.numpy(), peaks.valid.numpy(), pafs)
     coords, scores, valid = D.heatmap_peaks(heat_codec.encode(parts), 8, 7.0, 0.05, 20)
-    grouping = D.PafGrouping((368, 368), OPENPOSE_18.layout.skeleton, 8)
+    grouping = D.PafGrouping((368, 368), OPENPOSE_18.layout.skeleton, 8, sampling=sampling)
     kps, person = grouping(coords, scores, valid, pafs)
     assert len(person) >= 10
     assert np.allclose(person, ref.scores) and np.abs(kps - ref.keypoints).max() < 1e-4

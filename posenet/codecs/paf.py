@@ -32,6 +32,11 @@ import numpy as np
 from posenet.ops.matching import best_first_matching
 
 
+# How the grouping reads a PAF at a sample point: "bilinear" between the four cells around it,
+# or the "nearest" cell's value.
+PAF_SAMPLING = ("bilinear", "nearest")
+
+
 class PafPeople(NamedTuple):
     """People found by ``PafCodec.decode``: ``keypoints`` (N, K, 3) x, y (input pixels), score
     (the part's peak value; 0 where the part was not found); ``scores`` (N,)."""
@@ -45,7 +50,10 @@ class PafCodec:
 
     def __init__(self, input_size: Sequence[int], limbs: Sequence[Sequence[int]], stride: int = 8,
                  limb_width: float = 1.0, samples: int = 10, paf_threshold: float = 0.05,
-                 min_inliers: float = 0.8, min_parts: int = 3, min_mean_score: float = 0.2):
+                 min_inliers: float = 0.8, min_parts: int = 3, min_mean_score: float = 0.2,
+                 sampling: str = "bilinear"):
+        if sampling not in PAF_SAMPLING:
+            raise ValueError(f"PAF sampling must be one of {', '.join(PAF_SAMPLING)}, got {sampling!r}")
         if len(input_size) != 2 or min(input_size) <= 0:
             raise ValueError(f"input_size must be (height, width), got {input_size}")
         if stride <= 0 or limb_width <= 0 or samples < 2:
@@ -55,6 +63,7 @@ class PafCodec:
         self.stride, self.limb_width, self.samples = int(stride), float(limb_width), int(samples)
         self.paf_threshold, self.min_inliers = float(paf_threshold), float(min_inliers)
         self.min_parts, self.min_mean_score = int(min_parts), float(min_mean_score)
+        self.sampling = sampling
         # decoding constants: the sample points along a pair, how many of them a pair may fail,
         # and the middle samples tried one by one before the full sampling (each the farthest
         # from those already tried) while more than _probe_min pairs are left
@@ -140,28 +149,44 @@ class PafCodec:
         t, thr, allowed = self._t, self.paf_threshold, self._allowed
         scale, offset = 1.0 / self.stride, 0.5 / self.stride - 0.5
         limit = np.array([w - 1, h - 1], dtype=np.float32)
+        bilinear = self.sampling == "bilinear"
 
-        def cells(p):
-            """Flat index of the cells nearest to the points ``p`` (2, ...) x, y in input pixels."""
-            g = np.rint(p * scale + offset)
-            g = np.clip(g, 0, limit.reshape((2,) + (1,) * (g.ndim - 1))).astype(np.int64)
-            return g[1] * w + g[0]
+        def sample(base, p):
+            """The PAF (x, y) of the limbs at ``base`` at the points ``p`` (2, ...) in input
+            pixels: the nearest cell's, or bilinear between the four around the point."""
+            g = p * scale + offset
+            g = np.clip(g, 0, limit.reshape((2,) + (1,) * (g.ndim - 1)))
+            if not bilinear:
+                g = np.rint(g).astype(np.int64)
+                index = base + g[1] * w + g[0]
+                return at(index), at(index + hw)
+            g0 = np.floor(g)
+            fx, fy = g[0] - g0[0], g[1] - g0[1]
+            g0 = g0.astype(np.int64)
+            step_x = (g0[0] < w - 1).astype(np.int64)
+            step_y = (g0[1] < h - 1) * w
+            i00 = base + g0[1] * w + g0[0]
+            i01, i10 = i00 + step_x, i00 + step_y
+            i11 = i10 + step_x
+            w00, w01, w10, w11 = (1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy
+            return tuple(at(i00 + o) * w00 + at(i01 + o) * w01 + at(i10 + o) * w10 + at(i11 + o) * w11
+                         for o in (0, hw))
 
-        # both ends of every pair: a + 0 * v is a (one cell per peak), a + 1 * v is a + v
+        # both ends of every pair: a + 0 * v is a (one sample per peak), a + 1 * v is a + v
         base = (2 * hw) * np.arange(L)
-        start = base[:, None] + cells(a)  # (L, M)
-        end = base[:, None, None] + cells(pair[0:2] + pair[2:4])  # (L, M, M)
         unit = pair[4:6]
         at = field.take
-        fails = (at(start)[:, :, None] * unit[0] + at(start + hw)[:, :, None] * unit[1] <= thr).view(np.int8)
-        fails = fails + (at(end) * unit[0] + at(end + hw) * unit[1] <= thr).view(np.int8)
+        sx, sy = sample(base[:, None], a)  # (L, M)
+        fails = (sx[:, :, None] * unit[0] + sy[:, :, None] * unit[1] <= thr).view(np.int8)
+        ex, ey = sample(base[:, None, None], pair[0:2] + pair[2:4])  # (L, M, M)
+        fails = fails + (ex * unit[0] + ey * unit[1] <= thr).view(np.int8)
         pairs = np.flatnonzero(candidate & (fails <= allowed))  # into the (L, M, M) arrays
         pair, base, fails = pair.reshape(6, -1).take(pairs, 1), base.take(pairs // (M * M)), fails.take(pairs)
 
         def dots(ts):
-            """PAF . direction at the cells nearest to the sample points ``ts`` of the pairs."""
-            index = base[:, None] + cells(pair[0:2, :, None] + ts * pair[2:4, :, None])
-            return at(index) * pair[4, :, None] + at(index + hw) * pair[5, :, None]
+            """PAF . direction at the sample points ``ts`` of the pairs."""
+            vx, vy = sample(base[:, None], pair[0:2, :, None] + ts * pair[2:4, :, None])
+            return vx * pair[4, :, None] + vy * pair[5, :, None]
 
         for k in self._probe:
             if len(pairs) <= self._probe_min:
@@ -251,4 +276,4 @@ class PafCodec:
         return PafPeople(keypoints[order], person[order])
 
 
-__all__ = ["PafCodec", "PafPeople"]
+__all__ = ["PAF_SAMPLING", "PafCodec", "PafPeople"]

@@ -516,7 +516,8 @@ def paf_grouping(cfg: DictConfig) -> dict:
     """``openpose`` → the keywords of :class:`posenet.codecs.paf.PafCodec` (its grouping)."""
     o = cfg.openpose
     return dict(limb_width=o.limb_width, samples=o.paf_samples, paf_threshold=o.paf_threshold,
-                min_inliers=o.min_inliers, min_parts=o.min_parts, min_mean_score=o.min_mean_score)
+                min_inliers=o.min_inliers, min_parts=o.min_parts, min_mean_score=o.min_mean_score,
+                sampling=o.paf_sampling)
 
 
 def paf_predictor(cfg: DictConfig, model, device="cpu"):

@@ -323,6 +323,11 @@ class OpenPoseConfig:
     foreground_weight: float = 0.0
     # Grouping: PAF samples per candidate pair; a pair needs more than min_inliers of them
     # above paf_threshold; people need min_parts parts and a mean score of min_mean_score.
+    # paf_sampling: how a sample reads the PAF: "bilinear" (between the four cells around the
+    # point: robust to fields whose grid is offset or whose limbs are one cell wide, as the
+    # release's; docs/openpose.md) or "nearest" (the nearest cell's value, as versions before
+    # this option read it).
+    paf_sampling: str = choice("bilinear", "bilinear", "nearest")
     paf_samples: int = 10
     paf_threshold: float = 0.05
     min_inliers: float = 0.8

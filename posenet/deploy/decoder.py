@@ -45,7 +45,9 @@ Steps (metadata keys in brackets)
    box it is most central in). Pose score: box score times the mean of the keypoint scores
    above [infer.keypoint_threshold].
    OpenPose family: part peaks joined by the part affinity fields ([openpose.paf]: pair scores
-   sampled along each candidate limb, one-to-one best first, merged limb by limb), the parts
+   sampled along each candidate limb, the PAF read bilinearly or at the nearest cell
+   ([openpose.paf.sampling]; "nearest" in exports before the key), one-to-one best first,
+   merged limb by limb), the parts
    mapped back to the dataset's keypoints ([openpose.sources]); box = extent of the found
    keypoints; score = the grouping's person score.
 5. Everything back to image pixels through the inverse of the reference scale's matrix.
@@ -691,14 +693,17 @@ class PafGrouping:
 
     def __init__(self, input_hw, limbs, stride: int, limb_width: float = 1.0, samples: int = 10,
                  paf_threshold: float = 0.05, min_inliers: float = 0.8, min_parts: int = 3,
-                 min_mean_score: float = 0.2):
+                 min_mean_score: float = 0.2, sampling: str = "nearest"):
         if stride <= 0 or limb_width <= 0 or samples < 2:
             raise ValueError("openpose.paf: stride and limb_width must be positive and samples at least 2")
+        if sampling not in ("bilinear", "nearest"):
+            raise ValueError(f"openpose.paf: sampling must be bilinear or nearest, got {sampling!r}")
         self.input_size = (int(input_hw[0]), int(input_hw[1]))
         self.limbs = np.asarray(limbs, dtype=np.int64).reshape(-1, 2)
         self.stride, self.samples = int(stride), int(samples)
         self.paf_threshold, self.min_inliers = float(paf_threshold), float(min_inliers)
         self.min_parts, self.min_mean_score = int(min_parts), float(min_mean_score)
+        self.sampling = sampling
         self._t = np.linspace(0.0, 1.0, self.samples, dtype=np.float32)
         self._allowed = self.samples - int(np.floor(self.min_inliers * self.samples)) - 1
         tried, rest = [0, self.samples - 1], list(range(1, self.samples - 1))
@@ -731,24 +736,41 @@ class PafGrouping:
         scale, offset = 1.0 / self.stride, 0.5 / self.stride - 0.5
         limit = np.array([w - 1, h - 1], dtype=np.float32)
 
-        def cells(p):
-            g = np.rint(p * scale + offset)
-            g = np.clip(g, 0, limit.reshape((2,) + (1,) * (g.ndim - 1))).astype(np.int64)
-            return g[1] * w + g[0]
+        bilinear = self.sampling == "bilinear"
+
+        def sample(base, p):
+            """The PAF (x, y) at the points ``p`` (2, ...): the nearest cell's or bilinear."""
+            g = p * scale + offset
+            g = np.clip(g, 0, limit.reshape((2,) + (1,) * (g.ndim - 1)))
+            if not bilinear:
+                g = np.rint(g).astype(np.int64)
+                index = base + g[1] * w + g[0]
+                return at(index), at(index + hw)
+            g0 = np.floor(g)
+            fx, fy = g[0] - g0[0], g[1] - g0[1]
+            g0 = g0.astype(np.int64)
+            step_x = (g0[0] < w - 1).astype(np.int64)
+            step_y = (g0[1] < h - 1) * w
+            i00 = base + g0[1] * w + g0[0]
+            i01, i10 = i00 + step_x, i00 + step_y
+            i11 = i10 + step_x
+            w00, w01, w10, w11 = (1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy
+            return tuple(at(i00 + o) * w00 + at(i01 + o) * w01 + at(i10 + o) * w10 + at(i11 + o) * w11
+                         for o in (0, hw))
 
         base = (2 * hw) * np.arange(L)
-        start = base[:, None] + cells(a)
-        end = base[:, None, None] + cells(pair[0:2] + pair[2:4])
         unit = pair[4:6]
         at = field.take
-        fails = (at(start)[:, :, None] * unit[0] + at(start + hw)[:, :, None] * unit[1] <= thr).view(np.int8)
-        fails = fails + (at(end) * unit[0] + at(end + hw) * unit[1] <= thr).view(np.int8)
+        sx, sy = sample(base[:, None], a)
+        fails = (sx[:, :, None] * unit[0] + sy[:, :, None] * unit[1] <= thr).view(np.int8)
+        ex, ey = sample(base[:, None, None], pair[0:2] + pair[2:4])
+        fails = fails + (ex * unit[0] + ey * unit[1] <= thr).view(np.int8)
         pairs = np.flatnonzero(candidate & (fails <= allowed))
         pair, base, fails = pair.reshape(6, -1).take(pairs, 1), base.take(pairs // (M * M)), fails.take(pairs)
 
         def dots(ts):
-            index = base[:, None] + cells(pair[0:2, :, None] + ts * pair[2:4, :, None])
-            return at(index) * pair[4, :, None] + at(index + hw) * pair[5, :, None]
+            vx, vy = sample(base[:, None], pair[0:2, :, None] + ts * pair[2:4, :, None])
+            return vx * pair[4, :, None] + vy * pair[5, :, None]
 
         for k in self._probe:
             if len(pairs) <= self._probe_min:

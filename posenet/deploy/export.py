@@ -410,7 +410,8 @@ def metadata(cfg: DictConfig, model, *, dynamic: bool = False, onnx_file: str = 
         meta["openpose"] = {
             "parts": _layout_entry(parts.layout, sigmas=False),
             "sources": [[int(i) for i in src] for src in parts.sources],
-            "paf": {k: (int(v) if k in ("samples", "min_parts") else float(v)) for k, v in predictor.grouping.items()},
+            "paf": {k: (int(v) if k in ("samples", "min_parts") else str(v) if k == "sampling" else float(v))
+                    for k, v in predictor.grouping.items()},
         }
     return meta
 

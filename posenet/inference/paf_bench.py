@@ -85,10 +85,11 @@ def time_in_rounds(fns: dict, warmup: int = 5, repeats: int = 100, budget_s: flo
 
 def benchmark_paf_decode(people: int = 20, input_size: int = 368, stride: int = 8, sigma: float = 7.0,
                          threads: int = 1, repeats: int = 100, warmup: int = 5, seed: int = 0,
-                         peak_threshold: float = 0.05, max_peaks: int | None = None) -> dict:
+                         peak_threshold: float = 0.05, max_peaks: int | None = None,
+                         sampling: str = "bilinear") -> dict:
     """Median milliseconds per image (``time_in_rounds``) of the peaks
     (``KeypointHeatmapCodec.decode``), the PAF grouping (``PafCodec.decode``) and both, on the
-    perfect targets of ``separated_people``;
+    perfect targets of ``separated_people``, the PAFs read as ``sampling`` says;
     ``max_peaks`` per part defaults to max(20, people). Also how many of the people the decode
     recovered (every part within one cell) and how many it returned."""
     torch.set_num_threads(threads)
@@ -97,7 +98,7 @@ def benchmark_paf_decode(people: int = 20, input_size: int = 368, stride: int = 
     truth = separated_people(people, input_size, seed)
     heat_codec = KeypointHeatmapCodec(size, stride=stride, sigma=sigma, peak_threshold=peak_threshold,
                                       max_peaks=max_peaks)
-    paf_codec = PafCodec(size, OPENPOSE_18.layout.skeleton, stride=stride)
+    paf_codec = PafCodec(size, OPENPOSE_18.layout.skeleton, stride=stride, sampling=sampling)
     heat = torch.from_numpy(heat_codec.encode(truth))  # as the network gives them
     pafs = torch.from_numpy(paf_codec.encode(truth))
 
@@ -113,7 +114,7 @@ def benchmark_paf_decode(people: int = 20, input_size: int = 368, stride: int = 
         "peak_count": int(peaks.valid.sum()), "people": people, "decoded": len(found.keypoints),
         "recovered": recovered_people(truth, found.keypoints, tolerance=float(stride)),
         "input_size": input_size, "grid": paf_codec.heatmap_size, "stride": stride, "sigma": sigma,
-        "threads": threads, "warmup": warmup, "peak_threshold": peak_threshold, "max_peaks": max_peaks,
+        "threads": threads, "warmup": warmup, "sampling": sampling, "peak_threshold": peak_threshold, "max_peaks": max_peaks,
         "cells": grid_shape(people),
     }
 
@@ -159,7 +160,8 @@ def format_paf_decode_table(result: dict) -> str:
         f"camera), each in its own cell of a {rows}×{cols} grid over a {s}×{s} input (no overlaps); perfect "
         f"targets: the 18 parts' heatmaps (σ {result['sigma']:g} px) and the 19 PAFs on the stride-{result['stride']} "
         f"grid ({gh}×{gw}). Peaks: `KeypointHeatmapCodec.decode` (3×3 maxima ≥ {result['peak_threshold']:g}, up to "
-        f"{result['max_peaks']} per part, sub-pixel); grouping: `PafCodec.decode`. A person is recovered when a "
+        f"{result['max_peaks']} per part, sub-pixel); grouping: `PafCodec.decode` (PAF sampling: "
+        f"{result['sampling']}). A person is recovered when a "
         f"decoded person has all its parts within one cell.",
         "",
         "| part | ms per image (median) | fastest | notes |",
