@@ -100,25 +100,13 @@ def run_openpose(cfg: DictConfig, log=print) -> dict:
 
     total_start = time.perf_counter()
     out_dir, summaries = _prepare(cfg, log)
-    seconds = {}
-    log(f"\n== openpose ({cfg.openpose.network}): training into {out_dir / 'keypoint'} "
-        "(runs again only what is not done yet)")
-    start = time.perf_counter()
-    openpose.train(cfg, out_dir=out_dir / "keypoint", resume=True, log=log)
-    seconds["train"] = time.perf_counter() - start
-    checkpoint = out_dir / "keypoint" / "best.pt"
-    start = time.perf_counter()
-    result, evaluator = openpose.validate(cfg, checkpoint, "end-to-end", log=log)
-    top, top_evaluator = openpose.validate(cfg, checkpoint, "gt-maps", log=log)
-    write_json_atomic(out_dir / "keypoint" / "val_metrics.json",
-                      {"end-to-end": evaluator.metrics_record(result, checkpoint),
-                       "ceiling": top_evaluator.metrics_record(top, checkpoint)}, indent=2)
-    seconds["validation"] = time.perf_counter() - start
+    stage = openpose.run_stages(cfg, out_dir, log)
+    seconds, checkpoint, result, top = stage["seconds"], stage["checkpoint"], stage["end_to_end"], stage["ceiling"]
     start = time.perf_counter()
     predictor = build.paf_predictor(cfg, build.model_from_checkpoint(cfg, checkpoint))
     pictures = _infer_folders(cfg, predictor, out_dir, log)
     seconds["infer"] = time.perf_counter() - start
-    table = family_table(cfg, result, top, evaluator.protocol(), multiposenet_beside(cfg, log))
+    table = family_table(cfg, result, top, stage["protocol"], multiposenet_beside(cfg, log))
     write_text_atomic(out_dir / "results.md", table)
     seconds["total"] = time.perf_counter() - total_start
     log("\n" + table)

@@ -300,18 +300,20 @@ def run_overfit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from posenet.config import load_config
-    from posenet.stages import overfit
+    from posenet.stages import families, overfit
     from posenet.utils.io import write_json_atomic
     cfg = load_config(args.config, [f"data.root={args.root}", f"data.first_images={args.images}", *args.overrides])
     out = Path(args.out or cfg.output_dir)
     if not args.resume:
-        for stage in ("keypoint", "detection", "prn"):
+        for stage in families.of(cfg).stages:
             shutil.rmtree(out / stage, ignore_errors=True)
     result = overfit.run(cfg, out)
     machine = _machine_line()
-    _emit(overfit.format_table(result, cfg, machine), args)
+    # each family's table has its own block in docs/results.md
+    section = "overfit" if cfg.model.family == "multiposenet" else f"overfit-{cfg.model.family}"
+    _emit(overfit.format_table(result, cfg, machine), args, section=section)
     if args.metrics_out:
-        write_json_atomic(args.metrics_out, {k: result["metrics"][k] for k in overfit.METRIC_KEYS}, indent=2)
+        write_json_atomic(args.metrics_out, result["metrics"], indent=2)
         print(f"metrics written to {args.metrics_out}")
     return 0
 
@@ -320,13 +322,17 @@ def add_overfit_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "overfit",
         help="memorise N real COCO images through every stage; AP beside each metric's ceiling",
-        description="Train the keypoint stage, the detection stage and the PRN on the first N images of "
-        "coco-mini train2017 that hold annotated persons, on the evaluation's own inputs, and evaluate on the "
-        "same images: keypoint AP (GT boxes), person box AP, end-to-end AP, each beside its ceiling.",
+        description="Train every stage of the config's model family on the first N images of coco-mini "
+        "train2017 that hold annotated persons, on the evaluation's own inputs, and evaluate on the same images, "
+        "each metric beside its ceiling: MultiPoseNet (keypoint, detection, PRN) keypoint AP (GT boxes), person "
+        "box AP, end-to-end AP; OpenPose (--config configs/overfit_openpose_coco_mini.yaml) end-to-end AP "
+        "beside the ground truth's maps through the same PAF grouping.",
     )
     p.add_argument("--images", type=int, default=16, help="how many images (default: 16)")
     p.add_argument("--root", default=COCO_MINI, help="COCO-layout dataset root (default: ../shared/data/coco-mini)")
-    p.add_argument("--config", default=os.path.join(REPO, "configs", "overfit_coco_mini.yaml"))
+    p.add_argument("--config", default=os.path.join(REPO, "configs", "overfit_coco_mini.yaml"),
+                   help="the recipe (default: configs/overfit_coco_mini.yaml, MultiPoseNet; the OpenPose "
+                   "family's: configs/overfit_openpose_coco_mini.yaml)")
     p.add_argument("--out", help="run directory (default: the config's output_dir)")
     p.add_argument("--resume", action="store_true",
                    help="reuse the finished stages of an earlier run in --out (default: train afresh)")
@@ -467,8 +473,47 @@ def add_memory_parser(subparsers) -> None:
     p.set_defaults(run=run_memory)
 
 
+def run_prn_grid(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from posenet.config import load_config
+    from posenet.stages import prn
+
+    cfg = load_config(args.config, [f"data.root={args.root}", *args.overrides])
+    out = Path(args.out or Path(cfg.output_dir) / "prn_grids")
+    result = prn.compare_grids(cfg, args.grids, out, scenes=args.scenes)
+    command = "python scripts/benchmark.py prn-grid " + " ".join(
+        [*(["--config " + os.path.relpath(args.config, REPO)] if args.config != PRN_GRID_CONFIG else []),
+         *([f"--scenes {args.scenes}"] if args.scenes != 200 else []), *args.overrides])
+    _emit(prn.format_grid_table(result, cfg, _machine_line(), command.strip()), args)
+    return 0
+
+
+PRN_GRID_CONFIG = os.path.join(REPO, "configs", "coco-mini.yaml")
+
+
+def add_prn_grid_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "prn-grid",
+        help="train a PRN on each grid (prn.grid) and compare them on ground-truth keypoints and boxes",
+        description="Trains one PRN per grid (the enlarged box, posenet's; the box itself, the reference "
+        "code's) on data.train_split and evaluates each, and the greedy baseline, on the ground truth of "
+        "data.val_split and of crowds composed from its poses: COCO keypoint AP and the share of the keypoints "
+        "given to their own person.",
+    )
+    p.add_argument("--config", default=PRN_GRID_CONFIG, help="default: configs/coco-mini.yaml")
+    p.add_argument("--root", default=COCO_MINI, help="COCO-layout dataset root (default: ../shared/data/coco-mini)")
+    p.add_argument("--grids", nargs="+", default=["enlarged", "reference"], choices=["enlarged", "reference"])
+    p.add_argument("--scenes", type=int, default=200, help="composed crowds (default: 200)")
+    p.add_argument("--out", help="run directory (default: OUTPUT_DIR/prn_grids)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides (the recipe: prn.epochs, prn.samples_per_epoch, prn.hidden, ...)")
+    _add_output_options(p)
+    p.set_defaults(run=run_prn_grid)
+
+
 SUBCOMMANDS = [add_nms_parser, add_data_parser, add_decode_parser, add_network_parser, add_overfit_parser,
-               add_train_parser, add_learning_parser, add_memory_parser]
+               add_train_parser, add_learning_parser, add_memory_parser, add_prn_grid_parser]
 
 
 def main(argv=None) -> int:

@@ -20,6 +20,7 @@ import torch
 
 from posenet.codecs import KeypointHeatmapCodec
 from posenet.codecs.paf import PafCodec
+from posenet.codecs.prn_grid import blur
 from posenet.config import build, load_config
 from posenet.data.keypoints import OPENPOSE_18
 from posenet.data.transforms import fit_matrix, warp_image
@@ -192,24 +193,26 @@ def _scene_peaks(people=20, size=480, seed=0):
     return boxes, peaks.coords.numpy()[valid].astype(np.float64), types, peaks.scores.numpy()[valid].astype(np.float64)
 
 
-@pytest.mark.parametrize("softmax,second", [("channel", 0), ("global", 24)])
-def test_prn_grouping_matches_posenet(softmax, second):
+@pytest.mark.parametrize("softmax,second,grid", [("channel", 0, "enlarged"), ("global", 24, "enlarged"),
+                                                 ("channel", 0, "reference")])
+def test_prn_grouping_matches_posenet(softmax, second, grid):
     boxes, xy, types, scores = _scene_peaks()
     torch.manual_seed(3)
     prn = PoseResidualNetwork(17, 56, 36, hidden=48, second_hidden=second, softmax=softmax).eval()
     with torch.no_grad():
         prn.mlp[-2].weight.mul_(20.0)  # a decisive output layer: varied assignments
-    ref_kp, ref_sc = prn_assign(prn, boxes, xy, types, scores, 17, **EXACT)
-    mlp = D.PoseResidualMLP(prn_layers(prn), prn.grid_shape, softmax, 1.0)
+    ref_kp, ref_sc = prn_assign(prn, boxes, xy, types, scores, 17, **EXACT, grid=grid)
+    mlp = D.PoseResidualMLP(prn_layers(prn), prn.grid_shape, softmax, 1.0, grid)
     kp, sc = D.prn_assign(mlp, boxes, xy, types, scores, 17)
     assert (ref_sc > 0).sum() > 100
     assert np.array_equal(sc > 0, ref_sc > 0) and np.array_equal(sc, ref_sc)
     assert np.abs(kp - ref_kp).max() < 1e-4
-    # the MLP itself, dense, against the network's forward pass
+    # the MLP itself, dense, against the network's forward pass (cells at the grid's edges too)
     cells = np.zeros((3, 17, 56, 36), np.float32)
-    cells[:, :, 10:40:7, 5:30:6] = 1.0
-    ref = prn(torch.from_numpy(D.blur(cells, 1.0))).detach().numpy()
+    cells[:, :, 0:56:7, 0:36:5] = 1.0
+    ref = prn(torch.from_numpy(D.blur(cells, 1.0, grid))).detach().numpy()
     assert np.allclose(mlp(cells), ref, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(D.blur(cells, 1.0, grid), blur(cells, 1.0, grid), atol=1e-6)
 
 
 def test_prn_grouping_with_peak_input_one_matches_posenet():

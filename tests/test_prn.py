@@ -14,6 +14,8 @@ from posenet.config import build, load_config
 from posenet.data.coco import CocoPersons
 from posenet.codecs.prn_grid import (
     PrnGridCodec,
+    blur,
+    blur_matrix,
     box_grid,
     encode_peaks,
     encode_targets,
@@ -213,8 +215,10 @@ class DensePrn(nn.Module):
         return self.prn(x)
 
 
-@pytest.mark.parametrize("sigma", [1.0, 0.0])
-def test_folded_first_layer_is_the_dense_one_and_groups_the_same(sigma):
+@pytest.mark.parametrize("sigma,grid", [(1.0, "enlarged"), (0.0, "enlarged"), (1.0, "reference")])
+def test_folded_first_layer_is_the_dense_one_and_groups_the_same(sigma, grid):
+    """Folding the input blur into the first layer (its adjoint: the reference grid's blur,
+    replicating the edge, is not symmetric) gives the dense layer's output."""
     torch.manual_seed(0)
     prn = PoseResidualNetwork(hidden=48, second_hidden=16).eval()
     with torch.no_grad():  # a trained-looking network: outputs that depend on the input
@@ -229,27 +233,27 @@ def test_folded_first_layer_is_the_dense_one_and_groups_the_same(sigma):
     xy[-1] = xy[-2]  # two peaks in one cell: the cell keeps the larger score
     types[-1] = types[-2]
     scores = rng.uniform(0.1, 1.0, len(xy))
-    cells = peak_cells(boxes, xy, types, scores, K, MARGIN, H, W)
-    grids = torch.from_numpy(encode_peaks(boxes, xy, types, scores, K, MARGIN, H, W, sigma))
+    cells = peak_cells(boxes, xy, types, scores, K, MARGIN, H, W, grid)
+    grids = torch.from_numpy(encode_peaks(boxes, xy, types, scores, K, MARGIN, H, W, sigma, grid))
     with torch.no_grad():
         dense = prn.first_layer(grids.flatten(1))
         flat = torch.from_numpy(cells.reshape(B, -1))
-        folded = flat @ folded_first_layer(prn, sigma, "cpu") + prn.first_layer.bias
+        folded = flat @ folded_first_layer(prn, sigma, "cpu", grid) + prn.first_layer.bias
     torch.testing.assert_close(folded, dense, rtol=1e-4, atol=1e-4)
-    assert folded_first_layer(prn, sigma, "cpu") is folded_first_layer(prn, sigma, "cpu")  # cached
+    assert folded_first_layer(prn, sigma, "cpu", grid) is folded_first_layer(prn, sigma, "cpu", grid)  # cached
     with torch.no_grad():
         torch.testing.assert_close(prn(grids, first=folded), prn(grids), rtol=1e-3, atol=1e-4)
     # the scores written into the cells (peak_input "score"): the folding sees values other than 1
     fast = prn_assign(prn, boxes, xy, types, scores, K, MARGIN, H, W, sigma, precision="exact",
-                      peak_input="score")  # folded, dense
-    slow = prn_assign(DensePrn(prn), boxes, xy, types, scores, K, MARGIN, H, W, sigma, peak_input="score")
+                      peak_input="score", grid=grid)  # folded, dense
+    slow = prn_assign(DensePrn(prn), boxes, xy, types, scores, K, MARGIN, H, W, sigma, peak_input="score", grid=grid)
     # the same grouping but for near ties that rounding may break the other way
     same = (np.abs(fast[0] - slow[0]).max(-1) < 1e-6) & (fast[1] == slow[1])
     assert same.mean() >= 0.95, same.mean()
     assert (fast[1] > 0).sum() >= B * K // 2  # most keypoints were assigned, so the check compares something
     with torch.no_grad():  # new weights, new folding
         prn.first_layer.weight.mul_(-1.0)
-    torch.testing.assert_close(flat @ folded_first_layer(prn, sigma, "cpu"), -(folded - prn.first_layer.bias))
+    torch.testing.assert_close(flat @ folded_first_layer(prn, sigma, "cpu", grid), -(folded - prn.first_layer.bias))
 
 
 def test_window_sums_are_the_sums_over_the_window():
@@ -434,3 +438,45 @@ def test_prn_grid_codec_decodes_its_targets_back_to_the_keypoints():
     xy_t, _ = codec.decode(boxes, torch.from_numpy(target))
     np.testing.assert_array_equal(xy, xy_t)
     assert codec.decode(np.zeros((0, 4)), np.zeros((0, 17, H, W)))[0].shape == (0, 17, 2)
+
+
+def test_reference_grid_covers_the_box_clamps_the_margin_and_blurs_as_the_reference():
+    """prn.grid=reference: the grid covers the box itself; a keypoint in the margin (within
+    ``margin`` of the box's size outside it) lands on the nearest border cell, one beyond it
+    counts for nothing; the blur is a normalised Gaussian cut at 4 sigma (peak 0.159 at sigma
+    1) with the edge cells replicated outside the grid (the reference's skimage gaussian)."""
+    box = np.array([[100.0, 100.0, 136.0, 156.0]])  # 36 x 56 px: one pixel per cell
+    xy = np.array([[110.5, 120.5], [95.0, 130.5], [140.0, 150.0], [90.0, 130.0], [118.0, 99.0]])
+    types = np.arange(5)
+    cells = peak_cells(box, xy, types, None, 17, MARGIN, H, W, "reference")[0]
+    assert cells[0, 20, 10] == 1  # inside: the cell under it
+    assert cells[1, 30, 0] == 1  # 5 px left of the box (margin 7.6 px): the left border cell
+    assert cells[2, 50, 35] == 1  # 4 px right of the box: the right border cell
+    assert cells[3].sum() == 0  # 10 px left: beyond the margin
+    assert cells[4, 0, 18] == 1  # 1 px above: the top border cell
+    assert cells.sum() == 4
+    enlarged = peak_cells(box, xy, types, None, 17, MARGIN, H, W, "enlarged")[0]
+    assert enlarged.sum() == 4 and enlarged[0, 22, 12] == 1  # the enlarged grid: 1.42 px per cell
+    # the blur: edge-replicated convolution with the normalised kernel
+    sigma, n = 1.0, 12
+    d = np.arange(-4, 5)
+    kernel = np.exp(-0.5 * d ** 2 / sigma ** 2)
+    kernel /= kernel.sum()
+    for at in (0, 1, 6, 11):
+        x = np.zeros(n)
+        x[at] = 1.0
+        expected = np.convolve(np.pad(x, 4, mode="edge"), kernel, mode="valid")
+        np.testing.assert_allclose(blur_matrix(n, sigma, "reference") @ x, expected, atol=1e-7)
+    blurred = blur(cells[None, :1], sigma, "reference")[0, 0]
+    assert abs(blurred.max() - 1 / (2 * np.pi)) < 1e-6 and abs(blurred.sum() - 1) < 1e-6
+    # targets on the reference grid decode back to the box's keypoints within half a cell
+    codec = PrnGridCodec(MARGIN, H, W, 1.0, 2.0, grid="reference")
+    kps = np.zeros((1, 17, 3))
+    kps[0, :, :2] = np.random.default_rng(0).uniform([100, 100], [136, 156], (17, 2))
+    kps[0, :, 2] = 2
+    target, weight = codec.encode_targets(box, kps)
+    back, _ = codec.decode(box, target)
+    assert weight.all() and np.abs(back - kps[0, :, :2]).max() <= 0.5 + 1e-9
+    with pytest.raises(ValueError, match="prn.grid"):
+        PrnGridCodec(grid="raw")
+

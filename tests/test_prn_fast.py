@@ -134,6 +134,23 @@ def test_fast_paths_group_a_structured_crowd_exactly_as_the_dense_path(seed, sof
         np.testing.assert_allclose(fast[0], exact[0], rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_fast_paths_group_as_the_dense_path_on_the_reference_grid(precision):
+    """prn.grid=reference (the box itself, margin keypoints clamped onto the border cells, a
+    normalised blur that replicates the edge): the fast paths' patches and folded weights
+    follow that grid, so they group a crowd as the dense path does."""
+    prn = _prn("structured", 2)
+    for seed in (0, 1):
+        boxes, xy, types, scores = _scene(seed)
+        exact = prn_assign(prn, boxes, xy, types, scores, K, MARGIN, H, W, precision="exact", grid="reference")
+        assert (exact[1] > 0).sum() >= 0.9 * exact[1].size
+        fast = prn_assign(prn, boxes, xy, types, scores, K, MARGIN, H, W, precision=precision, grid="reference")
+        np.testing.assert_array_equal(fast[1], exact[1])
+        np.testing.assert_allclose(fast[0], exact[0], rtol=0, atol=1e-9)
+        enlarged = prn_assign(prn, boxes, xy, types, scores, K, MARGIN, H, W, precision="exact")
+        assert not np.array_equal(enlarged[0], exact[0])  # the grid matters
+
+
 def _inside_and_types(boxes, xy, types):
     cell = np.floor(image_to_grid(PrnGridCodec(MARGIN, H, W).affine(boxes), xy))
     inside = (cell[..., 0] >= 0) & (cell[..., 0] < W) & (cell[..., 1] >= 0) & (cell[..., 1] < H)

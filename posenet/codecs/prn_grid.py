@@ -1,8 +1,11 @@
 """The Pose Residual Network's grid codec: keypoints and peaks of person boxes to PRN grids
 (``encode``, ``encode_targets``) and PRN output grids back to image pixels (``decode``).
 
-The grid of a box: the box is enlarged by ``margin`` of its width (height) on each side, then
-split into ``height`` x ``width`` cells. Grid coordinates are continuous: ``u = (x - X1) *
+The grid of a box (``grid`` "enlarged", the default): the box is enlarged by ``margin`` of its
+width (height) on each side, then split into ``height`` x ``width`` cells; a point counts for
+the box when it lies in the grid. ``grid`` "reference" (the PRN reference code's): the box
+itself is split into the cells, and a point counts when it lies in the box enlarged by
+``margin``, the points of the margin being clamped onto the border cells. Grid coordinates are continuous: ``u = (x - X1) *
 width / (X2 - X1)`` and ``v = (y - Y1) * height / (Y2 - Y1)`` for the enlarged box (X1, Y1,
 X2, Y2), so cell (i, j) covers u in [j, j + 1), v in [i, i + 1) and its centre is (j + 0.5,
 i + 0.5); a point belongs to cell (floor(v), floor(u)). ``box_grid`` returns this map as one
@@ -10,8 +13,10 @@ i + 0.5); a point belongs to cell (floor(v), floor(u)). ``box_grid`` returns thi
 
 * ``encode_peaks``: the PRN input. Every peak of type k inside a box sets its cell of channel
   k (to 1, or to the peak's score; the larger where two share a cell), then each channel is
-  blurred with a Gaussian of ``sigma`` cells whose centre weight is 1 (truncated at 3 sigma),
-  as separable matrix products over all boxes at once.
+  blurred with a Gaussian of ``sigma`` cells, as separable matrix products over all boxes at
+  once (``blur_matrix``): "enlarged", centre weight 1, truncated at 3 sigma, zero outside the
+  grid; "reference", normalised to sum 1, truncated at 4 sigma, the edge cells replicated
+  outside the grid (the reference's ``skimage.filters.gaussian``).
 * ``encode_targets``: the PRN target. The same for the box's own person's labelled keypoints,
   blurred with ``target_sigma`` and normalised to sum 1 per channel; ``weight`` is 1 for the
   keypoints that are labelled and inside the grid.
@@ -71,6 +76,68 @@ def grid_to_image(affine: np.ndarray, uv) -> np.ndarray:
     return (uv - offset) / scale
 
 
+# The two grids (module docstring): "enlarged" is posenet's, "reference" the PRN reference code's.
+GRIDS = ("enlarged", "reference")
+
+
+def check_grid(grid: str) -> str:
+    if grid not in GRIDS:
+        raise ValueError(f"prn.grid must be one of {', '.join(GRIDS)}, got {grid!r}")
+    return grid
+
+
+def grid_margin(margin: float, grid: str) -> float:
+    """How far the grid reaches past the box, per side: ``margin`` ("enlarged") or 0."""
+    return float(margin) if check_grid(grid) == "enlarged" else 0.0
+
+
+def point_cells(affine: np.ndarray, xy, margin: float, height: int, width: int, grid: str = "enlarged",
+                per_box: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The cell (column, row) of points in each box's grid (``affine`` from ``box_grid`` with
+    ``grid_margin``) and whether they count for the box: (B, P, 2) int64 and (B, P) bool, or
+    with ``per_box`` each point (B, ..., 2) in its own box. "enlarged": the cell under the
+    point, counting when inside the grid; "reference": counting when inside the box enlarged by
+    ``margin``, the cell clamped onto the grid."""
+    uv = image_to_grid(affine, xy, per_box)
+    cell = np.floor(uv).astype(np.int64)
+    if check_grid(grid) == "enlarged":
+        inside = (cell[..., 0] >= 0) & (cell[..., 0] < width) & (cell[..., 1] >= 0) & (cell[..., 1] < height)
+        return cell, inside
+    reach = np.array([width, height], dtype=np.float64) * margin
+    size = np.array([width, height], dtype=np.float64)
+    inside = ((uv >= -reach) & (uv < size + reach)).all(-1)
+    cell = np.minimum(np.maximum(cell, 0), np.array([width, height]) - 1)
+    return cell, inside
+
+
+@lru_cache(maxsize=32)
+def blur_matrix(n: int, sigma: float, grid: str = "enlarged") -> np.ndarray:
+    """(n, n) blur along one axis of ``grid`` (module docstring); blurred = M @ cells. Read-only
+    and shared."""
+    if check_grid(grid) == "enlarged":
+        return gaussian_matrix(n, sigma)
+    if sigma <= 0:
+        m = np.eye(n, dtype=np.float32)
+    else:
+        r = int(4 * sigma + 0.5)  # scipy's truncate=4.0, as skimage's gaussian
+        d = np.arange(-r, r + 1)
+        g = np.exp(-0.5 * (d / sigma) ** 2)
+        g /= g.sum()
+        m = np.zeros((n, n))
+        rows = np.repeat(np.arange(n), len(d))
+        np.add.at(m, (rows, np.clip(rows + np.tile(d, n), 0, n - 1)), np.tile(g, n))  # the edge replicated
+        m = m.astype(np.float32)
+    m.flags.writeable = False
+    return m
+
+
+def blur_radius(sigma: float, grid: str = "enlarged") -> int:
+    """How many cells a blurred cell reaches on each side."""
+    if sigma <= 0:
+        return 0
+    return int(np.ceil(3 * sigma)) if check_grid(grid) == "enlarged" else int(4 * sigma + 0.5)
+
+
 @lru_cache(maxsize=16)
 def gaussian_matrix(n: int, sigma: float) -> np.ndarray:
     """(n, n) blur along one axis: exp(-d^2 / (2 sigma^2)) for |d| <= ceil(3 sigma), else 0
@@ -86,23 +153,30 @@ def gaussian_matrix(n: int, sigma: float) -> np.ndarray:
     return g
 
 
-def blur(grids: np.ndarray, sigma: float) -> np.ndarray:
-    """(..., H, W) grids blurred with the separable Gaussian of ``gaussian_matrix``."""
+def blur(grids: np.ndarray, sigma: float, grid: str = "enlarged") -> np.ndarray:
+    """(..., H, W) grids blurred with the separable Gaussian of ``blur_matrix``."""
     h, w = grids.shape[-2:]
-    return gaussian_matrix(h, sigma) @ grids.astype(np.float32) @ gaussian_matrix(w, sigma).T
+    return blur_matrix(h, sigma, grid) @ grids.astype(np.float32) @ blur_matrix(w, sigma, grid).T
 
 
-def _scatter(boxes, xy, types, values, num_keypoints: int, margin: float, height: int, width: int):
+def blur_adjoint(weights: np.ndarray, sigma: float, grid: str = "enlarged") -> np.ndarray:
+    """(..., H, W) weights through the adjoint of ``blur``: ``<w, blur(s)> = <blur_adjoint(w), s>``
+    (the same as ``blur`` where its matrices are symmetric: "enlarged")."""
+    h, w = weights.shape[-2:]
+    return blur_matrix(h, sigma, grid).T @ weights.astype(np.float32) @ blur_matrix(w, sigma, grid)
+
+
+def _scatter(boxes, xy, types, values, num_keypoints: int, margin: float, height: int, width: int,
+             grid: str = "enlarged"):
     """(B, K, H, W) grids with ``values`` (P,) at the cells of points ``xy`` (P, 2) of ``types``
-    (P,) in each box (the maximum where two share a cell), and whether each point is inside
-    each grid, (B, P)."""
-    _, affine = box_grid(boxes, margin, height, width)
+    (P,) in each box (the maximum where two share a cell), and whether each point counts for
+    each box, (B, P)."""
+    _, affine = box_grid(boxes, grid_margin(margin, grid), height, width)
     B, P = len(affine), len(xy)
     grids = np.zeros((B, num_keypoints, height, width), dtype=np.float32)
     if P == 0 or B == 0:
         return grids, np.zeros((B, P), dtype=bool)
-    cell = np.floor(image_to_grid(affine, xy)).astype(np.int64)  # (B, P, 2): column, row
-    inside = (cell[..., 0] >= 0) & (cell[..., 0] < width) & (cell[..., 1] >= 0) & (cell[..., 1] < height)
+    cell, inside = point_cells(affine, xy, margin, height, width, grid)  # (B, P, 2): column, row
     b, p = np.nonzero(inside)
     flat = ((b * num_keypoints + types[p]) * height + cell[b, p, 1]) * width + cell[b, p, 0]
     np.maximum.at(grids.reshape(-1), flat, values[p].astype(np.float32))
@@ -110,7 +184,7 @@ def _scatter(boxes, xy, types, values, num_keypoints: int, margin: float, height
 
 
 def peak_cells(boxes, peaks_xy, peaks_type, peaks_score=None, num_keypoints: int = 17, margin: float = 0.21,
-               height: int = 56, width: int = 36) -> np.ndarray:
+               height: int = 56, width: int = 36, grid: str = "enlarged") -> np.ndarray:
     """The PRN input grids before their blur, (B, K, H, W) float32: each peak's score (None: 1)
     at its cell of its type's channel in every box it lies in; arguments as ``encode_peaks``."""
     xy = np.asarray(peaks_xy, dtype=np.float64).reshape(-1, 2)
@@ -120,23 +194,24 @@ def peak_cells(boxes, peaks_xy, peaks_type, peaks_score=None, num_keypoints: int
         raise ValueError(f"{len(xy)} peaks, {len(types)} types and {len(values)} scores")
     if len(types) and (types.min() < 0 or types.max() >= num_keypoints):
         raise ValueError(f"peak types must lie in 0..{num_keypoints - 1}")
-    return _scatter(boxes, xy, types, values, num_keypoints, margin, height, width)[0]
+    return _scatter(boxes, xy, types, values, num_keypoints, margin, height, width, grid)[0]
 
 
 def encode_peaks(boxes, peaks_xy, peaks_type, peaks_score=None, num_keypoints: int = 17, margin: float = 0.21,
-                 height: int = 56, width: int = 36, sigma: float = 1.0) -> np.ndarray:
+                 height: int = 56, width: int = 36, sigma: float = 1.0, grid: str = "enlarged") -> np.ndarray:
     """PRN input grids (B, K, H, W) float32 of boxes (B, 4) x1 y1 x2 y2 from peaks (P, 2) in
     image pixels, their keypoint types (P,) and scores (P,) (None: 1 each); see the module
     docstring."""
-    return blur(peak_cells(boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, margin, height, width), sigma)
+    return blur(peak_cells(boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, margin, height, width, grid),
+                sigma, grid)
 
 
 def encode_targets(boxes, keypoints, margin: float = 0.21, height: int = 56, width: int = 36,
-                   sigma: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+                   sigma: float = 2.0, grid: str = "enlarged") -> tuple[np.ndarray, np.ndarray]:
     """PRN targets of boxes (B, 4) from each box's own person's keypoints (B, K, 3) (x, y,
     flag; flag > 0 is labelled): (target (B, K, H, W) float32, each channel with a labelled
-    keypoint inside the grid blurred with ``sigma`` and normalised to sum 1, else 0;
-    weight (B, K) float32, 1 on those channels)."""
+    keypoint that counts for the box (``point_cells``) blurred with ``sigma`` and normalised to
+    sum 1, else 0; weight (B, K) float32, 1 on those channels)."""
     kps = np.asarray(keypoints, dtype=np.float64)
     if kps.ndim != 3 or kps.shape[-1] != 3:
         raise ValueError(f"keypoints must be (B, K, 3), got {kps.shape}")
@@ -147,13 +222,12 @@ def encode_targets(boxes, keypoints, margin: float = 0.21, height: int = 56, wid
     grids = np.zeros((B, K, height, width), dtype=np.float32)
     for_box = np.zeros((B, K), dtype=bool)
     if B:
-        _, affine = box_grid(boxes, margin, height, width)
-        cell = np.floor(image_to_grid(affine, kps[..., :2], per_box=True)).astype(np.int64)
-        for_box = ((kps[..., 2] > 0) & (cell[..., 0] >= 0) & (cell[..., 0] < width)
-                   & (cell[..., 1] >= 0) & (cell[..., 1] < height))
+        _, affine = box_grid(boxes, grid_margin(margin, grid), height, width)
+        cell, inside = point_cells(affine, kps[..., :2], margin, height, width, grid, per_box=True)
+        for_box = (kps[..., 2] > 0) & inside
         b, k = np.nonzero(for_box)
         grids[b, k, cell[b, k, 1], cell[b, k, 0]] = 1.0
-    target = blur(grids, sigma)
+    target = blur(grids, sigma, grid)
     total = target.sum(axis=(2, 3), keepdims=True)
     target = np.where(total > 0, target / np.maximum(total, 1e-12), 0.0).astype(np.float32)
     return target, for_box.astype(np.float32)
@@ -161,30 +235,39 @@ def encode_targets(boxes, keypoints, margin: float = 0.21, height: int = 56, wid
 
 class PrnGridCodec:
     """The grid settings of one PRN (``prn.box_margin``, ``prn.height``, ``prn.width``,
-    ``prn.input_sigma``, ``prn.target_sigma``) with symmetric encode and decode."""
+    ``prn.input_sigma``, ``prn.target_sigma``, ``prn.grid``) with symmetric encode and decode."""
 
     def __init__(self, margin: float = 0.21, height: int = 56, width: int = 36, input_sigma: float = 1.0,
-                 target_sigma: float = 2.0):
+                 target_sigma: float = 2.0, grid: str = "enlarged"):
         self.margin, self.height, self.width = float(margin), int(height), int(width)
         self.input_sigma, self.target_sigma = float(input_sigma), float(target_sigma)
+        self.grid = check_grid(grid)
 
     def affine(self, boxes) -> np.ndarray:
         """(B, 2, 3) image pixels -> grid coordinates of each box."""
-        return box_grid(boxes, self.margin, self.height, self.width)[1]
+        return box_grid(boxes, grid_margin(self.margin, self.grid), self.height, self.width)[1]
+
+    def point_cells(self, affine: np.ndarray, xy) -> tuple[np.ndarray, np.ndarray]:
+        """Each point's cell in each box's grid and whether it counts (``point_cells``)."""
+        return point_cells(affine, xy, self.margin, self.height, self.width, self.grid)
+
+    def blur(self, grids: np.ndarray) -> np.ndarray:
+        """Input grids blurred (``blur`` with ``input_sigma``)."""
+        return blur(grids, self.input_sigma, self.grid)
 
     def cells(self, boxes, peaks_xy, peaks_type, peaks_score=None, num_keypoints: int = 17) -> np.ndarray:
         """The unblurred input grids (``peak_cells``)."""
         return peak_cells(boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, self.margin, self.height,
-                          self.width)
+                          self.width, self.grid)
 
     def encode(self, boxes, peaks_xy, peaks_type, peaks_score=None, num_keypoints: int = 17) -> np.ndarray:
         """The PRN input grids (B, K, H, W) of one image's peaks (``encode_peaks``)."""
         return encode_peaks(boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, self.margin, self.height,
-                            self.width, self.input_sigma)
+                            self.width, self.input_sigma, self.grid)
 
     def encode_targets(self, boxes, keypoints) -> tuple[np.ndarray, np.ndarray]:
         """The PRN targets and weights of boxes and their persons' keypoints (``encode_targets``)."""
-        return encode_targets(boxes, keypoints, self.margin, self.height, self.width, self.target_sigma)
+        return encode_targets(boxes, keypoints, self.margin, self.height, self.width, self.target_sigma, self.grid)
 
     def decode(self, boxes, grids) -> tuple[np.ndarray, np.ndarray]:
         """Keypoints (B, K, 2) in image pixels, the centre of each channel's highest cell, and
@@ -199,5 +282,6 @@ class PrnGridCodec:
         return grid_to_image(self.affine(boxes), centre), np.take_along_axis(flat, best[..., None], 2)[..., 0]
 
 
-__all__ = ["PrnGridCodec", "blur", "box_grid", "encode_peaks", "encode_targets", "gaussian_matrix", "grid_to_image",
-           "image_to_grid", "peak_cells"]
+__all__ = ["GRIDS", "PrnGridCodec", "blur", "blur_adjoint", "blur_matrix", "blur_radius", "box_grid", "check_grid",
+           "encode_peaks", "encode_targets", "gaussian_matrix", "grid_margin", "grid_to_image", "image_to_grid",
+           "peak_cells", "point_cells"]

@@ -244,7 +244,7 @@ def grouping(cfg: DictConfig, name: str | None = None):
     p = cfg.prn
     options = {
         "prn": dict(margin=p.box_margin, height=p.height, width=p.width, input_sigma=p.input_sigma, window=p.window,
-                    precision=p.precision, peak_input=p.peak_input),
+                    precision=p.precision, peak_input=p.peak_input, grid=p.grid),
         "greedy": dict(margin=p.box_margin),
     }
     return make_grouping(name, **options.get(name, {}))
@@ -382,7 +382,7 @@ def prn_scenes(cfg: DictConfig, persons: CocoPersons | None = None):
     return PrnSceneDataset(persons, samples_per_epoch=p.samples_per_epoch, min_people=p.min_people,
                            max_people=p.max_people, min_keypoints=p.min_keypoints, margin=p.box_margin,
                            height=p.height, width=p.width, input_sigma=p.input_sigma, target_sigma=p.target_sigma,
-                           flip_index=layout.flip_index, seed=cfg.seed, fresh_each_epoch=True)
+                           flip_index=layout.flip_index, seed=cfg.seed, fresh_each_epoch=True, grid=p.grid)
 
 
 def end_to_end_evaluator(cfg: DictConfig, predictor, mode: str = "end-to-end", progress: bool = True, log=print):

@@ -215,6 +215,11 @@ class PrnConfig:
     width: int = 36
     # Boxes are enlarged by this fraction per side before the grid is laid over them.
     box_margin: float = 0.21
+    # "enlarged": the grid covers the enlarged box, its input blur a Gaussian of centre weight 1
+    # cut at 3 sigma; "reference" (the PRN reference code's): the grid covers the box itself,
+    # the keypoints of the margin are clamped onto its border cells, and the blur is normalised,
+    # cut at 4 sigma, replicating the edge (docs/design.md, "The PRN's grid").
+    grid: str = choice("enlarged", "enlarged", "reference")
     hidden: int = 1024
     # A second hidden layer of this width (0: none).
     second_hidden: int = 0

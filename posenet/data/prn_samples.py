@@ -13,13 +13,15 @@ fraction of the scenes (``real_fraction``) are the real images' annotation sets 
 """
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from posenet.codecs.prn_grid import encode_peaks, encode_targets
+from posenet.codecs.prn_grid import check_grid, encode_peaks, encode_targets
 from posenet.errors import DataError
 
 
@@ -61,7 +63,7 @@ class PrnSceneDataset(Dataset):
                  min_keypoints: int = 4, margin: float = 0.21, height: int = 56, width: int = 36,
                  input_sigma: float = 1.0, target_sigma: float = 2.0, real_fraction: float = 0.25,
                  scale_range: Sequence[float] = (0.5, 2.0), flip_prob: float = 0.5, flip_index=None,
-                 seed: int = 0, fresh_each_epoch: bool = False):
+                 seed: int = 0, fresh_each_epoch: bool = False, grid: str = "enlarged"):
         if not 1 <= min_people <= max_people:
             raise ValueError(f"need 1 <= min_people <= max_people, got {min_people}, {max_people}")
         if samples_per_epoch < 1:
@@ -74,6 +76,7 @@ class PrnSceneDataset(Dataset):
         self.min_people, self.max_people = int(min_people), int(max_people)
         self.margin, self.height, self.width = float(margin), int(height), int(width)
         self.input_sigma, self.target_sigma = float(input_sigma), float(target_sigma)
+        self.grid = check_grid(grid)
         self.real_fraction, self.flip_prob = float(real_fraction), float(flip_prob)
         self.log_scale = np.log(np.asarray(scale_range, dtype=np.float64))
         self.seed, self.fresh_each_epoch = int(seed), bool(fresh_each_epoch)
@@ -141,10 +144,55 @@ class PrnSceneDataset(Dataset):
         types = np.broadcast_to(np.arange(self.num_keypoints), labelled.shape)[labelled]
         box = scene.boxes[scene.person][None]
         grid = encode_peaks(box, scene.keypoints[..., :2][labelled], types, None, self.num_keypoints,
-                            self.margin, self.height, self.width, self.input_sigma)
+                            self.margin, self.height, self.width, self.input_sigma, self.grid)
         target, weight = encode_targets(box, scene.keypoints[scene.person][None], self.margin, self.height,
-                                        self.width, self.target_sigma)
+                                        self.width, self.target_sigma, self.grid)
         return torch.from_numpy(grid[0]), {"target": torch.from_numpy(target[0]), "weight": torch.from_numpy(weight[0])}
 
 
-__all__ = ["PrnScene", "PrnSceneDataset"]
+class ComposedCrowds:
+    """``scenes`` crowds of ``min_people..max_people`` real poses of ``persons`` composed as
+    ``PrnSceneDataset`` composes its training scenes (seeded by ``seed``, no real scenes), held
+    as a COCO keypoint split of annotations without images: ``image_ids``, ``annotations(id)``,
+    ``coco`` (pycocotools), ``split``, ``root`` and ``keypoint_layout``, what the PRN stage's
+    evaluator reads. The PRN matters where people overlap; a split's own images rarely crowd."""
+
+    def __init__(self, persons, scenes: int = 200, min_people: int = 2, max_people: int = 12, seed: int = 0,
+                 min_keypoints: int = 4):
+        from pycocotools.coco import COCO
+
+        composer = PrnSceneDataset(persons, samples_per_epoch=scenes, min_people=min_people, max_people=max_people,
+                                   min_keypoints=min_keypoints, real_fraction=0.0, seed=seed)
+        self.keypoint_layout = persons.keypoint_layout
+        self.split = f"{scenes} crowds of {min_people}-{max_people} people composed from {persons.split}"
+        self.root = persons.root
+        self.image_ids = list(range(1, scenes + 1))
+        images, self._annotations, n = [], {}, 0
+        for image_id in self.image_ids:
+            scene = composer.scene(image_id - 1)
+            anns = []
+            for box, kps in zip(scene.boxes, scene.keypoints):
+                n += 1
+                w, h = float(box[2] - box[0]), float(box[3] - box[1])
+                anns.append({"id": n, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                             "bbox": [float(box[0]), float(box[1]), w, h], "area": w * h,
+                             "keypoints": [float(v) for v in kps.reshape(-1)],
+                             "num_keypoints": int((kps[:, 2] > 0).sum())})
+            self._annotations[image_id] = anns
+            # the persons lie around the origin: the image's frame only has to hold them
+            images.append({"id": image_id, "width": 4096, "height": 4096})
+        self.coco = COCO()  # quiet: pycocotools prints while indexing
+        self.coco.dataset = {"images": images, "annotations": [a for i in self.image_ids for a in self._annotations[i]],
+                             "categories": [{"id": 1, "name": "person", "keypoints": list(self.keypoint_layout.names),
+                                             "skeleton": []}]}
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.coco.createIndex()
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def annotations(self, image_id: int) -> list[dict]:
+        return self._annotations[image_id]
+
+
+__all__ = ["ComposedCrowds", "PrnScene", "PrnSceneDataset"]

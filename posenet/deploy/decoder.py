@@ -41,7 +41,9 @@ Steps (metadata keys in brackets)
    grouped into the boxes by [grouping]: "prn" (the Pose Residual Network's MLP as numpy
    products, weights from ``model.prn.npz``; each peak, written into its input cell as its
    score or as 1 ([grouping.peak_input] "score" or "one"), scored by the PRN output summed in a
-   window at its cell (times its score with "one"), assigned best first one-to-one) or "greedy" (each peak to the enlarged
+   window at its cell (times its score with "one"), assigned best first one-to-one; the grid
+   over the enlarged box or, [grouping.grid] "reference", over the box itself with the margin's
+   peaks clamped onto its border and the reference code's blur) or "greedy" (each peak to the enlarged
    box it is most central in). Pose score: box score times the mean of the keypoint scores
    above [infer.keypoint_threshold].
    OpenPose family: part peaks joined by the part affinity fields ([openpose.paf]: pair scores
@@ -463,6 +465,32 @@ def gaussian_matrix(n: int, sigma: float) -> np.ndarray:
     return g.astype(np.float32)
 
 
+def blur_matrix(n: int, sigma: float, grid: str = "enlarged") -> np.ndarray:
+    """(n, n) float32 blur along one axis of the PRN grid ``grid`` (posenet's
+    ``prn_grid.blur_matrix``): "enlarged", ``gaussian_matrix``; "reference", a Gaussian
+    normalised to sum 1, truncated at 4 sigma, the edge cells replicated outside the grid."""
+    if grid == "enlarged":
+        return gaussian_matrix(n, sigma)
+    if grid != "reference":
+        raise ValueError(f"grouping.grid must be 'enlarged' or 'reference', got {grid!r}")
+    if sigma <= 0:
+        return np.eye(n, dtype=np.float32)
+    r = int(4 * sigma + 0.5)
+    d = np.arange(-r, r + 1)
+    g = np.exp(-0.5 * (d / sigma) ** 2)
+    g /= g.sum()
+    m = np.zeros((n, n))
+    rows = np.repeat(np.arange(n), len(d))
+    np.add.at(m, (rows, np.clip(rows + np.tile(d, n), 0, n - 1)), np.tile(g, n))
+    return m.astype(np.float32)
+
+
+def blur_radius(sigma: float, grid: str = "enlarged") -> int:
+    if sigma <= 0:
+        return 0
+    return int(np.ceil(3 * sigma)) if grid == "enlarged" else int(4 * sigma + 0.5)
+
+
 def separable(grids: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """``rows @ g @ cols.T`` for every (H, W) grid g of (..., H, W), as two large products
     (a batch of small ones is many times slower)."""
@@ -473,10 +501,16 @@ def separable(grids: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarr
     return np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(shape)
 
 
-def blur(grids: np.ndarray, sigma: float) -> np.ndarray:
-    """(..., H, W) grids blurred with the separable Gaussian of ``gaussian_matrix``."""
+def blur(grids: np.ndarray, sigma: float, grid: str = "enlarged") -> np.ndarray:
+    """(..., H, W) grids blurred with the separable Gaussian of ``blur_matrix``."""
     h, w = grids.shape[-2:]
-    return separable(grids, gaussian_matrix(h, sigma), gaussian_matrix(w, sigma))
+    return separable(grids, blur_matrix(h, sigma, grid), blur_matrix(w, sigma, grid))
+
+
+def blur_adjoint(weights: np.ndarray, sigma: float, grid: str = "enlarged") -> np.ndarray:
+    """(..., H, W) weights through the adjoint of ``blur`` (``<w, blur(s)> = <blur_adjoint(w), s>``)."""
+    h, w = weights.shape[-2:]
+    return separable(weights, blur_matrix(h, sigma, grid).T, blur_matrix(w, sigma, grid).T)
 
 
 def box_matrix(n: int, window: int) -> np.ndarray:
@@ -486,20 +520,21 @@ def box_matrix(n: int, window: int) -> np.ndarray:
 
 
 def add_blurred_cells(out: np.ndarray, flat: np.ndarray, values: np.ndarray, height: int, width: int,
-                      sigma: float) -> None:
+                      sigma: float, grid_kind: str = "enlarged") -> None:
     """Add to ``out`` (N, K*H*W) the blur (``blur``) of grids that are zero but for ``values`` at
-    the flat indices ``flat`` into (N, K, H, W): one small Gaussian patch per set cell."""
+    the flat indices ``flat`` into (N, K, H, W): one small patch per set cell, the columns of
+    the blur matrices at its cell."""
     if not len(flat):
         return
-    radius = int(np.ceil(3 * sigma)) if sigma > 0 else 0
-    d = np.arange(-radius, radius + 1)
-    g = (np.exp(-0.5 * (d / sigma) ** 2) if sigma > 0 else np.ones(1)).astype(np.float32)
+    d = np.arange(-blur_radius(sigma, grid_kind), blur_radius(sigma, grid_kind) + 1)
+    gh, gw = blur_matrix(height, sigma, grid_kind), blur_matrix(width, sigma, grid_kind)
     grid, rest = np.divmod(flat, height * width)
     r, c = np.divmod(rest, width)
     rows, cols = r[:, None] + d, c[:, None] + d  # (n, 2R + 1)
     ok = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
     index = (grid[:, None, None] * height + rows[:, :, None]) * width + cols[:, None, :]
-    weight = (g[:, None] * g[None, :])[None] * values.astype(np.float32)[:, None, None]
+    weight = (gh[rows.clip(0, height - 1), r[:, None]][:, :, None] * gw[cols.clip(0, width - 1), c[:, None]][:, None, :]
+              * values.astype(np.float32)[:, None, None])
     np.add.at(out.reshape(-1), index[ok], weight[ok])
 
 
@@ -528,10 +563,11 @@ class PoseResidualMLP:
     """The PRN's MLP as numpy float32 products: Linear + ReLU layers (weights (out, in) as torch
     stores them), plus the input grids, then a softmax per channel ("channel") or over the whole
     grid ("global"). The first layer is applied to the unblurred peak cells with the blur folded
-    into its weights (the blur is linear and symmetric, so ``W vec(blur(S)) = blur(W) vec(S)``):
-    a few rows per grid instead of a 34272-wide product."""
+    into its weights (the blur is linear, so ``W vec(blur(S)) = blur_adjoint(W) vec(S)``): a few
+    rows per grid instead of a 34272-wide product."""
 
-    def __init__(self, layers, grid_shape, softmax: str = "channel", input_sigma: float = 1.0):
+    def __init__(self, layers, grid_shape, softmax: str = "channel", input_sigma: float = 1.0,
+                 grid: str = "enlarged"):
         if softmax not in ("channel", "global"):
             raise ValueError(f"grouping.softmax must be 'channel' or 'global', got {softmax!r}")
         self.grid_shape = tuple(int(v) for v in grid_shape)
@@ -541,20 +577,20 @@ class PoseResidualMLP:
         self.layers = [(np.ascontiguousarray(w, np.float32), np.ascontiguousarray(b, np.float32)) for w, b in layers]
         if self.layers[0][0].shape[1] != K * H * W or self.layers[-1][0].shape[0] != K * H * W:
             raise ValueError(f"PRN weights do not fit the grid {self.grid_shape}")
-        self.softmax, self.input_sigma = softmax, float(input_sigma)
+        self.softmax, self.input_sigma, self.grid = softmax, float(input_sigma), grid
         w0 = self.layers[0][0]
-        folded = blur(w0.reshape(-1, H, W), self.input_sigma).reshape(w0.shape[0], K * H * W)
+        folded = blur_adjoint(w0.reshape(-1, H, W), self.input_sigma, grid).reshape(w0.shape[0], K * H * W)
         self.folded = np.ascontiguousarray(folded.T)  # (K*H*W, hidden)
         self.last_t = [np.ascontiguousarray(w.T) for w, _ in self.layers[1:]]
 
     @classmethod
-    def from_npz(cls, path, softmax: str, input_sigma: float) -> "PoseResidualMLP":
+    def from_npz(cls, path, softmax: str, input_sigma: float, grid: str = "enlarged") -> "PoseResidualMLP":
         with np.load(path) as data:
             if "grid_shape" not in data:
                 raise ValueError(f"{path}: no grid_shape array")
             n = sum(1 for k in data.files if k.startswith("w"))
             layers = [(data[f"w{i}"], data[f"b{i}"]) for i in range(n)]
-            return cls(layers, data["grid_shape"].tolist(), softmax, input_sigma)
+            return cls(layers, data["grid_shape"].tolist(), softmax, input_sigma, grid)
 
     def __call__(self, cells: np.ndarray, nonzero=None) -> np.ndarray:
         """Probabilities (B, K, H, W) for the unblurred peak cells (B, K, H, W); ``nonzero``:
@@ -574,7 +610,7 @@ class PoseResidualMLP:
             x += bias
             np.maximum(x, 0, out=x)
         _, H, W = self.grid_shape
-        add_blurred_cells(x, flat, cells.reshape(-1)[flat], H, W, self.input_sigma)  # the residual input
+        add_blurred_cells(x, flat, cells.reshape(-1)[flat], H, W, self.input_sigma, self.grid)  # the residual input
         K = self.grid_shape[0]
         z = x.reshape(B, K, -1) if self.softmax == "channel" else x.reshape(B, 1, -1)
         z -= z.max(-1, keepdims=True)
@@ -583,14 +619,23 @@ class PoseResidualMLP:
         return z.reshape(B, *self.grid_shape)
 
 
-def peak_cells(scale, offset, xy, types, values, num_keypoints, height, width):
-    """(B, K, H, W) float32 grids with each peak's value at its cell in every box it lies in
-    (the maximum where two share a cell), the (B, P, 2) cells, the (B, P) inside mask and the
-    sorted flat indices of the set cells."""
+def peak_cells(scale, offset, xy, types, values, num_keypoints, height, width, margin: float = 0.21,
+               grid: str = "enlarged"):
+    """(B, K, H, W) float32 grids with each peak's value at its cell in every box it counts for
+    (the maximum where two share a cell), the (B, P, 2) cells, the (B, P) mask of the peaks that
+    count and the sorted flat indices of the set cells. "enlarged": a peak counts where it lies
+    in the grid; "reference": where it lies in the box enlarged by ``margin``, its cell clamped
+    onto the grid (posenet's ``prn_grid.point_cells``)."""
     B, P = len(scale), len(xy)
     grids = np.zeros((B, num_keypoints, height, width), dtype=np.float32)
-    cell = np.floor(xy[None] * scale[:, None] + offset[:, None]).astype(np.int64)
-    inside = (cell[..., 0] >= 0) & (cell[..., 0] < width) & (cell[..., 1] >= 0) & (cell[..., 1] < height)
+    uv = xy[None] * scale[:, None] + offset[:, None]
+    cell = np.floor(uv).astype(np.int64)
+    if grid == "enlarged":
+        inside = (cell[..., 0] >= 0) & (cell[..., 0] < width) & (cell[..., 1] >= 0) & (cell[..., 1] < height)
+    else:
+        reach = np.array([width, height], dtype=np.float64) * margin
+        inside = ((uv >= -reach) & (uv < np.array([width, height]) + reach)).all(-1)
+        cell = np.minimum(np.maximum(cell, 0), np.array([width, height]) - 1)
     flat = np.zeros(0, dtype=np.int64)
     if P and B:
         b, p = np.nonzero(inside)
@@ -618,9 +663,9 @@ def prn_assign(prn: PoseResidualMLP, boxes, xy, types, scores, num_keypoints: in
     B, P = len(boxes), len(xy)
     if B == 0:
         return np.zeros((0, K, 2)), np.zeros((0, K))
-    _, scale, offset = box_grid(boxes, margin, height, width)
+    _, scale, offset = box_grid(boxes, margin if prn.grid == "enlarged" else 0.0, height, width)
     values = scores if peak_input == "score" else np.ones_like(scores)
-    cells, cell, inside, nonzero = peak_cells(scale, offset, xy, types, values, K, height, width)
+    cells, cell, inside, nonzero = peak_cells(scale, offset, xy, types, values, K, height, width, margin, prn.grid)
     out = prn(cells, nonzero)
     flat = out.reshape(B, K, -1)
     best = flat.argmax(2)
@@ -957,7 +1002,8 @@ class PoseModel:
             path = os.path.join(self.base_dir, g.get("weights", "model.prn.npz"))
             if not os.path.exists(path):
                 raise ValueError(f"{path}: the PRN weights are missing (grouping prn)")
-            self._prn = PoseResidualMLP.from_npz(path, g.get("softmax", "channel"), float(g.get("input_sigma", 1.0)))
+            self._prn = PoseResidualMLP.from_npz(path, g.get("softmax", "channel"), float(g.get("input_sigma", 1.0)),
+                                                 str(g.get("grid", "enlarged")))
         return self._prn
 
     def _graph_size(self, h: int, w: int) -> tuple[int, int]:

@@ -396,6 +396,7 @@ def metadata(cfg: DictConfig, model, *, dynamic: bool = False, onnx_file: str = 
             meta["grouping"] = {"name": "prn", "margin": float(grouping.margin), "height": int(grouping.height),
                                 "width": int(grouping.width), "input_sigma": float(grouping.input_sigma),
                                 "window": int(grouping.window), "peak_input": grouping.peak_input,
+                                "grid": grouping.grid,
                                 "softmax": model.prn.softmax,
                                 "weights": prn_file}
             if (grouping.height, grouping.width) != (model.prn.height, model.prn.width):

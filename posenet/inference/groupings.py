@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from posenet.codecs.prn_grid import GRIDS
 from posenet.errors import ConfigError
 from posenet.inference.prn_fast import PRECISIONS
 from posenet.inference.prn_grouping import PEAK_INPUTS, most_central_assign, prn_assign
@@ -68,7 +69,7 @@ class PrnGrouping(Grouping):
     needs_prn = True
 
     def __init__(self, margin: float = 0.21, height: int = 56, width: int = 36, input_sigma: float = 1.0,
-                 window: int = 15, precision: str = "int8", peak_input: str = "one"):
+                 window: int = 15, precision: str = "int8", peak_input: str = "one", grid: str = "enlarged"):
         if precision not in PRECISIONS:
             raise ConfigError(f"prn.precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         if peak_input not in PEAK_INPUTS:
@@ -76,6 +77,9 @@ class PrnGrouping(Grouping):
         self.margin, self.height, self.width = margin, height, width
         self.input_sigma, self.window, self.precision = input_sigma, window, precision
         self.peak_input = peak_input
+        if grid not in GRIDS:
+            raise ConfigError(f"prn.grid must be one of {', '.join(GRIDS)}, not {grid!r}")
+        self.grid = grid
 
     def __call__(self, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, model=None):
         prn = _prn_of(model)
@@ -83,11 +87,12 @@ class PrnGrouping(Grouping):
             raise ConfigError("PRN grouping needs a model with a PRN")
         return prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, self.margin, self.height,
                           self.width, self.input_sigma, self.window, precision=self.precision,
-                          peak_input=self.peak_input)
+                          peak_input=self.peak_input, grid=self.grid)
 
     def describe(self) -> str:
         return (f"PRN (window {self.window}, box margin {self.margin:.0%}, {self.precision} output layer, "
-                f"peaks input as {'their score' if self.peak_input == 'score' else '1, scored after'})")
+                f"peaks input as {'their score' if self.peak_input == 'score' else '1, scored after'}"
+                + (", the reference's grid" if self.grid == "reference" else "") + ")")
 
 
 @register_grouping

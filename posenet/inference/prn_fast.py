@@ -49,7 +49,7 @@ import weakref
 import numpy as np
 import torch
 
-from posenet.codecs.prn_grid import gaussian_matrix
+from posenet.codecs.prn_grid import blur_matrix, blur_radius
 
 PRECISIONS = ("int8", "float32", "exact")
 
@@ -128,21 +128,23 @@ def contested(inside: np.ndarray, types: np.ndarray, num_keypoints: int) -> np.n
 
 
 def _add_patches(logits: torch.Tensor, rows: np.ndarray, flat: np.ndarray, values: np.ndarray, height: int,
-                 width: int, sigma: float) -> None:
+                 width: int, sigma: float, grid: str = "enlarged") -> None:
     """Add the blurred input (the residual) to the computed channels' logits (C, H*W) in
-    place: every peak cell's Gaussian patch (``gaussian_matrix``'s kernel, cut at the grid's
-    edges); ``rows`` is the channel row of each entry (-1: not computed)."""
+    place: every peak cell's Gaussian patch, the column of the grid's blur matrices
+    (``blur_matrix``) at its cell, within the blur's reach; ``rows`` is the channel row of each
+    entry (-1: not computed)."""
     keep = rows >= 0
     if not keep.any():
         return
     rows, cell, values = rows[keep], flat[keep] % (height * width), values[keep]
     i, j = np.divmod(cell, width)
-    r = int(np.ceil(3 * sigma)) if sigma > 0 else 0
+    r = blur_radius(sigma, grid)
     d = np.arange(-r, r + 1)
-    g = gaussian_matrix(2 * r + 1, sigma)[r]  # the kernel, centre weight 1
     y, x = i[:, None, None] + d[None, :, None], j[:, None, None] + d[None, None, :]
     ok = (y >= 0) & (y < height) & (x >= 0) & (x < width)
-    weight = values[:, None, None] * g[None, :, None] * g[None, None, :]
+    gh, gw = blur_matrix(height, sigma, grid), blur_matrix(width, sigma, grid)
+    weight = (values[:, None, None] * gh[y.clip(0, height - 1), i[:, None, None]]
+              * gw[x.clip(0, width - 1), j[:, None, None]])
     index = rows[:, None, None] * (height * width) + y * width + x
     logits.view(-1).index_add_(0, torch.from_numpy(index[ok]), torch.from_numpy(weight[ok].astype(np.float32)))
 
@@ -152,7 +154,7 @@ class ChannelOutputs:
     (-1: not computed)."""
 
     def __init__(self, prn, hidden: torch.Tensor, needed: np.ndarray, flat: np.ndarray, values: np.ndarray,
-                 sigma: float, layer: OutputLayer):
+                 sigma: float, layer: OutputLayer, grid: str = "enlarged"):
         K, H, W = prn.grid_shape
         B = needed.shape[0]
         if prn.softmax == "global":
@@ -165,7 +167,7 @@ class ChannelOutputs:
                   for t, i, j in zip(types, starts, list(starts[1:]) + [len(b)])]
         logits = torch.cat(blocks).float().relu_() if blocks else torch.zeros(0, H * W)
         entry_b, entry_k = np.divmod(flat // (H * W), K)
-        _add_patches(logits, self.rows[entry_b, entry_k], flat, values, H, W, sigma)
+        _add_patches(logits, self.rows[entry_b, entry_k], flat, values, H, W, sigma, grid)
         if prn.softmax == "global":  # a box's channels are all there: normalise over them
             boxes = np.flatnonzero(needed[:, 0])
             order = torch.from_numpy(self.rows[boxes].reshape(-1))

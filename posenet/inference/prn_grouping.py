@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posenet.codecs.prn_grid import PrnGridCodec, blur, box_grid, grid_to_image, image_to_grid
+from posenet.codecs.prn_grid import PrnGridCodec, blur_adjoint, box_grid, grid_to_image
 from posenet.models.prn import PoseResidualNetwork
 from posenet.inference.prn_fast import (PRECISIONS, ChannelOutputs, contested, hidden_activations,
                                        int8_available, output_layer, peak_entries)
@@ -76,33 +76,34 @@ def window_sums(maps, types: np.ndarray, rows: np.ndarray, cols: np.ndarray, win
     return sums.double().cpu().numpy()
 
 
-def folded_first_layer(prn: PoseResidualNetwork, sigma: float, device) -> torch.Tensor:
+def folded_first_layer(prn: PoseResidualNetwork, sigma: float, device, grid: str = "enlarged") -> torch.Tensor:
     """The PRN's first weight matrix with the input blur folded in, (K*H*W, hidden) on ``device``.
 
-    The input blur is linear and its own adjoint (separable, zero-padded, symmetric Gaussian
-    matrices G), so the first layer of a blurred grid equals the blurred weights applied to the
-    unblurred peak cells: ``W1 vec(G_h S G_w) = blur(W1) vec(S)`` per channel. An image's grids hold a few peak
+    The input blur is linear and separable (matrices G of ``grid``), so the first layer of a
+    blurred grid equals the weights through the blur's adjoint applied to the unblurred peak
+    cells: ``W1 vec(G_h S G_w^T) = (G_h^T W1 G_w) vec(S)`` per channel (``blur_adjoint``; for
+    the symmetric "enlarged" blur, the blurred weights). An image's grids hold a few peak
     cells each among K*H*W = 34272 inputs, so the first layer becomes a sum of a few rows
     instead of a dense product. Kept per network while its weights are unchanged (one more
     copy of the first layer in memory).
     """
     weight = prn.first_layer.weight
-    key = (float(sigma), str(device), weight.data_ptr(), weight._version)
+    key = (float(sigma), grid, str(device), weight.data_ptr(), weight._version)
     cached = _FOLDED.get(prn)
     if cached is not None and cached[0] == key:
         return cached[1]
     K, H, W = prn.grid_shape
-    blurred = blur(weight.detach().float().cpu().numpy().reshape(-1, H, W), sigma)
+    blurred = blur_adjoint(weight.detach().float().cpu().numpy().reshape(-1, H, W), sigma, grid)
     folded = torch.from_numpy(blurred.reshape(weight.shape[0], K * H * W).T.copy()).to(device)
     _FOLDED[prn] = (key, folded)
     return folded
 
 
-def _first_layer(prn: PoseResidualNetwork, cells: np.ndarray, sigma: float, device) -> torch.Tensor:
+def _first_layer(prn: PoseResidualNetwork, cells: np.ndarray, codec: PrnGridCodec, device) -> torch.Tensor:
     """The first linear layer's output (B, hidden) for the blurred ``cells`` (B, K, H, W)."""
     index = np.flatnonzero(cells)
     b, i = np.divmod(index, cells[0].size)
-    rows = folded_first_layer(prn, sigma, device)[torch.from_numpy(i).to(device)]
+    rows = folded_first_layer(prn, codec.input_sigma, device, codec.grid)[torch.from_numpy(i).to(device)]
     rows = rows * torch.from_numpy(cells.reshape(-1)[index]).to(device)[:, None]
     bias = prn.first_layer.bias.detach().float().to(device)
     return bias.expand(len(cells), -1).clone().index_add_(0, torch.from_numpy(b).to(device), rows)
@@ -123,7 +124,7 @@ def _eval_mode(module):
 def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int, margin: float = 0.21,
                height: int = 56, width: int = 36, input_sigma: float = 1.0, window: int = 15,
                min_score: float = 0.0, precision: str = "int8",
-               peak_input: str = "one") -> tuple[np.ndarray, np.ndarray]:
+               peak_input: str = "one", grid: str = "enlarged") -> tuple[np.ndarray, np.ndarray]:
     """PRN grouping of one image's peaks into its boxes.
 
     All boxes go through ``prn`` (put in eval mode for the call) as one batch; a
@@ -138,6 +139,8 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
     ``peak_input``: what a peak writes into its input cell: "score", its heatmap score, or
     "one", 1 as in training (the PRN learns from ground-truth keypoints, written as 1), the
     pair score then being the window sum times the peak's score (the reference code's rule).
+    ``grid``: the box's grid, "enlarged" or "reference" (``posenet.codecs.prn_grid``); a peak
+    counts for a box where it counts in that grid, and is scored at its (clamped) cell.
 
     ``precision``: "exact" computes every channel of every box through the dense output layer
     (the reference); "float32" and "int8" compute only the channels whose scores can change the
@@ -158,25 +161,24 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
     B, K, P = len(boxes), num_keypoints, len(xy)
     if B == 0:
         return np.zeros((0, K, 2)), np.zeros((0, K))
-    codec = PrnGridCodec(margin, height, width, input_sigma)
+    codec = PrnGridCodec(margin, height, width, input_sigma, grid=grid)
     device = next(prn.parameters()).device
     if precision != "exact" and isinstance(prn, PoseResidualNetwork) and device.type == "cpu":
         with _eval_mode(prn):
             return _fast_assign(prn, codec, boxes, xy, types, scores, K, window, min_score,
                                 precision == "int8" and int8_available(device), values, factor)
     cells = codec.cells(boxes, xy, types, values, K)
-    grids = torch.from_numpy(blur(cells, input_sigma))
+    grids = torch.from_numpy(codec.blur(cells))
     with _eval_mode(prn):
         if isinstance(prn, PoseResidualNetwork):
-            out = prn(grids.to(device), first=_first_layer(prn, cells, input_sigma, device)).float()
+            out = prn(grids.to(device), first=_first_layer(prn, cells, codec, device)).float()
         else:
             out = prn(grids.to(device)).float()
     affine = codec.affine(boxes)
     keypoints, _ = codec.decode(boxes, out)  # fallback: the highest output cell of each channel
     result = np.zeros((B, K))
     if P:
-        cell = np.floor(image_to_grid(affine, xy)).astype(np.int64)  # (B, P, 2)
-        inside = (cell[..., 0] >= 0) & (cell[..., 0] < width) & (cell[..., 1] >= 0) & (cell[..., 1] < height)
+        cell, inside = codec.point_cells(affine, xy)  # (B, P, 2), (B, P)
         cx, cy = cell[..., 0].clip(0, width - 1), cell[..., 1].clip(0, height - 1)
         pair = window_sums(out, types, cy, cx, window)  # (B, P)
         if factor is not None:
@@ -197,10 +199,9 @@ def _fast_assign(prn, codec: PrnGridCodec, boxes, xy, types, scores, K: int, win
     if P and (types.min() < 0 or types.max() >= K):
         raise ValueError(f"peak types must lie in 0..{K - 1}")
     affine = codec.affine(boxes)
-    cell = np.floor(image_to_grid(affine, xy)).astype(np.int64)  # (B, P, 2)
-    inside = (cell[..., 0] >= 0) & (cell[..., 0] < W) & (cell[..., 1] >= 0) & (cell[..., 1] < H)
+    cell, inside = codec.point_cells(affine, xy)  # (B, P, 2), (B, P)
     flat, values = peak_entries(cell, inside, types, values, K, H, W)
-    hidden = hidden_activations(prn, flat, values, B, folded_first_layer(prn, codec.input_sigma, "cpu"))
+    hidden = hidden_activations(prn, flat, values, B, folded_first_layer(prn, codec.input_sigma, "cpu", codec.grid))
     layer = output_layer(prn, int8)
     scored = contested(inside, types, K) if min_score <= 0 else inside
     needed = np.ones((B, K), dtype=bool)  # channels without a candidate: their fallback, in the same products
@@ -208,7 +209,7 @@ def _fast_assign(prn, codec: PrnGridCodec, boxes, xy, types, scores, K: int, win
     needed[b, types[p]] = False
     b, p = np.nonzero(scored)
     needed[b, types[p]] = True
-    out = ChannelOutputs(prn, hidden, needed, flat, values, codec.input_sigma, layer)
+    out = ChannelOutputs(prn, hidden, needed, flat, values, codec.input_sigma, layer, codec.grid)
     pair = np.full((B, P), -np.inf)
     if len(b):
         sums = out.window_sums(b, types[p], cell[b, p, 1], cell[b, p, 0], window)
@@ -229,7 +230,7 @@ def _fast_assign(prn, codec: PrnGridCodec, boxes, xy, types, scores, K: int, win
         have = out.rows[b, k] >= 0
         best[have] = out.highest_cells(b[have], k[have])
         if extra.any():
-            more = ChannelOutputs(prn, hidden, extra, flat, values, codec.input_sigma, layer)
+            more = ChannelOutputs(prn, hidden, extra, flat, values, codec.input_sigma, layer, codec.grid)
             best[~have] = more.highest_cells(b[~have], k[~have])
         centre = np.stack([best % W, best // W], -1) + 0.5
         keypoints[b, k] = grid_to_image(affine[b], centre[:, None])[:, 0]

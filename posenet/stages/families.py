@@ -48,6 +48,12 @@ class Family:
         """The predictor of ``checkpoint`` (what infer.py and video.py run)."""
         raise NotImplementedError
 
+    def run_stages(self, cfg: DictConfig, out_dir, log=print) -> dict:
+        """Every stage trained (resuming what is done) and evaluated beside its ceiling: what
+        the overfitting benchmark runs. ``{"metrics": {..., "images"}, "rows": [(what, metric,
+        metrics, protocol), ...], "seconds": {...}}`` and more (see each family's function)."""
+        raise NotImplementedError
+
     def keypoint_model(self, cfg: DictConfig):
         """A freshly initialised model of the first (keypoint) stage: what train_keypoint.py
         trains (the training benchmark times it)."""
@@ -93,6 +99,11 @@ class MultiPoseNetFamily(Family):
 
         return Predictor.from_config(cfg, checkpoint, device)
 
+    def run_stages(self, cfg, out_dir, log=print):
+        from posenet.stages.pipeline import run_stages
+
+        return run_stages(cfg, out_dir, log)
+
     def keypoint_model(self, cfg):
         from posenet.config import build
 
@@ -121,6 +132,11 @@ class OpenPoseFamily(Family):
         from posenet.config import build
 
         return build.paf_predictor(cfg, build.model_from_checkpoint(cfg, checkpoint, device), device)
+
+    def run_stages(self, cfg, out_dir, log=print):
+        from posenet.stages import openpose
+
+        return openpose.run_stages(cfg, out_dir, log)
 
     def keypoint_model(self, cfg):
         from posenet.config import build

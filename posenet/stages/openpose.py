@@ -145,10 +145,44 @@ def validate(cfg: DictConfig, checkpoint, mode: str = "end-to-end", device: str 
     return metrics, validation
 
 
+def run_stages(cfg: DictConfig, out_dir: str | Path, log=print) -> dict:
+    """The family's one stage, trained and evaluated beside its ceiling: what the quickstart and
+    the overfitting benchmark run (the MultiPoseNet family's is ``pipeline.run_stages``).
+
+    Trains the PAF network into ``out_dir/keypoint`` (resuming what is done), validates its best
+    checkpoint end to end and the ground truth's maps through the same protocol (``gt-maps``),
+    and writes both into ``val_metrics.json`` beside the checkpoints. Returns ``{"metrics":
+    {"end_to_end_ap", "end_to_end_ap_ceiling", "images"}, "rows": [(what, metric, metrics,
+    protocol), ...], "seconds": {...}, "checkpoint", "end_to_end", "ceiling", "protocol"}``."""
+    from posenet.utils.io import write_json_atomic
+
+    out_dir = Path(out_dir)
+    seconds = {}
+    log(f"\n== openpose ({cfg.openpose.network}): training into {out_dir / 'keypoint'} "
+        "(runs again only what is not done yet)")
+    start = time.perf_counter()
+    train(cfg, out_dir=out_dir / "keypoint", resume=True, log=log)
+    seconds["train"] = time.perf_counter() - start
+    checkpoint = out_dir / "keypoint" / "best.pt"
+    start = time.perf_counter()
+    result, evaluator = validate(cfg, checkpoint, "end-to-end", log=log)
+    top, top_evaluator = validate(cfg, checkpoint, "gt-maps", log=log)
+    write_json_atomic(out_dir / "keypoint" / "val_metrics.json",
+                      {"end-to-end": evaluator.metrics_record(result, checkpoint),
+                       "ceiling": top_evaluator.metrics_record(top, checkpoint)}, indent=2)
+    seconds["validation"] = time.perf_counter() - start
+    rows = [(f"end to end: {cfg.openpose.network} + PAF grouping", "keypoint AP", result, evaluator.protocol()),
+            ("  ceiling: the ground truth's maps through the same grouping", "keypoint AP", top,
+             top_evaluator.protocol())]
+    metrics = {"end_to_end_ap": result["AP"], "end_to_end_ap_ceiling": top["AP"], "images": len(evaluator.image_ids)}
+    return {"metrics": metrics, "rows": rows, "seconds": seconds, "checkpoint": checkpoint, "end_to_end": result,
+            "ceiling": top, "protocol": evaluator.protocol()}
+
+
 def build_config_without_weights(cfg: DictConfig) -> DictConfig:
     from omegaconf import OmegaConf
 
     return OmegaConf.merge(cfg, {"model": {"pretrained": "none"}})
 
 
-__all__ = ["MODES", "PafEvaluator", "evaluator", "train", "validate", "visualize"]
+__all__ = ["MODES", "PafEvaluator", "evaluator", "run_stages", "train", "validate", "visualize"]
