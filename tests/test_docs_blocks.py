@@ -42,9 +42,10 @@ def _names_the_scripts_write():
                    and node.args and isinstance(node.args[0], ast.Constant)}
     sections = set(re.findall(r'section="([a-z0-9-]+)"', source))
     assert 'f"nms-{device_type}"' in source  # `nms --device cuda` writes its own block
+    assert 'else f"overfit-{cfg.model.family}"' in source  # each family's overfit table has its block
     demo = (REPO / "scripts" / "demo.py").read_text()
     assert '"quickstart" if cfg.model.family == "multiposenet" else f"quickstart-{cfg.model.family}"' in demo
-    return subcommands | sections | {"nms-cuda", "quickstart", "quickstart-openpose"}
+    return subcommands | sections | {"nms-cuda", "quickstart", "quickstart-openpose", "overfit-openpose"}
 
 
 def test_every_block_the_scripts_write_is_listed():

@@ -312,6 +312,10 @@ GENERATED_BLOCKS: Dict[str, str] = {
     "quickstart": "python scripts/demo.py --update-readme",
     "quickstart-openpose": "python scripts/demo.py --config configs/openpose_synthetic_small.yaml --update-readme",
     "overfit": "python scripts/benchmark.py overfit --images 16 --update-readme",
+    "overfit-openpose": "python scripts/benchmark.py overfit --config configs/overfit_openpose_coco_mini.yaml "
+                        "--update-readme",
+    "prn-grid": "python scripts/benchmark.py prn-grid prn.epochs=4 prn.samples_per_epoch=8192 prn.batch_size=64 "
+                "prn.lr=1e-3 train.schedule=cosine train.num_workers=0 train.eval_every=4 --update-readme",
     "learning": "python scripts/benchmark.py learning --config configs/synthetic_small.yaml --budget-minutes 5 "
                 "--update-readme",
     "nms": "python scripts/benchmark.py nms --update-readme",
