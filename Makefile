@@ -2,7 +2,7 @@
 #   make demo   set everything up, then run the main job on the embedded synthetic data
 #   make test   set everything up, then run the default test suite (what CI runs)
 # and, for whoever changes data, models, training, inference or evaluation:
-#   make test-slow     the learning proofs (both quickstarts, the 16-image overfit), about 40 min
+#   make test-slow     the learning proofs (both quickstarts, both families' 16-image overfits), about an hour
 #   make test-compat   the default suite on torch 2.11 / torchvision 0.26 in .compat/
 # Set-up is idempotent: the virtual environment and the extension are rebuilt only when
 # requirements.txt, setup.py or the extension sources change.
