@@ -103,11 +103,9 @@ def point_cells(affine: np.ndarray, xy, margin: float, height: int, width: int, 
     if check_grid(grid) == "enlarged":
         inside = (cell[..., 0] >= 0) & (cell[..., 0] < width) & (cell[..., 1] >= 0) & (cell[..., 1] < height)
         return cell, inside
-    reach = np.array([width, height], dtype=np.float64) * margin
-    size = np.array([width, height], dtype=np.float64)
-    inside = ((uv >= -reach) & (uv < size + reach)).all(-1)
-    cell = np.minimum(np.maximum(cell, 0), np.array([width, height]) - 1)
-    return cell, inside
+    size = np.array([width, height])
+    inside = ((uv >= -margin * size) & (uv < (1 + margin) * size)).all(-1)
+    return np.clip(cell, 0, size - 1), inside
 
 
 @lru_cache(maxsize=32)
@@ -119,7 +117,7 @@ def blur_matrix(n: int, sigma: float, grid: str = "enlarged") -> np.ndarray:
     if sigma <= 0:
         m = np.eye(n, dtype=np.float32)
     else:
-        r = int(4 * sigma + 0.5)  # scipy's truncate=4.0, as skimage's gaussian
+        r = blur_radius(sigma, grid)
         d = np.arange(-r, r + 1)
         g = np.exp(-0.5 * (d / sigma) ** 2)
         g /= g.sum()
@@ -135,6 +133,7 @@ def blur_radius(sigma: float, grid: str = "enlarged") -> int:
     """How many cells a blurred cell reaches on each side."""
     if sigma <= 0:
         return 0
+    # "reference": scipy's truncate=4.0, as skimage's gaussian
     return int(np.ceil(3 * sigma)) if check_grid(grid) == "enlarged" else int(4 * sigma + 0.5)
 
 

@@ -475,7 +475,7 @@ def blur_matrix(n: int, sigma: float, grid: str = "enlarged") -> np.ndarray:
         raise ValueError(f"grouping.grid must be 'enlarged' or 'reference', got {grid!r}")
     if sigma <= 0:
         return np.eye(n, dtype=np.float32)
-    r = int(4 * sigma + 0.5)
+    r = blur_radius(sigma, grid)
     d = np.arange(-r, r + 1)
     g = np.exp(-0.5 * (d / sigma) ** 2)
     g /= g.sum()
@@ -520,19 +520,20 @@ def box_matrix(n: int, window: int) -> np.ndarray:
 
 
 def add_blurred_cells(out: np.ndarray, flat: np.ndarray, values: np.ndarray, height: int, width: int,
-                      sigma: float, grid_kind: str = "enlarged") -> None:
+                      sigma: float, grid: str = "enlarged") -> None:
     """Add to ``out`` (N, K*H*W) the blur (``blur``) of grids that are zero but for ``values`` at
     the flat indices ``flat`` into (N, K, H, W): one small patch per set cell, the columns of
     the blur matrices at its cell."""
     if not len(flat):
         return
-    d = np.arange(-blur_radius(sigma, grid_kind), blur_radius(sigma, grid_kind) + 1)
-    gh, gw = blur_matrix(height, sigma, grid_kind), blur_matrix(width, sigma, grid_kind)
-    grid, rest = np.divmod(flat, height * width)
+    radius = blur_radius(sigma, grid)
+    d = np.arange(-radius, radius + 1)
+    gh, gw = blur_matrix(height, sigma, grid), blur_matrix(width, sigma, grid)
+    channel, rest = np.divmod(flat, height * width)
     r, c = np.divmod(rest, width)
     rows, cols = r[:, None] + d, c[:, None] + d  # (n, 2R + 1)
     ok = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-    index = (grid[:, None, None] * height + rows[:, :, None]) * width + cols[:, None, :]
+    index = (channel[:, None, None] * height + rows[:, :, None]) * width + cols[:, None, :]
     weight = (gh[rows.clip(0, height - 1), r[:, None]][:, :, None] * gw[cols.clip(0, width - 1), c[:, None]][:, None, :]
               * values.astype(np.float32)[:, None, None])
     np.add.at(out.reshape(-1), index[ok], weight[ok])
@@ -633,9 +634,9 @@ def peak_cells(scale, offset, xy, types, values, num_keypoints, height, width, m
     if grid == "enlarged":
         inside = (cell[..., 0] >= 0) & (cell[..., 0] < width) & (cell[..., 1] >= 0) & (cell[..., 1] < height)
     else:
-        reach = np.array([width, height], dtype=np.float64) * margin
-        inside = ((uv >= -reach) & (uv < np.array([width, height]) + reach)).all(-1)
-        cell = np.minimum(np.maximum(cell, 0), np.array([width, height]) - 1)
+        size = np.array([width, height])
+        inside = ((uv >= -margin * size) & (uv < (1 + margin) * size)).all(-1)
+        cell = np.clip(cell, 0, size - 1)
     flat = np.zeros(0, dtype=np.int64)
     if P and B:
         b, p = np.nonzero(inside)

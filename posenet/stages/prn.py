@@ -171,7 +171,6 @@ def compare_grids(cfg: DictConfig, grids, out_dir: str | Path, scenes: int = 200
                                      keypoint_threshold=cfg.infer.keypoint_threshold, progress=False)
             row[f"{where}_ap"] = evaluator(model)["AP"]
             row[f"{where}_right"] = right_person_share(evaluator)
-            row["protocol"] = evaluator.protocol()
         log(f"{name}: AP {row['val_ap']:.3f} on {val.split}, {row['crowds_ap']:.3f} on the crowds "
             f"({row['crowds_right']:.1%} of the keypoints to their own person)")
         return row
