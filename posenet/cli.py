@@ -10,6 +10,10 @@ from omegaconf import DictConfig
 
 from posenet.config import load_config
 from posenet.errors import PosenetError
+from posenet import families
+from posenet.errors import ConfigError
+from posenet.deploy.onnx_predictor import OnnxPredictor
+from posenet.families import load_predictor
 
 
 def config_parser(description: str, config_required: bool = True) -> argparse.ArgumentParser:
@@ -30,7 +34,6 @@ def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     args = parser.parse_intermixed_args(argv)
     cfg = load_config(args.config, args.overrides)
     if stage is not None:
-        from posenet.stages import families
 
         families.of(cfg).check_stage(stage)
     return args, cfg
@@ -57,10 +60,8 @@ def add_predictor_args(parser: argparse.ArgumentParser, what: str = CHECKPOINT_H
 def predictor_from_args(args: argparse.Namespace, overrides: Sequence[str] = ()):
     """The predictor ``add_predictor_args``' options name, with ``overrides`` (key=value; an
     export takes ``infer.*`` ones only); ConfigError for a mix of the two runtimes' options."""
-    from posenet.errors import ConfigError
 
     if args.runtime == "onnx":
-        from posenet.deploy.onnx_predictor import OnnxPredictor
 
         if not args.onnx or args.checkpoint or args.config:
             raise ConfigError("--runtime onnx takes --onnx MODEL.onnx (the export's metadata gives the settings), "
@@ -68,7 +69,6 @@ def predictor_from_args(args: argparse.Namespace, overrides: Sequence[str] = ())
         return OnnxPredictor(args.onnx, overrides)
     if not args.checkpoint or args.onnx:
         raise ConfigError("--runtime torch takes --checkpoint (for an export: --runtime onnx --onnx MODEL.onnx)")
-    from posenet.inference import load_predictor
 
     return load_predictor(args.checkpoint, args.config, overrides, device=args.device)
 

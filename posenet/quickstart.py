@@ -21,6 +21,14 @@ from posenet.config import build, save_config
 from posenet.data.coco import format_summary
 from posenet.stages.pipeline import format_ap
 from posenet.utils.io import write_json_atomic, write_text_atomic
+from posenet.inference.paf_predictor import PafPredictor
+from posenet.data.synthetic import write_synthetic_coco
+from posenet.inference import infer_folder
+from posenet.stages import openpose
+from posenet.config import load_config
+from posenet.stages import end_to_end
+from posenet.stages.pipeline import run_stages
+from posenet.inference import Predictor
 
 MANIFEST = "synthetic.yaml"
 
@@ -32,7 +40,6 @@ def ensure_synthetic_dataset(cfg: DictConfig, log=print) -> Path:
     other parameters is replaced. Generation writes to a temporary folder that is renamed into
     place, so an interrupted run never leaves a half-written dataset behind.
     """
-    from posenet.data.synthetic import write_synthetic_coco
 
     root = Path(cfg.data.root)
     wanted = OmegaConf.to_container(cfg.synthetic, resolve=True)
@@ -78,7 +85,6 @@ def _prepare(cfg: DictConfig, log) -> tuple[Path, dict]:
 
 def _infer_folders(cfg: DictConfig, predictor, out_dir: Path, log) -> dict:
     """infer.py's work over the synthetic val images and the photos in extra/test_images."""
-    from posenet.inference import infer_folder
 
     pictures = {}
     for name, folder in (("synthetic_val", Path(cfg.data.root) / cfg.data.val_split),
@@ -96,14 +102,13 @@ def run_openpose(cfg: DictConfig, log=print) -> dict:
     """The OpenPose family's quickstart: train its network on the synthetic world, validate it
     end to end beside the ceiling (the ground truth's own training targets through the same
     grouping), pictures; the table has the network and decoding times beside the AP."""
-    from posenet.stages import openpose
 
     total_start = time.perf_counter()
     out_dir, summaries = _prepare(cfg, log)
     stage = openpose.run_stages(cfg, out_dir, log)
     seconds, checkpoint, result, top = stage["seconds"], stage["checkpoint"], stage["end_to_end"], stage["ceiling"]
     start = time.perf_counter()
-    predictor = build.paf_predictor(cfg, build.model_from_checkpoint(cfg, checkpoint))
+    predictor = PafPredictor.from_config(cfg, build.model_from_checkpoint(cfg, checkpoint))
     pictures = _infer_folders(cfg, predictor, out_dir, log)
     seconds["infer"] = time.perf_counter() - start
     table = family_table(cfg, result, top, stage["protocol"], multiposenet_beside(cfg, log))
@@ -123,8 +128,6 @@ def multiposenet_beside(cfg: DictConfig, log=print) -> dict | None:
     """The MultiPoseNet quickstart's full model (``configs/synthetic_small.yaml``'s run), when it
     has been trained, validated end to end on ``cfg``'s data with ``cfg``'s input size: the
     first row of the family table. None when there is no such checkpoint."""
-    from posenet.config import load_config
-    from posenet.stages import end_to_end
 
     other = load_config(Path(__file__).resolve().parents[1] / "configs" / "synthetic_small.yaml")
     checkpoint = Path(other.output_dir) / "prn" / "best.pt"
@@ -161,8 +164,6 @@ def family_table(cfg: DictConfig, result: dict, ceiling: dict, protocol: str, be
 
 
 def run_multiposenet(cfg: DictConfig, log=print) -> dict:
-    from posenet.stages import end_to_end
-    from posenet.stages.pipeline import run_stages
 
     total_start = time.perf_counter()
     out_dir, summaries = _prepare(cfg, log)
@@ -181,8 +182,6 @@ def run_multiposenet(cfg: DictConfig, log=print) -> dict:
     write_json_atomic(out_dir / "end_to_end_metrics.json", {"stages": stages["metrics"], "ablations": records},
                       indent=2)
     seconds["ablations"] = time.perf_counter() - start
-
-    from posenet.inference import Predictor
 
     start = time.perf_counter()
     pictures = _infer_folders(cfg, Predictor.from_config(cfg, full), out_dir, log)

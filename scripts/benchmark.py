@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""posenet benchmarks. One subcommand per benchmark; the logic lives in posenet.utils.benchmark.
+"""posenet benchmarks. One subcommand per benchmark; the logic lives in posenet.bench, one module each.
 
     python scripts/benchmark.py nms [--device cuda] [--threads 1] [--markdown-out FILE] [--update-readme]
     python scripts/benchmark.py data [--root DIR] [--workers 2] [--input-size 480]
@@ -31,7 +31,7 @@ def _emit(markdown: str, args: argparse.Namespace, section: str | None = None) -
     """Print the table; write it to --markdown-out and into its generated block ``section``
     (default: the subcommand's name; README.md or the page of docs/ that holds the block) as
     the options say."""
-    from posenet.utils.benchmark import update_generated_block
+    from posenet.bench.common import update_generated_block
 
     section = section or args.command
     print(markdown, end="")
@@ -58,7 +58,8 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
 def run_nms(args: argparse.Namespace) -> int:
     import torch
 
-    from posenet.utils import benchmark as bench
+    from posenet.bench import common
+    from posenet.bench import nms as bench
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("benchmark nms: --device cuda needs a CUDA GPU, and none is available", file=sys.stderr)
@@ -81,7 +82,7 @@ def run_nms(args: argparse.Namespace) -> int:
     device_type = torch.device(args.device).type
     section, title = ("nms", "NMS benchmark") if device_type == "cpu" else \
         (f"nms-{device_type}", f"NMS benchmark on a GPU ({device_type})")
-    _emit(bench.format_nms_table(rows, bench.machine_info(args.device), protocol, title=title), args, section=section)
+    _emit(bench.format_nms_table(rows, common.machine_info(args.device), protocol, title=title), args, section=section)
     return 0
 
 
@@ -116,7 +117,7 @@ def add_nms_parser(subparsers) -> None:
 def run_data(args: argparse.Namespace) -> int:
     if args.scale:
         return run_data_scale(args)
-    from posenet.data.bench import benchmark_data, format_data_benchmark
+    from posenet.bench.data_loading import benchmark_data, format_data_benchmark
 
     result = benchmark_data(
         args.root, split=args.split, input_size=args.input_size, workers=args.workers,
@@ -128,7 +129,7 @@ def run_data(args: argparse.Namespace) -> int:
 
 def run_data_scale(args: argparse.Namespace) -> int:
     """``data --scale``: build time and memory on a COCO-sized file (README section 'data-scale')."""
-    from posenet.data.scale_bench import benchmark_data_scale, format_data_scale
+    from posenet.bench.data_scale import benchmark_data_scale, format_data_scale
 
     result = benchmark_data_scale(args.scale_config, workers=args.workers, num_samples=args.samples,
                                   batch_size=args.batch_size, seed=args.seed, scale_dir=args.scale_dir)
@@ -169,7 +170,7 @@ def add_data_parser(subparsers) -> None:
 
 def _decode_multiposenet(args: argparse.Namespace) -> int:
     from posenet.config import load_config
-    from posenet.inference.bench import benchmark_decode, format_decode_table
+    from posenet.bench.decode import benchmark_decode, format_decode_table
 
     cfg = load_config(args.config, args.overrides)
     repeats = {} if args.repeats is None else {"repeats": args.repeats}
@@ -183,7 +184,7 @@ def _decode_openpose(args: argparse.Namespace) -> int:
     """Peaks + PAF grouping on perfect targets and, with an openpose config (--config), its
     network on a random image; README section 'decode-openpose'."""
     from posenet.config import load_config
-    from posenet.inference.paf_bench import benchmark_paf_decode, format_paf_decode_table, time_paf_network
+    from posenet.bench.paf_decode import benchmark_paf_decode, format_paf_decode_table, time_paf_network
 
     repeats = {} if args.repeats is None else {"repeats": args.repeats}
     size = args.input_size or 368
@@ -240,7 +241,7 @@ PORT_EQUAL = os.path.join(os.path.dirname(README), "configs", "port_equal_r50.ya
 
 def run_network(args: argparse.Namespace) -> int:
     from posenet.config import load_config
-    from posenet.inference.network_bench import benchmark_network, format_network_table
+    from posenet.bench.network import benchmark_network, format_network_table
 
     config = PORT_EQUAL if args.port_equal else args.config
     cfg = load_config(config, args.overrides)
@@ -255,7 +256,7 @@ def run_network(args: argparse.Namespace) -> int:
 
 
 def add_network_parser(subparsers) -> None:
-    from posenet.inference.network_bench import VARIANTS
+    from posenet.bench.network import VARIANTS
 
     p = subparsers.add_parser(
         "network",
@@ -285,7 +286,7 @@ def add_network_parser(subparsers) -> None:
 
 def _machine_line() -> str:
     """The machine in one line for the learning benchmarks' table headers."""
-    from posenet.utils.benchmark import machine_info
+    from posenet.bench.common import machine_info
 
     info = machine_info("cpu")
     gpu = f", gpu {info['gpu']}" if "gpu" in info else ""
@@ -300,7 +301,8 @@ def run_overfit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from posenet.config import load_config
-    from posenet.stages import families, overfit
+    from posenet.bench import overfit
+    from posenet import families
     from posenet.utils.io import write_json_atomic
     cfg = load_config(args.config, [f"data.root={args.root}", f"data.first_images={args.images}", *args.overrides])
     out = Path(args.out or cfg.output_dir)
@@ -349,8 +351,8 @@ def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from posenet.config import load_config
-    from posenet.engine.bench import benchmark_training, format_training_table
-    from posenet.utils.benchmark import machine_info
+    from posenet.bench.training import benchmark_training, format_training_table
+    from posenet.bench.common import machine_info
 
     cfg = load_config(args.config, args.overrides)
     if "synthetic" in Path(cfg.data.root).parts and not Path(cfg.data.root).is_dir():
@@ -386,7 +388,7 @@ def add_train_parser(subparsers) -> None:
 
 def run_learning(args: argparse.Namespace) -> int:
     from posenet.config import load_config
-    from posenet.stages import learning_curve
+    from posenet.bench import learning_curve
 
     cfg = load_config(args.config, args.overrides)
     result = learning_curve.run(cfg, args.budget_minutes, args.out, worlds=args.worlds)
@@ -397,7 +399,7 @@ def run_learning(args: argparse.Namespace) -> int:
     if args.plot:
         learning_curve.plot(result, args.plot, f"{command} ({machine})")
         # the picture's link is relative to the page that holds the block (README.md or docs/)
-        from posenet.utils.benchmark import GeneratedBlockError, find_generated_block
+        from posenet.bench.common import GeneratedBlockError, find_generated_block
 
         try:
             page_dir = find_generated_block(args.command, REPO).parent
@@ -433,8 +435,8 @@ def run_memory(args: argparse.Namespace) -> int:
     import torch
 
     from posenet.config import load_config
-    from posenet.engine.memory_bench import benchmark_memory, format_memory_table
-    from posenet.utils.benchmark import machine_info
+    from posenet.bench.memory import benchmark_memory, format_memory_table
+    from posenet.bench.common import machine_info
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("benchmark memory: --device cuda needs a CUDA GPU, and none is available", file=sys.stderr)
@@ -477,7 +479,7 @@ def run_prn_grid(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from posenet.config import load_config
-    from posenet.stages import prn
+    from posenet.bench import prn_grid as prn
 
     cfg = load_config(args.config, [f"data.root={args.root}", *args.overrides])
     out = Path(args.out or Path(cfg.output_dir) / "prn_grids")

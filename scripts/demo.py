@@ -17,7 +17,7 @@ def main():
     args, cfg = cli.parse_config_args(parser)
     summary = quickstart.run(cfg)
     if args.update_readme:
-        from posenet.utils.benchmark import machine_info, update_generated_block
+        from posenet.bench.common import machine_info, update_generated_block
 
         info = machine_info("cpu")
         gpu = f", gpu {info['gpu']}" if "gpu" in info else ""

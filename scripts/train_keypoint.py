@@ -2,7 +2,7 @@
 """Stage 1 of the config's model family (single process or torchrun): MultiPoseNet's trunk,
 keypoint FPN and keypoint subnet, or the OpenPose family's PAF network (model.family)."""
 from posenet import cli
-from posenet.stages import families
+from posenet import families
 
 
 def main():

@@ -22,7 +22,7 @@ from posenet import cli
 from posenet.errors import ConfigError
 from posenet.evaluation import write_results
 from posenet.inference.groupings import GROUPINGS
-from posenet.stages import families
+from posenet import families
 from posenet.utils.io import write_json_atomic
 
 

@@ -468,7 +468,7 @@ _LOADER_SCRIPT = r"""
 import json, sys, time
 import cv2, numpy as np, torch
 from torch.utils.data import DataLoader, Dataset
-from posenet.data.bench import benchmark_data, format_data_benchmark
+from posenet.bench.data_loading import benchmark_data, format_data_benchmark
 from posenet.data.coco import CocoPersons
 from posenet.data.dataset import CocoKeypointDataset
 

@@ -17,6 +17,7 @@ from posenet.stages import detection, keypoint
 
 from _scripts import REPO, run_script
 from test_keypoint_stage import tiny_overrides
+from posenet.stages.detection import DetectionEvaluator
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
 
@@ -46,7 +47,7 @@ class _PerfectDetector(nn.Module):
 
 def test_perfect_boxes_score_box_ap_one_through_the_validation_transform(coco_mini):
     cfg = load_config(CONFIG, [f"data.root={coco_mini}", "train.num_workers=0", "eval.max_images=24"])
-    evaluator = build.detection_evaluator(cfg, progress=False)
+    evaluator = DetectionEvaluator.from_config(cfg, progress=False)
     model = _PerfectDetector(evaluator.persons)
     model.metas = [targets["meta"] for _, targets in evaluator.loader]
     metrics = evaluator(model)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from posenet.utils.benchmark import (
+from posenet.bench.common import (
     GENERATED_BLOCKS,
     GeneratedBlockError,
     block_markers,

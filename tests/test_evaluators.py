@@ -87,17 +87,17 @@ def test_build_passes_the_config_keys(val, coco_mini):
     cfg = _cfg(coco_mini, "eval.max_images=2", "eval.box_margin=0.3", "eval.flip=true", "eval.batch_size=1",
                "infer.keypoint_threshold=0.2", "infer.grouping=greedy")
     dataset = CocoKeypointDataset(val, input_size=(128, 128), train=False)
-    keypoints = build.keypoint_evaluator(cfg, dataset, progress=False)
+    keypoints = KeypointEvaluator.from_config(cfg, dataset, progress=False)
     assert (keypoints.box_margin, keypoints.flip, keypoints.loader.batch_size, len(keypoints.image_ids)) == (0.3, True, 1, 2)
-    boxes = build.detection_evaluator(cfg, dataset, progress=False)
+    boxes = DetectionEvaluator.from_config(cfg, dataset, progress=False)
     assert boxes.options == build.detection_options(cfg) and len(boxes.image_ids) == 2
-    prn = build.prn_evaluator(cfg, "greedy", progress=False, max_images=3)
+    prn = PrnEvaluator.from_config(cfg, "greedy", progress=False, max_images=3)
     assert prn.grouping.name == "greedy" and prn.keypoint_threshold == 0.2 and len(prn.image_ids) == 3
-    assert len(build.prn_evaluator(cfg, "greedy", progress=False).image_ids) == 2
+    assert len(PrnEvaluator.from_config(cfg, "greedy", progress=False).image_ids) == 2
     from _stub_models import ColourCodedNet
 
-    predictor = build.predictor(cfg, ColourCodedNet())
-    e2e = build.end_to_end_evaluator(cfg, predictor, "gt-keypoints-gt-boxes", progress=False)
+    predictor = Predictor.from_config(cfg, ColourCodedNet())
+    e2e = EndToEndEvaluator.from_config(cfg, predictor, "gt-keypoints-gt-boxes", progress=False)
     assert e2e.mode == "gt-keypoints-gt-boxes" and e2e.persons.split == cfg.data.val_split and len(e2e.image_ids) == 2
     scenes = build.prn_scenes(cfg, val)
     assert scenes.persons is val and len(scenes) == cfg.prn.samples_per_epoch

@@ -28,6 +28,8 @@ from posenet.deploy import export as E
 from posenet.deploy.onnx_predictor import OnnxPredictor, apply_overrides, layout_of, read_metadata, validate
 
 from _scripts import REPO, run_script
+from posenet.inference.paf_predictor import PafPredictor
+from posenet.inference.predictor import Predictor
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -154,7 +156,7 @@ def test_multiposenet_metadata_round_trip(multiposenet):
     cfg, model, _, out, _ = multiposenet
     meta = read_metadata(out)
     assert meta == json.loads(json.dumps(E.metadata(cfg, model, dynamic=True)))
-    predictor = build.predictor(cfg, model)
+    predictor = Predictor.from_config(cfg, model)
     assert meta["input"]["size"] is None and meta["input"]["size_divisor"] == 32 and meta["input"]["min_size"] == 32
     assert np.allclose(meta["input"]["pad_value"], 255 * np.array([0.485, 0.456, 0.406]))
     anchors = model.detection_head.anchor_generator
@@ -180,7 +182,7 @@ def test_multiposenet_metadata_round_trip(multiposenet):
 
 def test_onnx_predictor_gives_the_pytorch_predictors_people(multiposenet):
     cfg, model, _, out, _ = multiposenet
-    torch_predictor, onnx_predictor = build.predictor(cfg, model), OnnxPredictor(out)
+    torch_predictor, onnx_predictor = Predictor.from_config(cfg, model), OnnxPredictor(out)
     people = 0
     for rgb in _val_images(cfg):
         a, b = torch_predictor.run(rgb), onnx_predictor.run(rgb)
@@ -222,7 +224,7 @@ def test_infer_script_runs_the_export(multiposenet, tmp_path):
         shutil.copy(persons.image_path(i), images)
     run_script("infer.py", "--runtime", "onnx", "--onnx", str(out), "--images", str(images),
                "--out", str(tmp_path / "onnx"), "--no-pictures", "infer.keypoint_threshold=0.2")
-    infer_folder(build.predictor(load_config(MULTIPOSENET, [f"data.root={cfg.data.root}", *TINY_MULTIPOSENET,
+    infer_folder(Predictor.from_config(load_config(MULTIPOSENET, [f"data.root={cfg.data.root}", *TINY_MULTIPOSENET,
                                                             "infer.keypoint_threshold=0.2"]), model),
                  images, tmp_path / "torch", pictures=False, progress=False, log=lambda line: None)
     ours = json.loads((tmp_path / "onnx" / "results.json").read_text())
@@ -296,7 +298,7 @@ def test_openpose_graph_and_metadata(openpose):
     assert max(E.compare_onnxruntime(model, out, sizes=[(64, 128), (192, 64)]).values()) < 1e-4
     meta = read_metadata(out)
     assert meta == json.loads(json.dumps(E.metadata(cfg, model, dynamic=True)))
-    predictor = build.paf_predictor(cfg, model)
+    predictor = PafPredictor.from_config(cfg, model)
     assert meta["family"] == "openpose" and meta["outputs"] == ["heatmaps", "pafs"]
     assert meta["input"]["size_divisor"] == model.input_divisor == 64 and meta["input"]["min_size"] == 4
     assert meta["heatmaps"]["stride"] == predictor.stride == 4
@@ -309,7 +311,7 @@ def test_openpose_graph_and_metadata(openpose):
 
 def test_openpose_export_gives_the_pytorch_predictors_people(openpose):
     cfg, model, _, out, _ = openpose
-    torch_predictor, onnx_predictor = build.paf_predictor(cfg, model), OnnxPredictor(out)
+    torch_predictor, onnx_predictor = PafPredictor.from_config(cfg, model), OnnxPredictor(out)
     people = 0
     for rgb in _val_images(cfg, longer_side=cfg.infer.input_size):
         a, b = torch_predictor.run(rgb), onnx_predictor.run(rgb)
@@ -323,7 +325,7 @@ def test_openpose_export_gives_the_pytorch_predictors_people(openpose):
     size = cfg.infer.input_size
     rgb = cv2.resize(rgb, (round(rgb.shape[1] * size / rgb.shape[0]), size), interpolation=cv2.INTER_AREA)
     assert rgb.shape[1] > size  # a landscape image: its longer side is not the input size
-    torch_height = build.paf_predictor(OmegaConf.merge(cfg, {"infer": {"input_side": "height"}}), model)
+    torch_height = PafPredictor.from_config(OmegaConf.merge(cfg, {"infer": {"input_side": "height"}}), model)
     onnx_height = OnnxPredictor(out, ["infer.input_side=height"])
     a, b = torch_height.run(rgb), onnx_height.run(rgb)
     assert np.allclose(a.matrix, [[1, 0, 0], [0, 1, 0]]) and np.allclose(b.matrix, a.matrix)
@@ -376,7 +378,7 @@ def test_fixed_size_export(family, multiposenet, openpose, script_export, tmp_pa
     # a square image fills the fixed graph exactly as the PyTorch model pads it: the same people
     rgb = _val_images(cfg, 1)[0]
     square = np.ascontiguousarray(rgb[:min(rgb.shape[:2]), :min(rgb.shape[:2])])
-    torch_predictor = build.predictor(cfg, model) if family == "multiposenet" else build.paf_predictor(cfg, model)
+    torch_predictor = Predictor.from_config(cfg, model) if family == "multiposenet" else PafPredictor.from_config(cfg, model)
     torch_predictor.input_size, torch_predictor.scales = side, (1.0,)
     onnx_predictor = OnnxPredictor(path, [f"infer.input_size={side}", "infer.scales=[1.0]"])
     assert _same_people(torch_predictor.run(square), onnx_predictor.run(square)) > 0

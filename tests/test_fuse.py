@@ -14,6 +14,8 @@ from posenet.models.fuse import BATCH_NORMS, fold_batchnorm, foldable_pairs
 from posenet.models.paf_networks import HourglassPafNet, ShuffleNetPafNet
 from posenet.models.prn import PoseResidualNetwork
 from posenet.models.retinanet import RetinaNetHead
+from posenet.inference.paf_predictor import PafPredictor
+from posenet.inference.predictor import Predictor
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -125,8 +127,8 @@ def test_predictions_are_unchanged_with_folding_and_channels_last():
     cfg = _cfg("synthetic_small.yaml", "infer.grouping=greedy", "infer.input_size=64", "infer.box_threshold=0",
                "detection.score_threshold=0", "infer.flip=true", "infer.scales=[1.0,0.75]")
     model = posenet(frozen_bn=False)  # a loaded checkpoint's model: eval mode, trained statistics
-    fast = build.predictor(cfg, model)
-    plain = build.predictor(OmegaConf.merge(cfg, {"infer": {"fold_batchnorm": False, "channels_last": False}}),
+    fast = Predictor.from_config(cfg, model)
+    plain = Predictor.from_config(OmegaConf.merge(cfg, {"infer": {"fold_batchnorm": False, "channels_last": False}}),
                             model)
     assert fast.model is not model and plain.model is model
     assert not any(isinstance(m, BATCH_NORMS) for m in fast.model.modules())
@@ -154,9 +156,9 @@ def test_a_training_model_is_never_folded():
     net = build.paf_network(cfg)
     randomise_batch_norms(net)
     assert net.training
-    predictor = build.paf_predictor(cfg, net)
+    predictor = PafPredictor.from_config(cfg, net)
     assert predictor.model is net and foldable_pairs(net)
-    loaded = build.paf_predictor(cfg, net.eval())
+    loaded = PafPredictor.from_config(cfg, net.eval())
     assert loaded.model is not net and not foldable_pairs(loaded.model)
     assert predictor.with_model(net).model is net
     rgb = torch.randint(0, 256, (48, 64, 3), generator=torch.Generator().manual_seed(5), dtype=torch.uint8).numpy()

@@ -1,16 +1,21 @@
 """The groupings registry: every grouping is called the same way by the Predictor and the
-evaluators; a new one is a class with @register_grouping; unknown names are one clear error."""
+evaluators; a new one is a class registered with @GROUPINGS.register (a file of its own: the
+toy grouping); unknown names are one clear error."""
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 import pytest
 
 from posenet.config import build, load_config
 from posenet.errors import ConfigError
-from posenet.inference.groupings import GROUPINGS, GreedyGrouping, Grouping, make_grouping, register_grouping
+from posenet.inference.groupings import GROUPINGS, GreedyGrouping
 from posenet.inference.prn_grouping import most_central_assign
 
 from _scripts import REPO
+from posenet.inference.groupings import grouping_from_config
+from posenet.inference.predictor import Predictor
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
 
@@ -18,12 +23,12 @@ CONFIG = REPO / "configs/synthetic_small.yaml"
 def test_the_registry_builds_from_config_and_names_the_choices():
     cfg = load_config(CONFIG, ["prn.box_margin=0.3", "prn.window=9"])
     assert {"prn", "greedy"} <= set(GROUPINGS)
-    prn, greedy = build.grouping(cfg, "prn"), build.grouping(cfg, "greedy")
+    prn, greedy = grouping_from_config(cfg, "prn"), grouping_from_config(cfg, "greedy")
     assert (prn.name, prn.window, prn.margin, prn.needs_prn) == ("prn", 9, 0.3, True)
     assert (greedy.name, greedy.margin, greedy.needs_prn) == ("greedy", 0.3, False)
     assert "window 9" in prn.describe() and "greedy" in greedy.describe()
-    with pytest.raises(ConfigError, match="unknown grouping 'paf'; choose one of greedy, prn"):
-        make_grouping("paf")
+    with pytest.raises(ConfigError, match="unknown infer.grouping 'paf'; choose one of greedy, prn"):
+        GROUPINGS["paf"]
 
 
 def test_a_grouping_that_needs_a_prn_refuses_a_model_without_one():
@@ -31,7 +36,7 @@ def test_a_grouping_that_needs_a_prn_refuses_a_model_without_one():
         has_prn = False
 
     with pytest.raises(ConfigError, match="no PRN"):
-        build.grouping(load_config(CONFIG), "prn").check_model(NoPrn())
+        grouping_from_config(load_config(CONFIG), "prn").check_model(NoPrn())
     GreedyGrouping().check_model(NoPrn())  # needs none
 
 
@@ -44,37 +49,30 @@ def test_greedy_grouping_is_greedy_assign():
     assert all(np.array_equal(a, b) for a, b in zip(got, want))
 
 
-def test_a_registered_grouping_runs_through_the_predictor_and_the_evaluator(coco_mini):
-    """One class is all a new grouping needs: the Predictor and the ground-truth evaluator call it."""
+def test_a_grouping_in_a_file_of_its_own_runs_everywhere_by_its_name(coco_mini):
+    """Adding a grouping is one file (tests/_toy_grouping.py: a registered class that reads its
+    options in ``from_config``): the config names it, and the Predictor and the ground-truth
+    evaluator run it, with no other edit."""
     from _stub_models import ColourCodedNet
     from posenet.stages.prn import PrnEvaluator
 
-    calls = []
-
-    @register_grouping
-    class FirstBox(Grouping):
-        name = "first-box-test"
-
-        def __call__(self, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, model=None):
-            calls.append(len(boxes))
-            keypoints = np.zeros((len(boxes), num_keypoints, 2))
-            scores = np.zeros((len(boxes), num_keypoints))
-            for xy, k, s in zip(np.asarray(peaks_xy), np.asarray(peaks_type), np.asarray(peaks_score)):
-                if len(boxes) and s > scores[0, k]:
-                    keypoints[0, k], scores[0, k] = xy, s
-            return keypoints, scores
+    sys.modules.pop("_toy_grouping", None)  # registers on import
+    import _toy_grouping
 
     try:
-        cfg = load_config(CONFIG, [f"data.root={coco_mini}"])
-        predictor = build.predictor(cfg, ColourCodedNet(whole_image_box=True), grouping_name="first-box-test")
+        cfg = load_config(CONFIG, [f"data.root={coco_mini}", "infer.grouping=nearest-centre-test", "prn.box_margin=0.3"])
+        predictor = Predictor.from_config(cfg, ColourCodedNet(whole_image_box=True))
+        assert isinstance(predictor.grouping, _toy_grouping.NearestCentre) and predictor.grouping.margin == 0.3
+        _toy_grouping.NearestCentre.calls = 0
         people = predictor.predict(np.full((64, 48, 3), 40, np.uint8))
-        assert calls == [1] and len(people) == 1
-        persons = build.coco_split(cfg.data, "val2017")
-        evaluator = PrnEvaluator(persons, FirstBox(), build.keypoint_layout(cfg.data.keypoints), max_images=5,
-                                 progress=False)
+        assert _toy_grouping.NearestCentre.calls == 1 and len(people) == 1
+        evaluator = PrnEvaluator.from_config(cfg, "nearest-centre-test", progress=False, max_images=5)
         metrics = evaluator()
-        assert len(calls) > 1 and 0.0 <= metrics["AP"] <= 1.0 and "first-box-test" in evaluator.protocol()
+        assert _toy_grouping.NearestCentre.calls > 1 and 0.0 <= metrics["AP"] <= 1.0
+        assert "nearest box centre (margin 30%)" in evaluator.protocol()
     finally:
-        GROUPINGS.pop("first-box-test", None)
+        GROUPINGS.unregister("nearest-centre-test")
+    with pytest.raises(ConfigError, match="unknown infer.grouping 'nearest-centre-test'; choose one of greedy, prn"):
+        Predictor.from_config(cfg, ColourCodedNet(whole_image_box=True))
     with pytest.raises(ValueError, match="already registered"):
-        register_grouping(GreedyGrouping)
+        GROUPINGS.register("greedy")(GreedyGrouping)

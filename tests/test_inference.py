@@ -23,6 +23,7 @@ from posenet.stages.end_to_end import EndToEndEvaluator
 
 from _random_runs import TINY, save_random_run
 from _scripts import REPO, run_script
+from posenet.inference.predictor import Predictor
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
 
@@ -209,7 +210,7 @@ def _stub_predictor(input_size: int) -> Predictor:
     from _stub_models import ColourCodedNet
 
     cfg = load_config(CONFIG, ["infer.grouping=greedy", "infer.peak_threshold=0.1", f"infer.input_size={input_size}"])
-    return build.predictor(cfg, ColourCodedNet(whole_image_box=True))
+    return Predictor.from_config(cfg, ColourCodedNet(whole_image_box=True))
 
 
 def test_keypoints_map_back_to_the_pixels_of_a_6000_by_4000_image(tmp_path):

@@ -22,6 +22,7 @@ from posenet.inference import keypoints_in_boxes
 from posenet.vis import heatmap_overlay, heatmap_panels
 
 from _scripts import REPO, run_script
+from posenet.stages.keypoint import KeypointEvaluator
 
 
 # ----------------------------------------------------------------------------- grouping
@@ -105,14 +106,14 @@ class PerfectModel(nn.Module):
 
 def test_perfect_heatmaps_score_high_ap_on_coco_mini_val(coco_mini):
     cfg = load_config(REPO / "configs/coco-mini.yaml", [f"data.root={coco_mini}", "train.num_workers=0"])
-    evaluator = build.keypoint_evaluator(cfg, progress=False)
+    evaluator = KeypointEvaluator.from_config(cfg, progress=False)
     metrics = evaluator(PerfectModel())
     # Ground-truth keypoints written as results score AP 1.0 (test_coco_eval); through heatmaps,
     # GT boxes and exclusive peaks the perfect model loses only the persons its grouping mixes up.
     assert metrics["AP"] > 0.8 and metrics["AP50"] > 0.9
     assert metrics["val_loss"] == 0.0
     assert evaluator.last_results and {"image_id", "category_id", "keypoints", "score"} <= set(evaluator.last_results[0])
-    plain = build.keypoint_evaluator(load_config(REPO / "configs/coco-mini.yaml", [
+    plain = KeypointEvaluator.from_config(load_config(REPO / "configs/coco-mini.yaml", [
         f"data.root={coco_mini}", "train.num_workers=0", "eval.exclusive_peaks=false"]), progress=False)
     assert plain(PerfectModel())["AP"] < metrics["AP"]
 
@@ -216,7 +217,7 @@ def test_pck_counts_keypoints_within_a_tenth_of_the_person_size(coco_mini):
     from posenet.stages.keypoint import TargetHeatmaps
 
     cfg = load_config(REPO / "configs/coco-mini.yaml", [f"data.root={coco_mini}", "train.num_workers=0"])
-    evaluator = build.keypoint_evaluator(cfg, progress=False)
+    evaluator = KeypointEvaluator.from_config(cfg, progress=False)
     perfect = evaluator(TargetHeatmaps())["PCK"]
     assert 0.85 < perfect <= 1.0
     # 8 cells = 32 input px at 480: beyond 0.1 sqrt(area) for every but the largest persons

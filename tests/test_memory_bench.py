@@ -1,4 +1,4 @@
-"""scripts/benchmark.py memory (posenet.engine.memory_bench): the saved-for-backward bookkeeping
+"""scripts/benchmark.py memory (posenet.bench.memory): the saved-for-backward bookkeeping
 is linear in the batch and quadratic in the input side, frozen parts do not train, and the
 subcommand writes a table with one row per stage, on tiny configs."""
 import os
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from posenet.config import load_config
-from posenet.engine import memory_bench as mb
+from posenet.bench import memory as mb
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -1,4 +1,4 @@
-"""The network benchmark (posenet.inference.network_bench): the port's reconstructed decoding
+"""The network benchmark (posenet.bench.network): the port's reconstructed decoding
 picks what a box-by-box PRN would, interleaved timing, and a tiny run of every fp32 row with
 its table (the outputs of the fp32 variants equal eager fp32's)."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 
 from posenet.codecs.prn_grid import encode_peaks
 from posenet.config import load_config
-from posenet.inference.network_bench import (benchmark_network, fastest_equal, format_network_table,
+from posenet.bench.network import (benchmark_network, fastest_equal, format_network_table,
                                              interleaved_timing, port_prn_decoding)
 from posenet.models.prn import PoseResidualNetwork
 

@@ -12,9 +12,10 @@ from posenet.codecs.paf import PafCodec
 from posenet.config import build, load_config
 from posenet.data.keypoints import OPENPOSE_18
 from posenet.errors import ConfigError
-from posenet.inference.test_time import flip_back, paf_flip_index
-from posenet.stages import families
+from posenet.inference.scales_and_flip import flip_back, paf_flip_index
+from posenet import families
 from _scripts import REPO, run_script
+from posenet.inference.paf_predictor import PafPredictor
 
 CONFIG = REPO / "configs/openpose_synthetic_small.yaml"
 
@@ -69,7 +70,7 @@ def test_the_targets_decode_back_to_the_people(quickstart_world):
     """Round trip: annotations -> dataset targets -> peaks + PAF grouping -> the same people."""
     cfg = config(f"data.root={quickstart_world}", "keypoint.val_input_size=320", "infer.input_size=320")
     dataset = build.keypoint_dataset(cfg, "val2017", train=False)
-    predictor = build.paf_predictor(cfg, build.paf_network(cfg))
+    predictor = PafPredictor.from_config(cfg, build.paf_network(cfg))
     errors = []
     for index in range(len(dataset)):
         image, target = dataset[index]
@@ -167,7 +168,7 @@ def test_a_multiposenet_checkpoint_in_an_openpose_config_is_one_clear_error(tiny
 
 
 def test_the_training_benchmark_times_the_family_network(tiny_synthetic, tmp_path):
-    from posenet.engine.bench import time_training
+    from posenet.bench.training import time_training
 
     cfg = config(*tiny_openpose(tiny_synthetic, tmp_path))
     result = time_training(cfg, steps=2, warmup=1)

@@ -163,7 +163,7 @@ def test_perfect_targets_through_the_paf_grouping_score_high_on_coco_mini(coco_m
     from posenet.data.targets import keypoint_persons
     from posenet.evaluation import evaluate_keypoints, keypoint_results
 
-    from posenet.inference.test_time import input_geometry
+    from posenet.inference.scales_and_flip import input_geometry
 
     persons = CocoPersons(coco_mini, "val2017")
     aps, enlarged = {}, []

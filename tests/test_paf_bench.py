@@ -8,7 +8,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from posenet.inference.paf_bench import (
+from posenet.bench.paf_decode import (
     benchmark_paf_decode, format_paf_decode_table, grid_shape, recovered_people, separated_people,
 )
 
@@ -59,6 +59,6 @@ def test_the_decode_subcommand_times_the_family_it_is_given(repo_root, tmp_path,
     assert table.startswith("### PAF decoding time per image") and "3 of 3 people recovered" in table
     assert "128×128 input" in capsys.readouterr().out
     # --update-readme files it under its own markers, in README.md or a page of docs/
-    from posenet.utils.benchmark import find_generated_block
+    from posenet.bench.common import find_generated_block
 
     assert "<!-- /benchmark:decode-openpose -->" in find_generated_block("decode-openpose", repo_root).read_text()

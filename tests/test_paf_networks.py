@@ -1,4 +1,4 @@
-"""The OpenPose family's networks (VGG19, ShuffleNetV2, stacked hourglasses): outputs at their
+"""The OpenPose family's networks (VGG19, ShuffleNetV2, stacked hourglasses, ResNet-FPN): outputs at their
 strides for any input size, one loss term pair a supervised stage, training moving the loss,
 the eval and train outputs, and torchvision weights from a file or the hub cache, with one
 clear error for anything else."""
@@ -10,9 +10,9 @@ import pytest
 import torch
 import torchvision
 
-from posenet.errors import PosenetError
+from posenet.errors import ConfigError, PosenetError
 from posenet.models.openpose import OpenPoseNet, PafNetwork
-from posenet.models.paf_networks import PAF_NETWORKS, HourglassPafNet, ShuffleNetPafNet, build_paf_network
+from posenet.models.paf_networks import PAF_NETWORKS, HourglassPafNet, ResNetFpnPafNet, ShuffleNetPafNet, build_paf_network
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -21,6 +21,7 @@ SMALL = {
     "vgg19": (dict(stages=2), 2, 3e-4),
     "shufflenetv2": (dict(width="x0_5"), 1, 3e-4),
     "hourglass": (dict(stacks=2, channels=32), 2, 1e-3),
+    "resnet_fpn": (dict(depth=18, channels=16), 1, 1e-3),
 }
 PARTS, LIMBS = 5, 4
 
@@ -38,9 +39,11 @@ def targets_for(net: PafNetwork, n: int, h: int, w: int) -> dict[str, torch.Tens
 
 
 def test_the_registry():
-    assert PAF_NETWORKS == {"vgg19": OpenPoseNet, "shufflenetv2": ShuffleNetPafNet, "hourglass": HourglassPafNet}
+    assert PAF_NETWORKS == {"vgg19": OpenPoseNet, "shufflenetv2": ShuffleNetPafNet, "hourglass": HourglassPafNet,
+                            "resnet_fpn": ResNetFpnPafNet}
     assert {cls.output_stride for cls in PAF_NETWORKS.values()} == {8, 4}
-    with pytest.raises(PosenetError, match="unknown PAF network 'resnet'.*vgg19, shufflenetv2, hourglass"):
+    with pytest.raises(ConfigError, match="unknown openpose.network 'resnet'; choose one of hourglass, resnet_fpn, "
+                                          "shufflenetv2, vgg19"):
         build_paf_network("resnet")
 
 
@@ -49,7 +52,7 @@ def test_outputs_at_the_stride_for_odd_sizes_and_a_loss_pair_per_stage(name):
     net = small(name)
     assert isinstance(net, PafNetwork) and (net.num_parts, net.num_limbs) == (PARTS, LIMBS)
     s = net.output_stride
-    assert s == (4 if name == "hourglass" else 8)
+    assert s == (4 if name in ("hourglass", "resnet_fpn") else 8)
     images = torch.randint(0, 255, (2, 3, 50, 38), dtype=torch.uint8)  # no multiple of 4
     h, w = -(-50 // s), -(-38 // s)
     net.eval()
@@ -71,7 +74,7 @@ def test_outputs_at_the_stride_for_odd_sizes_and_a_loss_pair_per_stage(name):
     assert set(losses) == terms | {"loss"}
     losses["loss_heatmap1"].backward()  # the first stage is supervised on its own
     first_head = {"vgg19": lambda: net.heatmap_branches[0][-1], "shufflenetv2": lambda: net.heatmap_branch[-1],
-                  "hourglass": lambda: net.heatmap_heads[0]}[name]()
+                  "hourglass": lambda: net.heatmap_heads[0], "resnet_fpn": lambda: net.heatmap_head}[name]()
     assert first_head.weight.grad is not None and first_head.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         net(images[:, :2])

@@ -17,7 +17,7 @@ from posenet.data import COCO_PERSON
 from posenet.data.coco import CocoPersons
 from posenet.data.dataset import CocoKeypointDataset
 from posenet.data.person_store import PersonStore, StoredPersons
-from posenet.data.scale_file import uncompressed_rle
+from posenet.bench.scale_file import uncompressed_rle
 from posenet.data.targets import image_persons, region_masks
 from posenet.errors import DataError
 
@@ -216,7 +216,7 @@ def test_the_store_is_flat_arrays_and_pickles_small(coco_mini):
 
 
 def test_scale_file_at_tiny_size(tmp_path):
-    from posenet.data.scale_file import IMAGE_SIZE, write_scale_coco
+    from posenet.bench.scale_file import IMAGE_SIZE, write_scale_coco
 
     path = write_scale_coco(tmp_path, images=12, keypoint_persons=30, other_persons=9, crowds=3, seed=1)
     data = json.loads(path.read_text())
@@ -247,7 +247,7 @@ def test_scale_file_at_tiny_size(tmp_path):
 
 
 def test_scale_benchmark_reads_worker_memory(tmp_path):
-    from posenet.data.scale_bench import benchmark_data_scale, format_data_scale
+    from posenet.bench.data_scale import benchmark_data_scale, format_data_scale
 
     result = benchmark_data_scale(workers=1, num_samples=None, batch_size=4, points=2, scale_dir=tmp_path,
                                   images=8, keypoint_persons=10, other_persons=2, crowds=1, log=None)

@@ -26,15 +26,17 @@ from posenet.data.keypoints import OPENPOSE_18
 from posenet.data.transforms import fit_matrix, warp_image
 from posenet.deploy import decoder as D
 from posenet.deploy import export
-from posenet.inference.bench import crowd_scene
+from posenet.bench.decode import crowd_scene
 from posenet.inference.predictor import NetworkOutput
 from posenet.inference.prn_grouping import most_central_assign, prn_assign
-from posenet.inference.test_time import flip_back, to_grid_of
+from posenet.inference.scales_and_flip import flip_back, to_grid_of
 from posenet.models.prn import PoseResidualNetwork
 from posenet.models.retinanet import RetinaNetHead
 from posenet.ops.nms import nms as posenet_nms
 
 from conftest import REPO
+from posenet.inference.paf_predictor import PafPredictor
+from posenet.inference.predictor import Predictor
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -111,7 +113,7 @@ def test_warp_matches_cv2(image_hw, size):
 
 @pytest.mark.parametrize("side", ["longer", "height", "shorter"])
 def test_input_geometry_matches_the_predictors(side):
-    from posenet.inference.test_time import input_geometry
+    from posenet.inference.scales_and_flip import input_geometry
 
     for image_hw in ((300, 400), (400, 300), (37, 61), (5, 3)):
         for scale in (0.5, 1.0, 2.5):
@@ -291,7 +293,7 @@ def test_decode_of_network_outputs_matches_the_predictor(grouping):
     model = build.posenet_model(cfg, 17, detection=True, prn=True).eval()
     with torch.no_grad():
         model.prn.mlp[-2].weight.mul_(20.0)
-    predictor = exact(build.predictor(cfg, model))
+    predictor = exact(Predictor.from_config(cfg, model))
     size = 256
     keypoints, _ = crowd_scene(12, size, seed=2)
     heat = KeypointHeatmapCodec((size, size), stride=4, sigma=7.0).encode(keypoints)
@@ -333,7 +335,7 @@ def posenet_run():
     _sharpen_heatmaps(model)
     rgb = np.random.default_rng(0).integers(0, 256, (70, 95, 3), dtype=np.uint8)
     rgb = np.ascontiguousarray(np.repeat(np.repeat(rgb[::7, ::7], 7, 0), 7, 1)[:70, :95])  # blobs, not noise
-    theirs = exact(build.predictor(cfg, model)).run(rgb)
+    theirs = exact(Predictor.from_config(cfg, model)).run(rgb)
     prn = D.PoseResidualMLP(prn_layers(model.prn), model.prn.grid_shape, cfg.prn.softmax, cfg.prn.input_sigma)
     return cfg, model, rgb, theirs, D.PoseModel(metadata(cfg, model), session=TorchGraph(model), prn=prn)
 
@@ -379,7 +381,7 @@ def test_openpose_run_and_decode_match_the_paf_predictor(monkeypatch):
     cfg = load_config(OPENPOSE_CONFIG, ["openpose.channels=16", "infer.flip=true", "infer.scales=[1.0,0.6]",
                                         "infer.input_size=64"])
     torch.manual_seed(0)
-    predictor = build.paf_predictor(cfg, build.paf_network(cfg))
+    predictor = PafPredictor.from_config(cfg, build.paf_network(cfg))
     model = predictor.model
     meta = metadata(cfg, model)
     monkeypatch.setattr(D, "warp_image", warp_image)
@@ -462,7 +464,7 @@ def test_the_command_line_reports_a_missing_graph_in_one_line(tmp_path, posenet_
 
 
 def test_the_decode_benchmark_times_both_decoders_on_the_same_people():
-    from posenet.deploy.decode_bench import benchmark
+    from posenet.bench.portable_decode import benchmark
 
     rows = benchmark(load_config(CONFIG, ["prn.hidden=32"]), people=4, input_size=128, repeats=2)
     for grouping in ("prn", "greedy"):

@@ -38,6 +38,7 @@ from posenet.stages import prn as prn_stage
 
 from _scripts import REPO, run_script
 from test_keypoint_stage import tiny_overrides
+from posenet.stages.prn import PrnEvaluator
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
 H, W, MARGIN = 56, 36, 0.21
@@ -342,7 +343,7 @@ def test_scene_dataset_is_deterministic_and_targets_the_boxs_own_person(coco_min
 
 def test_gt_keypoints_and_gt_boxes_ap_perfect_prn_beats_greedy(coco_mini):
     cfg = load_config(REPO / "configs/coco-mini.yaml", [f"data.root={coco_mini}"])
-    evaluator = build.prn_evaluator(cfg, "prn", progress=False)
+    evaluator = PrnEvaluator.from_config(cfg, "prn", progress=False)
     targets = []
     for image_id in evaluator.image_ids:
         inputs = evaluator.image_inputs(image_id)
@@ -354,7 +355,7 @@ def test_gt_keypoints_and_gt_boxes_ap_perfect_prn_beats_greedy(coco_mini):
     assert perfect["AP"] > 0.95 and perfect["AP50"] == pytest.approx(1.0)
     assert "ground-truth keypoints" in evaluator.protocol()
     assert evaluator.last_results and len(evaluator.last_results[0]["keypoints"]) == 51
-    greedy = build.prn_evaluator(cfg, "greedy", progress=False)(None)
+    greedy = PrnEvaluator.from_config(cfg, "greedy", progress=False)(None)
     assert greedy["AP"] < perfect["AP"] - 0.05
 
 
@@ -379,7 +380,7 @@ def test_train_prn_script_end_to_end_keeps_the_init_weights(coco_mini, tiny_synt
     assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BN statistics, bitwise
 
     cfg = load_config(CONFIG, overrides)
-    evaluator = build.prn_evaluator(cfg, "prn", progress=False)
+    evaluator = PrnEvaluator.from_config(cfg, "prn", progress=False)
     metrics = evaluator(prn_stage.load_model(cfg, prn_dir / "best.pt"))
     assert {"AP", "AP50", "val_seconds"} <= set(metrics) and "PRN (window" in evaluator.protocol()
     with pytest.raises(Exception, match="no PRN"):

@@ -11,13 +11,14 @@ from torch import nn
 
 from posenet.codecs.prn_grid import PrnGridCodec, encode_peaks, image_to_grid
 from posenet.config import build, load_config
-from posenet.inference.bench import _POSE, crowd_scene
+from posenet.bench.decode import _POSE, crowd_scene
 from posenet.inference.groupings import PrnGrouping
 from posenet.inference.prn_fast import contested
 from posenet.inference.prn_grouping import prn_assign
 from posenet.models.prn import PoseResidualNetwork
 
 from _scripts import REPO
+from posenet.inference.groupings import grouping_from_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -253,8 +254,8 @@ def test_fast_path_edge_cases_follow_the_dense_path():
 
 def test_the_default_grouping_is_the_int8_fast_path_and_the_exact_one_is_a_config_choice():
     cfg = load_config(REPO / "configs/synthetic_small.yaml")
-    assert cfg.prn.precision == "int8" and build.grouping(cfg, "prn").precision == "int8"
-    exact = build.grouping(load_config(REPO / "configs/synthetic_small.yaml", ["prn.precision=exact"]), "prn")
+    assert cfg.prn.precision == "int8" and grouping_from_config(cfg, "prn").precision == "int8"
+    exact = grouping_from_config(load_config(REPO / "configs/synthetic_small.yaml", ["prn.precision=exact"]), "prn")
     assert isinstance(exact, PrnGrouping) and exact.precision == "exact" and "exact" in exact.describe()
     prn = _prn("structured", 1)
     boxes, xy, types, scores = _scene(1, people=8)

@@ -10,10 +10,11 @@ import torch
 from posenet import cli
 from posenet.config import build, load_config
 from posenet.errors import ConfigError, PosenetError
-from posenet.inference import load_predictor
+from posenet.families import load_predictor
 from posenet.models.openpose import OpenPoseNet, release_state_dict
-from posenet.stages import families
+from posenet import families
 from _scripts import REPO, run_script
+from posenet.inference.paf_predictor import PafPredictor
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -61,7 +62,7 @@ def test_a_release_file_is_a_checkpoint_with_the_predictions_of_model_pretrained
             assert torch.equal(loaded[key], value), key
 
     cfg = load_config(CONFIG, SMALL + [f"model.pretrained={files[name]}"])
-    reference = build.paf_predictor(cfg, build.paf_network(cfg).eval())
+    reference = PafPredictor.from_config(cfg, build.paf_network(cfg).eval())
     got, want = predictor.run(image), reference.run(image)
     assert got.heatmaps.std() > 0 and got.pafs.std() > 0
     np.testing.assert_array_equal(got.heatmaps, want.heatmaps)

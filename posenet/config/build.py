@@ -5,11 +5,28 @@ only translate a validated config section into those keywords.
 """
 from __future__ import annotations
 
+import inspect
+
 from omegaconf import DictConfig
 
 from posenet.data.coco import CocoPersons
 from posenet.data.keypoints import KeypointLayout
 from posenet.errors import ConfigError
+from posenet.data.synthetic import SyntheticCocoGenerator
+from posenet.models import PoseNet
+from posenet.models.backbone import TRUNKS
+from posenet.models.retinanet import RetinaNetHead
+from posenet.models.prn import PoseResidualNetwork
+from posenet.engine import checkpoint as ckpt
+from posenet.models.openpose import is_release_state
+from posenet.models.openpose import load_release_weights
+from posenet.models.posenet import PARTS
+from posenet.data.dataset import CocoKeypointDataset
+from posenet.data.prn_samples import PrnSceneDataset
+from posenet.engine import Trainer
+from posenet.engine.schedules import build_optimizer
+from posenet.data.keypoints import OPENPOSE_18
+from posenet.models.paf_networks import PAF_NETWORKS
 
 
 def keypoint_layout(cfg: DictConfig) -> KeypointLayout:
@@ -33,7 +50,6 @@ def coco_split(cfg: DictConfig, split: str) -> CocoPersons:
 
 def synthetic_generator(cfg: DictConfig):
     """``synthetic`` → the synthetic dataset generator (image counts and seed stay with the caller)."""
-    from posenet.data.synthetic import SyntheticCocoGenerator
 
     return SyntheticCocoGenerator(
         min_people=cfg.min_people,
@@ -59,7 +75,6 @@ def synthetic_generator(cfg: DictConfig):
 def posenet_model(cfg: DictConfig, num_keypoints: int, detection: bool = False, prn: bool = False):
     """``model`` (+ ``detection`` with the detection branch, + ``prn`` with the PRN) →
     :class:`posenet.models.PoseNet`."""
-    from posenet.models import PoseNet
 
     m = cfg.model
     return PoseNet(
@@ -80,21 +95,13 @@ def posenet_model(cfg: DictConfig, num_keypoints: int, detection: bool = False, 
 
 def trunk(cfg: DictConfig):
     """``model.backbone`` and its settings → a registered trunk (``posenet.models.backbone``)."""
-    from posenet.models.backbone import TRUNKS
 
     m = cfg.model
-    options = {
-        "resnet": dict(depth=m.backbone_depth, pretrained=m.pretrained, frozen_bn=m.frozen_bn,
-                       trainable_layers=m.trainable_layers),
-    }
-    if m.backbone not in TRUNKS:
-        raise ConfigError(f"unknown model.backbone {m.backbone!r}; choose one of {', '.join(sorted(TRUNKS))}")
-    return TRUNKS[m.backbone](**options.get(m.backbone, {}))
+    return TRUNKS[m.backbone](**TRUNKS.keywords(m.backbone, m))
 
 
 def detection_head(cfg: DictConfig):
     """``detection`` → :class:`posenet.models.retinanet.RetinaNetHead` on the detection FPN."""
-    from posenet.models.retinanet import RetinaNetHead
 
     d = cfg.detection
     return RetinaNetHead(
@@ -116,7 +123,6 @@ def detection_head(cfg: DictConfig):
 
 def pose_residual_network(cfg: DictConfig, num_keypoints: int):
     """``prn`` → :class:`posenet.models.prn.PoseResidualNetwork`."""
-    from posenet.models.prn import PoseResidualNetwork
 
     p = cfg.prn
     return PoseResidualNetwork(num_keypoints=num_keypoints, height=p.height, width=p.width, hidden=p.hidden,
@@ -135,8 +141,6 @@ _PART_NAMES = {"detection": "detection branch", "prn": "PRN"}
 def checkpoint_state(checkpoint) -> dict:
     """The model weights stored in ``checkpoint`` (a clear error for an unreadable file, and for
     a file of the OpenPose release, which only ``model_from_checkpoint`` reads)."""
-    from posenet.engine import checkpoint as ckpt
-    from posenet.models.openpose import is_release_state
 
     stored = ckpt.load_checkpoint(checkpoint)
     if is_release_state(stored):
@@ -165,8 +169,6 @@ def release_model(cfg: DictConfig, state, source):
     (``models.openpose.load_release_weights``)."""
     from omegaconf import OmegaConf
 
-    from posenet.models.openpose import load_release_weights
-
     if cfg.model.family != "openpose" or cfg.openpose.network != "vgg19":
         raise ConfigError(release_config_error(source, cfg))
     model = paf_network(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}))
@@ -181,10 +183,6 @@ def model_from_checkpoint(cfg: DictConfig, checkpoint, device="cpu", require: tu
     release (``pose_model.pth`` / ``pose_model_scratch.pth``) loads into an openpose vgg19
     config's network (``release_model``; any other config is one clear error naming it)."""
     from omegaconf import OmegaConf
-
-    from posenet.engine import checkpoint as ckpt
-    from posenet.models import PoseNet
-    from posenet.models.openpose import is_release_state
 
     stored = ckpt.load_checkpoint(checkpoint) if state is None else state
     if is_release_state(stored):
@@ -208,8 +206,6 @@ def model_from_checkpoint(cfg: DictConfig, checkpoint, device="cpu", require: tu
 def load_earlier_stage(model, checkpoint, new_part: str) -> None:
     """Load an earlier stage's ``checkpoint`` into ``model``: every part must fit, except that
     ``new_part`` keeps its fresh weights where the checkpoint has none."""
-    from posenet.engine import checkpoint as ckpt
-    from posenet.models.posenet import PARTS
 
     state = checkpoint_state(checkpoint)
     prefixes = tuple(f"{name}." for name in PARTS[new_part])
@@ -235,53 +231,8 @@ def detection_options(cfg: DictConfig) -> dict:
                 nms_threshold=d.nms_threshold, max_detections=d.max_detections)
 
 
-def grouping(cfg: DictConfig, name: str | None = None):
-    """``infer.grouping`` (or ``name``) + ``prn`` → a registered grouping object
-    (``posenet.inference.groupings``)."""
-    from posenet.inference.groupings import make_grouping
-
-    name = name or cfg.infer.grouping
-    p = cfg.prn
-    options = {
-        "prn": dict(margin=p.box_margin, height=p.height, width=p.width, input_sigma=p.input_sigma, window=p.window,
-                    precision=p.precision, peak_input=p.peak_input, grid=p.grid),
-        "greedy": dict(margin=p.box_margin),
-    }
-    return make_grouping(name, **options.get(name, {}))
-
-
-def predictor(cfg: DictConfig, model, device="cpu", grouping_name: str | None = None):
-    """``infer`` + ``keypoint`` + ``detection`` + ``prn`` → :class:`posenet.inference.Predictor`
-    of ``model``."""
-    from posenet.inference.predictor import Predictor
-
-    inf = cfg.infer
-    return Predictor(
-        model,
-        keypoint_layout(cfg.data.keypoints),
-        grouping(cfg, grouping_name),
-        input_size=int(inf.input_size or cfg.keypoint.val_input_size),
-        input_side=inf.input_side,
-        boxes=inf.boxes,
-        scales=tuple(float(s) for s in inf.scales),
-        flip=inf.flip,
-        peak_threshold=inf.peak_threshold,
-        max_peaks=inf.max_peaks,
-        box_threshold=inf.box_threshold,
-        box_scale=inf.box_scale,
-        keypoint_threshold=inf.keypoint_threshold,
-        sigma=cfg.keypoint.sigma,
-        detect_options=detection_options(cfg),
-        picture_box_threshold=inf.picture_box_threshold,
-        device=device,
-        fold_batchnorm=inf.fold_batchnorm,
-        channels_last=inf.channels_last,
-    )
-
-
 def keypoint_dataset(cfg: DictConfig, split: str, train: bool):
     """``data`` + ``keypoint`` → :class:`posenet.data.dataset.CocoKeypointDataset` of a split."""
-    from posenet.data.dataset import CocoKeypointDataset
 
     k = cfg.keypoint
     layout = keypoint_layout(cfg.data.keypoints)
@@ -319,62 +270,19 @@ def same_keypoints(persons: CocoPersons, layout: KeypointLayout) -> CocoPersons:
     return persons
 
 
-def _validation_inputs(cfg: DictConfig, dataset=None):
+def validation_inputs(cfg: DictConfig, dataset=None):
     """``dataset``, or the validation inputs of ``data.val_split``."""
     return dataset if dataset is not None else keypoint_dataset(cfg, cfg.data.val_split, train=False)
 
 
-def _evaluation_loader(cfg: DictConfig) -> dict:
+def evaluation_loader(cfg: DictConfig) -> dict:
     """``eval`` (+ ``train.num_workers``) → the loader keywords of a ``DatasetEvaluator``."""
     return dict(batch_size=cfg.eval.batch_size, num_workers=cfg.train.num_workers, max_images=cfg.eval.max_images)
-
-
-def keypoint_evaluator(cfg: DictConfig, dataset=None, progress: bool = True):
-    """``eval`` → :class:`posenet.stages.keypoint.KeypointEvaluator` on ``dataset`` (default:
-    the validation inputs of ``data.val_split``)."""
-    from posenet.stages.keypoint import KeypointEvaluator
-
-    e = cfg.eval
-    return KeypointEvaluator(_validation_inputs(cfg, dataset), **_evaluation_loader(cfg), flip=e.flip,
-                             box_margin=e.box_margin, keypoint_threshold=e.keypoint_threshold,
-                             exclusive_peaks=e.exclusive_peaks, box_centrality=e.box_centrality, progress=progress)
-
-
-def detection_evaluator(cfg: DictConfig, dataset=None, progress: bool = True):
-    """``eval`` + ``detection`` → :class:`posenet.stages.detection.DetectionEvaluator` on
-    ``dataset`` (default: the validation inputs of ``data.val_split``)."""
-    from posenet.stages.detection import DetectionEvaluator
-
-    return DetectionEvaluator(_validation_inputs(cfg, dataset), detection_options(cfg), **_evaluation_loader(cfg),
-                              progress=progress)
-
-
-def detection_freeze(cfg: DictConfig, model) -> None:
-    """``detection.freeze`` → those parts of ``model`` frozen and its training tasks set
-    (:func:`posenet.stages.detection.freeze`), one clear error for a part it cannot freeze."""
-    from posenet.stages.detection import freeze
-
-    try:
-        freeze(model, list(cfg.detection.freeze))
-    except ValueError as e:
-        raise ConfigError(f"detection.freeze: {e}") from None
-
-
-def prn_evaluator(cfg: DictConfig, grouping_name: str = "prn", progress: bool = True, max_images: int | None = None):
-    """``infer.keypoint_threshold`` + ``eval.max_images`` (or ``max_images``) + ``grouping_name``'s
-    settings → :class:`posenet.stages.prn.PrnEvaluator` on ``data.val_split``."""
-    from posenet.stages.prn import PrnEvaluator
-
-    layout = keypoint_layout(cfg.data.keypoints)
-    return PrnEvaluator(same_keypoints(coco_split(cfg.data, cfg.data.val_split), layout), grouping(cfg, grouping_name),
-                        layout, keypoint_threshold=cfg.infer.keypoint_threshold,
-                        max_images=cfg.eval.max_images if max_images is None else max_images, progress=progress)
 
 
 def prn_scenes(cfg: DictConfig, persons: CocoPersons | None = None):
     """``prn`` + ``data`` + ``seed`` → :class:`posenet.data.prn_samples.PrnSceneDataset`, the
     PRN's training scenes of ``persons`` (default: ``data.train_split``), new scenes every epoch."""
-    from posenet.data.prn_samples import PrnSceneDataset
 
     p = cfg.prn
     layout = keypoint_layout(cfg.data.keypoints)
@@ -385,22 +293,11 @@ def prn_scenes(cfg: DictConfig, persons: CocoPersons | None = None):
                            flip_index=layout.flip_index, seed=cfg.seed, fresh_each_epoch=True, grid=p.grid)
 
 
-def end_to_end_evaluator(cfg: DictConfig, predictor, mode: str = "end-to-end", progress: bool = True, log=print):
-    """``eval.max_images`` → :class:`posenet.stages.end_to_end.EndToEndEvaluator` of
-    ``predictor`` on ``data.val_split`` in ``mode``."""
-    from posenet.stages.end_to_end import EndToEndEvaluator
-
-    return EndToEndEvaluator(predictor, coco_split(cfg.data, cfg.data.val_split), mode,
-                             max_images=cfg.eval.max_images, progress=progress, log=log)
-
-
 def trainer(cfg: DictConfig, **parts):
     """``train`` (+ the resolved ``cfg``, saved in the run directory) → a
     :class:`posenet.engine.Trainer` of ``parts`` (model, train_dataset, collate_fn, evaluate,
     visualize, out_dir, resume)."""
     from omegaconf import OmegaConf
-
-    from posenet.engine import Trainer
 
     return Trainer(config=OmegaConf.to_container(cfg, resolve=True), **parts, **trainer_options(cfg))
 
@@ -409,8 +306,6 @@ def trainer_options(cfg: DictConfig) -> dict:
     """``train`` → the keyword arguments of :class:`posenet.engine.Trainer` (and its optimizer
     and schedule) that come from the config."""
     from functools import partial
-
-    from posenet.engine.schedules import build_optimizer
 
     t = cfg.train
     schedule_kw = {
@@ -447,7 +342,6 @@ def trainer_options(cfg: DictConfig) -> dict:
 def openpose_parts(cfg: DictConfig):
     """The OpenPose family's parts: its 18 (COCO's 17 and the neck, a ``DerivedLayout``) from
     ``data.keypoints``, which must be COCO's 17 person keypoints."""
-    from posenet.data.keypoints import OPENPOSE_18
 
     layout = keypoint_layout(cfg.data.keypoints)
     if layout.names != OPENPOSE_18.source.names:
@@ -458,11 +352,8 @@ def openpose_parts(cfg: DictConfig):
 
 def paf_network_class(cfg: DictConfig):
     """``openpose.network`` → its class (``posenet.models.paf_networks.PAF_NETWORKS``)."""
-    from posenet.models.paf_networks import PAF_NETWORKS
 
     name = cfg.openpose.network
-    if name not in PAF_NETWORKS:
-        raise ConfigError(f"unknown openpose.network {name!r}; choose one of {', '.join(sorted(PAF_NETWORKS))}")
     return PAF_NETWORKS[name]
 
 
@@ -474,21 +365,16 @@ def paf_network(cfg: DictConfig):
     o = cfg.openpose
     parts = openpose_parts(cfg).layout
     cls = paf_network_class(cfg)
-    options = {
-        "vgg19": dict(stages=o.stages),
-        "shufflenetv2": dict(width=o.shufflenet_width),
-        "hourglass": dict(stacks=o.stacks, channels=o.channels),
-    }[o.network]
+    options = PAF_NETWORKS.keywords(o.network, o)
     pretrained = str(cfg.model.pretrained)
     release = release_weights(pretrained) if o.network == "vgg19" else None
-    if o.network in ("vgg19", "shufflenetv2"):
+    if "pretrained" in inspect.signature(cls).parameters:  # the networks with torchvision trunks
         options["pretrained"] = "none" if release is not None else pretrained
     elif pretrained != "none":
         raise ConfigError(f"openpose.network {o.network} has no pretrained weights: set model.pretrained none")
     model = cls(num_parts=parts.num_keypoints, num_limbs=len(parts.skeleton), preprocessing=o.preprocessing,
                 foreground_weight=o.foreground_weight, **options)
     if release is not None:
-        from posenet.models.openpose import load_release_weights
 
         load_release_weights(model, release, source=pretrained)
     return model
@@ -500,8 +386,6 @@ def release_weights(pretrained: str):
     import os
 
     import torch
-
-    from posenet.models.openpose import is_release_state
 
     if pretrained in ("none", "imagenet") or not os.path.isfile(pretrained):
         return None
@@ -518,27 +402,3 @@ def paf_grouping(cfg: DictConfig) -> dict:
     return dict(limb_width=o.limb_width, samples=o.paf_samples, paf_threshold=o.paf_threshold,
                 min_inliers=o.min_inliers, min_parts=o.min_parts, min_mean_score=o.min_mean_score,
                 sampling=o.paf_sampling)
-
-
-def paf_predictor(cfg: DictConfig, model, device="cpu"):
-    """``infer`` + ``keypoint`` + ``openpose`` → :class:`posenet.inference.paf_predictor.PafPredictor`."""
-    from posenet.inference.paf_predictor import PafPredictor
-
-    inf = cfg.infer
-    return PafPredictor(
-        model,
-        openpose_parts(cfg),
-        input_size=int(inf.input_size or cfg.keypoint.val_input_size),
-        input_side=inf.input_side,
-        grouping=paf_grouping(cfg),
-        scales=tuple(float(s) for s in inf.scales),
-        flip=inf.flip,
-        peak_threshold=inf.peak_threshold,
-        max_peaks=inf.max_peaks,
-        keypoint_threshold=inf.keypoint_threshold,
-        sigma=cfg.keypoint.sigma,
-        picture_box_threshold=inf.picture_box_threshold,
-        device=device,
-        fold_batchnorm=inf.fold_batchnorm,
-        channels_last=inf.channels_last,
-    )

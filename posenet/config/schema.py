@@ -2,8 +2,11 @@
 
 Each dataclass field is a key; its type is enforced when YAML files and command-line overrides
 are merged, and a field left at ``MISSING`` must be set by some file or override. Fields whose
-values are restricted carry ``metadata={"choices": (...)}``. ``posenet.config.build`` is the one
-place where these keys become constructor arguments.
+values are restricted carry ``metadata={"choices": (...)}``, except the names of registered
+classes (``model.family``, ``model.backbone``, ``openpose.network``, ``infer.grouping``), which
+their registry checks (``posenet.utils.registry``). ``posenet.config.build`` turns these keys
+into the constructor arguments of the libraries; the classes above it read their own sections
+in a ``from_config``.
 """
 from __future__ import annotations
 
@@ -84,11 +87,12 @@ class SyntheticConfig:
 class ModelConfig:
     """The network: the model family and, for MultiPoseNet, ``posenet.models.PoseNet``'s settings."""
 
-    # "multiposenet" (keypoint subnet + RetinaNet + PRN: every section below) or "openpose"
-    # (the part-affinity-field network: the ``openpose`` section); every script follows it.
-    family: str = choice("multiposenet", "multiposenet", "openpose")
+    # A registered family (posenet.families.FAMILIES): "multiposenet" (keypoint subnet +
+    # RetinaNet + PRN: every section below) or "openpose" (the part-affinity-field network: the
+    # ``openpose`` section); every script follows it.
+    family: str = "multiposenet"
     # The trunk (posenet.models.backbone.TRUNKS): "resnet" (torchvision's, of backbone_depth).
-    backbone: str = choice("resnet", "resnet")
+    backbone: str = "resnet"
     backbone_depth: int = choice(50, 18, 34, 50, 101, 152)
     # "none" (random initialisation), "imagenet" (torchvision's weights, from the torch hub
     # cache) or the path of a trunk state_dict file (ResNet; for openpose a VGG19 or ShuffleNetV2
@@ -275,7 +279,9 @@ class InferConfig:
     # their centres before grouping.
     box_threshold: float = 0.3
     box_scale: float = 1.0
-    grouping: str = choice("prn", "prn", "greedy")
+    # A registered grouping (posenet.inference.groupings.GROUPINGS: "prn", "greedy"); an unknown
+    # name is refused by the registry, naming the registered ones.
+    grouping: str = "prn"
     # Keypoints below this score do not count towards the pose score.
     keypoint_threshold: float = 0.05
     # Pictures (infer.py, the quickstart) draw the people whose box score reaches this; the
@@ -311,13 +317,17 @@ class OpenPoseConfig:
     and the PAF grouping. Input sizes: ``keypoint.input_size`` / ``val_input_size``; heatmap
     sigma: ``keypoint.sigma``; peaks: ``infer.peak_threshold`` / ``max_peaks``."""
 
-    # "vgg19" (the release: VGG19 trunk, `stages` two-branch stages), "shufflenetv2"
-    # (torchvision's, stride 8, one stage) or "hourglass" (`stacks` stacks, stride 4).
-    network: str = choice("vgg19", "vgg19", "shufflenetv2", "hourglass")
+    # A registered network (posenet.models.paf_networks.PAF_NETWORKS; its options are keys of
+    # this section): "vgg19" (the release: VGG19 trunk, `stages` two-branch stages), "shufflenetv2"
+    # (torchvision's, stride 8, one stage), "hourglass" (`stacks` stacks of `channels`, stride
+    # 4) or "resnet_fpn" (MultiPoseNet's keypoint network: a ResNet of `resnet_depth`, a feature
+    # pyramid and fusion of `channels`, stride 4, one stage).
+    network: str = "vgg19"
     stages: int = 6
     shufflenet_width: str = choice("x1_0", "x0_5", "x1_0", "x1_5", "x2_0")
     stacks: int = 8
     channels: int = 256
+    resnet_depth: int = choice(50, 18, 34, 50, 101, 152)
     # Input preprocessing: "imagenet" (RGB / 255, ImageNet mean and std) or "caffe" (BGR,
     # x / 256 - 0.5: the Caffe release's); a release file sets its own.
     preprocessing: str = choice("imagenet", "imagenet", "caffe")

@@ -81,7 +81,7 @@ FORMAT = "posenet-onnx"
 VERSION = 1
 FAMILIES = ("multiposenet", "openpose")
 # The flip test pads the mirrored input with this colour whatever the network's normalisation
-# (posenet's ``test_time.pad_width``: ImageNet's mean, rounded), before the graph's own padding.
+# (posenet's ``scales_and_flip.pad_width``: ImageNet's mean, rounded), before the graph's own padding.
 FLIP_FILL = (0.485, 0.456, 0.406)
 GROUPINGS = ("prn", "greedy")
 
@@ -115,7 +115,7 @@ def _scaling(s: float) -> np.ndarray:
 
 def scale_order(scales):
     """(reference, others): the listed scale nearest 1 (by ratio; the larger of two equally
-    near) and the remaining scales in increasing order (posenet's ``test_time.scale_order``)."""
+    near) and the remaining scales in increasing order (posenet's ``scales_and_flip.scale_order``)."""
     values = [float(s) for s in scales]
     if not values or min(values) <= 0:
         raise ValueError(f"infer.scales must be positive numbers, got {list(scales)}")
@@ -229,7 +229,7 @@ def _resample_matrix(n_out: int, n_in: int, ratio: float) -> np.ndarray:
 def to_grid_of(maps: np.ndarray, ratio: float, size) -> np.ndarray:
     """Maps (C, h, w) of an input scaled by ``ratio`` relative to the reference scale's, resampled
     bilinearly onto the reference scale's grid of ``size`` (h, w) cells (cell centre to cell centre;
-    outside reads 0), as posenet's ``test_time.to_grid_of``."""
+    outside reads 0), as posenet's ``scales_and_flip.to_grid_of``."""
     _, h, w = maps.shape
     ry = _resample_matrix(size[0], h, ratio)
     rx = _resample_matrix(size[1], w, ratio)

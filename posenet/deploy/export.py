@@ -12,7 +12,7 @@ the output layout in full)::
 The graph holds only what is dense and the same for every image: the trunk, the pyramids and
 the heads. Peaks, anchors, box decoding, NMS and grouping stay in the decoder (numpy), with
 every number of theirs written into ``model.json`` from the same builders that configure the
-PyTorch predictors (``build.predictor`` / ``build.paf_predictor``, the model's anchor generator
+PyTorch predictors (``Predictor.from_config`` / ``PafPredictor.from_config``, the model's anchor generator
 and box coder), so that the two runtimes cannot drift apart.
 
 Graph outputs. MultiPoseNet: ``heatmaps`` (1, K, H/4, W/4), keypoints only (the segmentation
@@ -41,6 +41,14 @@ from torch import nn
 
 from posenet.errors import ConfigError, PosenetError
 from posenet.models.backbone import IMAGE_MEAN, IMAGE_STD, normalize_image
+from posenet.inference.paf_predictor import PafPredictor
+from posenet.inference.predictor import Predictor
+from posenet.models import PoseNet
+from posenet.models.openpose import PafNetwork
+from posenet.config import build
+from posenet.utils.io import atomic_path
+from posenet.utils.io import write_json_atomic
+from posenet.config import run_config
 
 FORMAT = "posenet-onnx"
 VERSION = 1
@@ -111,8 +119,6 @@ class PafGraph(nn.Module):
 
 def family_of(model) -> str:
     """The family a model belongs to (by its class)."""
-    from posenet.models import PoseNet
-    from posenet.models.openpose import PafNetwork
 
     if isinstance(model, PoseNet):
         return "multiposenet"
@@ -291,12 +297,11 @@ def compare_onnxruntime(model, path: str | os.PathLike, *, family: str | None = 
 def _predictor(cfg: DictConfig, model, family: str):
     """The PyTorch predictor whose settings the metadata records. It is never run, so it keeps
     ``model`` as it is instead of making the batch-norm-folded copy a predictor runs."""
-    from posenet.config import build
 
     cfg = OmegaConf.merge(cfg, {"infer": {"fold_batchnorm": False}})
     if family == "multiposenet":
-        return build.predictor(cfg, model)
-    return build.paf_predictor(cfg, model)
+        return Predictor.from_config(cfg, model)
+    return PafPredictor.from_config(cfg, model)
 
 
 def _layout_entry(layout, sigmas: bool = True) -> dict:
@@ -339,9 +344,8 @@ def metadata(cfg: DictConfig, model, *, dynamic: bool = False, onnx_file: str = 
     """The ``model.json`` of ``model`` exported under ``cfg`` (its ``infer.input_size`` already
     set, see ``with_input_size``): every number through the builders the PyTorch predictors use,
     so that they cannot drift. See the module docstring and the decoder's for the fields."""
-    from posenet.stages import families
 
-    family = families.of(cfg).name
+    family = cfg.model.family
     graph = graph_of(model, family)
     predictor = _predictor(cfg, model, family)
     if family == "multiposenet":
@@ -431,7 +435,6 @@ def prn_arrays(prn) -> dict[str, np.ndarray]:
 
 def save_prn(prn, path: str | os.PathLike) -> Path:
     """``prn_arrays`` as an uncompressed ``.npz`` (written atomically)."""
-    from posenet.utils.io import atomic_path
 
     path = Path(path)
     with atomic_path(path, ".npz") as tmp:
@@ -448,13 +451,11 @@ def export(cfg: DictConfig, model, out: str | os.PathLike, *, input_size: int | 
     ``out`` (a ``.onnx`` path), the metadata and PRN weights beside it (same stem), the
     decoder's copy; then ``check_onnx`` and (``compare``) ``compare_onnxruntime``. Returns a
     summary: files, output names, the checker's result and the max abs differences."""
-    from posenet.stages import families
-    from posenet.utils.io import write_json_atomic
 
     out = Path(out)
     if out.suffix != ".onnx":
         raise ConfigError(f"--out {out}: the model file must end in .onnx")
-    family = families.of(cfg).name
+    family = cfg.model.family
     cfg = with_input_size(cfg, input_size)
     model = model.cpu().eval()
     meta = metadata(cfg, model, dynamic=dynamic, onnx_file=out.name, prn_file=out.with_suffix(".prn.npz").name)
@@ -464,7 +465,6 @@ def export(cfg: DictConfig, model, out: str | os.PathLike, *, input_size: int | 
         files["prn"] = out.with_suffix(".prn.npz")
     side = meta["input"]["size"][0] if meta["input"]["size"] else round_up(meta["infer"]["input_size"],
                                                                             meta["input"]["size_divisor"])
-    from posenet.utils.io import atomic_path
 
     with atomic_path(out, ".onnx") as tmp:
         names = export_onnx(model, tmp, family=family, input_size=side, dynamic=dynamic, opset=opset, log=log)
@@ -497,15 +497,12 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     """``export`` of a checkpoint with its run's config (``config``, default the
     ``config.yaml`` beside it, plus ``overrides``); a MultiPoseNet checkpoint must hold the
     detection branch (and a PRN for ``infer.grouping=prn``)."""
-    from posenet.config import build
-    from posenet.inference.loading import run_config
-    from posenet.stages import families
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise ConfigError(f"checkpoint not found: {checkpoint}")
     cfg = run_config(checkpoint, config, overrides)
-    family = families.of(cfg).name
+    family = cfg.model.family
     require = ("detection",) if family == "multiposenet" else ()
     model = build.model_from_checkpoint(cfg, checkpoint, require=require)
     return export(cfg, model, out, input_size=input_size, dynamic=dynamic, opset=opset, compare=compare, log=log)

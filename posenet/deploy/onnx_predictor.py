@@ -23,7 +23,13 @@ import numpy as np
 from posenet.data.keypoints import KeypointLayout
 from posenet.errors import ConfigError, DataError
 from posenet.inference.predictor import Prediction, as_rgb, draw_prediction
-from posenet.inference.test_time import INPUT_SIDES
+from posenet.inference.scales_and_flip import INPUT_SIDES
+from posenet.stages.end_to_end import EndToEndEvaluator
+from posenet.deploy.export import FORMAT
+from posenet.deploy import decoder
+from posenet.inference.groupings import GROUPINGS
+from posenet.stages import openpose
+from posenet.evaluation import format_metrics
 
 # The metadata's ``infer`` keys an override may set, and their types; ``infer.grouping`` is
 # the export's (the PRN's weights are written only for it) and ``input_size`` of a fixed-size
@@ -46,7 +52,6 @@ def metadata_path(path: str | os.PathLike) -> Path:
 
 def read_metadata(path: str | os.PathLike) -> dict:
     """The metadata of an export (``metadata_path``); ConfigError for a file that is not one."""
-    from posenet.deploy.export import FORMAT
 
     meta_file = metadata_path(path)
     try:
@@ -106,7 +111,6 @@ class OnnxPredictor:
 
     def __init__(self, path: str | os.PathLike, overrides: Sequence[str] = (), providers=None,
                  threads: int | None = None):
-        from posenet.deploy import decoder
 
         meta = apply_overrides(read_metadata(path), overrides)
         self.path = metadata_path(path)
@@ -129,11 +133,10 @@ class OnnxPredictor:
         self.picture_box_threshold = float(inf["picture_box_threshold"])
         self.grouping = None
         if self.family == "multiposenet":
-            from posenet.inference.groupings import make_grouping
 
             g = dict(meta["grouping"])
             options = {k: g[k] for k in ("margin", "height", "width", "input_sigma", "window") if k in g}
-            self.grouping = make_grouping(g["name"], **options)  # its name and description
+            self.grouping = GROUPINGS[g["name"]](**options)  # its name and description
 
     def describe(self) -> str:
         scales = ", ".join(f"{s:g}" for s in self.scales)
@@ -165,21 +168,18 @@ class OnnxPredictor:
 def evaluator(cfg, predictor: OnnxPredictor, log=print):
     """The end-to-end evaluator of ``cfg``'s family (``data.val_split``, ``eval.max_images``)
     running ``predictor``; ConfigError when the export is of another family."""
-    from posenet.config import build
-    from posenet.stages import families, openpose
 
-    family = families.of(cfg).name
+    family = cfg.model.family
     if family != predictor.family:
         raise ConfigError(f"the export is a {predictor.family} model, the config's model.family {family}")
     if family == "multiposenet":
-        return build.end_to_end_evaluator(cfg, predictor, "end-to-end", log=log)
+        return EndToEndEvaluator.from_config(cfg, predictor, "end-to-end", log=log)
     return openpose.evaluator(cfg, predictor, log=log)
 
 
 def validate(cfg, path, overrides: Sequence[str] = (), log=print):
     """COCO keypoint AP of the export at ``path`` on ``cfg``'s ``data.val_split``, end to end:
     (metrics, evaluator, record), as ``Family.validate``. ``overrides``: ``infer.*`` ones."""
-    from posenet.evaluation import format_metrics
 
     validation = evaluator(cfg, OnnxPredictor(path, overrides), log=log)
     log(f"protocol: {validation.protocol()}; export {path}")

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+import posenet
 from posenet.errors import PosenetError
 from posenet.utils.io import atomic_path, atomic_write
 
@@ -139,8 +140,6 @@ def _tuplify(x):
 
 def code_version() -> str:
     """``git describe`` of the source tree when it is a git checkout, else the package version."""
-    import posenet
-
     root = Path(posenet.__file__).resolve().parents[1]
     try:
         out = subprocess.run(

@@ -54,6 +54,10 @@ from posenet.engine.precision import AMP_DTYPES, autocast, resolve_amp
 from posenet.engine.schedules import LRSchedule, build_scheduler
 from posenet.engine.tb import RunLogger
 from posenet.errors import ConfigError, PosenetError
+from posenet.utils.io import write_text_atomic
+
+# The resolved config of a run, written beside its checkpoints (what posenet.config.run_config reads).
+CONFIG_NAME = "config.yaml"
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -249,13 +253,8 @@ class Trainer:
         if not isinstance(config, DictConfig):
             config = OmegaConf.create(dict(config))
         if self.dist.is_main:
-            from posenet.config import save_config
-
-            from posenet.engine.checkpoint import code_version
-            from posenet.utils.io import write_text_atomic
-
-            save_config(config, self.out_dir)
-            write_text_atomic(self.out_dir / "version.txt", code_version() + "\n")
+            write_text_atomic(self.out_dir / CONFIG_NAME, OmegaConf.to_yaml(config, resolve=True))
+            write_text_atomic(self.out_dir / "version.txt", self._code_version + "\n")
         return OmegaConf.to_container(config, resolve=True)
 
     # ----------------------------------------------------------------------------- loop

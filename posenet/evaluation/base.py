@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from posenet.data.dataset import collate
 from posenet.evaluation.coco_eval import KEYPOINT_METRICS, evaluate_keypoints, keypoint_results
+from posenet.data.images import read_image
+from posenet.errors import DataError
 
 
 class Evaluator:
@@ -120,8 +122,6 @@ class ImageEvaluator(Evaluator):
         """The image as an RGB array in its stored pixel frame, which COCO's annotations refer
         to (EXIF orientation not applied, unlike ``infer.py``); None, with one warning line and
         counted in ``skipped``, when it cannot be read."""
-        from posenet.data.images import read_image
-        from posenet.errors import DataError
 
         try:
             return np.ascontiguousarray(read_image(self.persons.image_path(image_id))[:, :, ::-1])

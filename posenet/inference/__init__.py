@@ -2,10 +2,9 @@
 folders of images."""
 
 from posenet.inference.box_peaks import keypoints_in_boxes
-from posenet.inference.test_time import flip_back, flip_test, to_grid_of
+from posenet.inference.scales_and_flip import flip_back, flip_test, to_grid_of
 from posenet.inference.predictor import Prediction, Predictor, draw_prediction
 from posenet.inference.folder import infer_folder
-from posenet.inference.loading import load_predictor
 
 __all__ = ["Prediction", "Predictor", "draw_prediction", "flip_back", "flip_test", "infer_folder",
-           "keypoints_in_boxes", "load_predictor", "to_grid_of"]
+           "keypoints_in_boxes", "to_grid_of"]

@@ -8,33 +8,36 @@ frame, ``model`` the network (a ``PoseNet`` or the PRN itself; groupings that ne
 ignore it). It returns ``(keypoints (B, K, 2), scores (B, K))`` as numpy arrays: the score of an
 assigned keypoint is its peak's, that of one left unassigned 0.
 
-Adding a grouping is one class here with ``@register_grouping`` and its constructor arguments
-in ``posenet.config.build.grouping``.
+Adding a grouping is one class registered with ``@GROUPINGS.register("name")`` (here or in a
+module of its own that is imported before the config names it), whose ``from_config`` reads its
+options from the config (the default: none); ``infer.grouping`` (or ``val_keypoint.py
+--grouping``) then names it.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from posenet.codecs.prn_grid import GRIDS
+from omegaconf import DictConfig
+
 from posenet.errors import ConfigError
+from posenet.utils.registry import Registry
 from posenet.inference.prn_fast import PRECISIONS
 from posenet.inference.prn_grouping import PEAK_INPUTS, most_central_assign, prn_assign
 
-GROUPINGS: dict[str, type["Grouping"]] = {}
-
-
-def register_grouping(cls: type["Grouping"]) -> type["Grouping"]:
-    if cls.name in GROUPINGS:
-        raise ValueError(f"a grouping named {cls.name!r} is already registered")
-    GROUPINGS[cls.name] = cls
-    return cls
+GROUPINGS = Registry("infer.grouping")
 
 
 class Grouping:
     """The interface; see the module's note."""
 
-    name: str = ""
+    name: str = ""  # the registered name
     needs_prn: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "Grouping":
+        """This grouping with its options from ``cfg`` (the default: no options)."""
+        return cls()
 
     def __call__(self, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int,
                  model=None) -> tuple[np.ndarray, np.ndarray]:
@@ -59,13 +62,12 @@ def _prn_of(model):
     return getattr(model, "prn", model)
 
 
-@register_grouping
+@GROUPINGS.register("prn")
 class PrnGrouping(Grouping):
     """The Pose Residual Network (``prn_assign``): every box's peaks through the trained PRN;
     ``precision`` "int8" (the fastest that keeps the assignments), "float32" or "exact" (the
     dense reference), see ``posenet.inference.prn_fast``."""
 
-    name = "prn"
     needs_prn = True
 
     def __init__(self, margin: float = 0.21, height: int = 56, width: int = 36, input_sigma: float = 1.0,
@@ -81,6 +83,13 @@ class PrnGrouping(Grouping):
             raise ConfigError(f"prn.grid must be one of {', '.join(GRIDS)}, not {grid!r}")
         self.grid = grid
 
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "PrnGrouping":
+        """``prn`` → the PRN grouping."""
+        p = cfg.prn
+        return cls(margin=p.box_margin, height=p.height, width=p.width, input_sigma=p.input_sigma, window=p.window,
+                   precision=p.precision, peak_input=p.peak_input, grid=p.grid)
+
     def __call__(self, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, model=None):
         prn = _prn_of(model)
         if prn is None:
@@ -95,14 +104,17 @@ class PrnGrouping(Grouping):
                 + (", the reference's grid" if self.grid == "reference" else "") + ")")
 
 
-@register_grouping
+@GROUPINGS.register("greedy")
 class GreedyGrouping(Grouping):
     """The baseline (``most_central_assign``): each peak to the enlarged box it is most central in."""
 
-    name = "greedy"
-
     def __init__(self, margin: float = 0.21):
         self.margin = margin
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "GreedyGrouping":
+        """``prn.box_margin`` → the greedy grouping (the PRN's enlarged boxes)."""
+        return cls(margin=cfg.prn.box_margin)
 
     def __call__(self, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, model=None):
         return most_central_assign(boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, self.margin)
@@ -111,12 +123,9 @@ class GreedyGrouping(Grouping):
         return f"greedy (most central box, margin {self.margin:.0%})"
 
 
-def make_grouping(name: str, **options) -> Grouping:
-    """The registered grouping ``name`` built with ``options``; ConfigError naming the choices."""
-    if name not in GROUPINGS:
-        raise ConfigError(f"unknown grouping {name!r}; choose one of {', '.join(sorted(GROUPINGS))}")
-    return GROUPINGS[name](**options)
+def grouping_from_config(cfg: DictConfig, name: str | None = None) -> Grouping:
+    """The grouping ``name`` (default: ``infer.grouping``) with its options from ``cfg``."""
+    return GROUPINGS[name or cfg.infer.grouping].from_config(cfg)
 
 
-
-__all__ = ["GROUPINGS", "GreedyGrouping", "Grouping", "PrnGrouping", "make_grouping", "register_grouping"]
+__all__ = ["GROUPINGS", "GreedyGrouping", "Grouping", "PrnGrouping", "grouping_from_config"]

@@ -1,7 +1,7 @@
 """The OpenPose family's inference: image → network (scales, flip) → part peaks → PAF grouping
 → people in COCO's keypoints.
 
-    from posenet.inference import load_predictor
+    from posenet.families import load_predictor
     predictor = load_predictor("runs/openpose_synthetic_small/keypoint/best.pt")
     people = predictor.predict("photo.jpg")
 
@@ -11,7 +11,7 @@ network pads to its stride itself); part heatmaps and PAFs of every scale are re
 grid of the reference scale, the listed scale nearest 1 (cell centre to cell centre; the order of
 the scales changes nothing), and averaged, with ``flip`` also with the
 mirrored image's (parts swapped left/right, limbs swapped and their x component negated; exact
-for any width, ``test_time.flip_test``). Peaks (3x3 maxima above ``peak_threshold``, sub-pixel)
+for any width, ``scales_and_flip.flip_test``). Peaks (3x3 maxima above ``peak_threshold``, sub-pixel)
 are grouped by the PAF codec's decode (``codecs/paf.py``); the parts go back to the dataset's
 keypoints (``DerivedLayout.decode``: OpenPose's 18 → COCO's 17) and to image pixels.
 
@@ -21,25 +21,28 @@ A person is {"keypoints": (K, 3) x, y, score, "box": the extent of its found key
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Sequence
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 from posenet.codecs import KeypointHeatmapCodec
 from posenet.codecs.paf import PafCodec
+from posenet.config import build
 from posenet.data.keypoints import DerivedLayout
 from posenet.data.transforms import invert, transform_points, warp_image
 from posenet.errors import ConfigError
 from posenet.inference.predictor import Prediction, as_rgb, draw_prediction, inference_model
-from posenet.inference.test_time import (check_input_side, flip_test, input_geometry, paf_flip_index, scale_order,
+from posenet.inference.scales_and_flip import (check_input_side, flip_test, input_geometry, paf_flip_index, scale_order,
                                         side_words, to_grid_of)
 
 
 class PafPredictor:
     """A PAF network (``posenet.models.openpose``) and the inference settings as plain keywords
-    (``posenet.config.build.paf_predictor`` makes them from a config).
+    (``from_config`` reads them from a config).
 
     ``parts`` maps the network's parts to the dataset's keypoints; ``grouping`` holds the
     ``PafCodec`` keywords (limb_width, samples, paf_threshold, min_inliers, min_parts,
@@ -83,6 +86,32 @@ class PafPredictor:
         self._flip_index = [*parts.layout.flip_index.tolist(), P, *[P + 1 + i for i in paf_index]]
         self._flip_sign = [1.0] * (P + 1) + paf_sign
 
+    @classmethod
+    def from_config(cls, cfg: DictConfig, model, device: str = "cpu") -> "PafPredictor":
+        """``infer`` + ``keypoint`` + ``openpose`` → the predictor of ``model``: a PAF network,
+        or a checkpoint file (or a file of the OpenPose release) loaded into the network of
+        ``cfg``."""
+        if isinstance(model, (str, os.PathLike)):
+            model = build.model_from_checkpoint(cfg, model, device)
+        inf = cfg.infer
+        return cls(
+            model,
+            build.openpose_parts(cfg),
+            input_size=int(inf.input_size or cfg.keypoint.val_input_size),
+            input_side=inf.input_side,
+            grouping=build.paf_grouping(cfg),
+            scales=tuple(float(s) for s in inf.scales),
+            flip=inf.flip,
+            peak_threshold=inf.peak_threshold,
+            max_peaks=inf.max_peaks,
+            keypoint_threshold=inf.keypoint_threshold,
+            sigma=cfg.keypoint.sigma,
+            picture_box_threshold=inf.picture_box_threshold,
+            device=device,
+            fold_batchnorm=inf.fold_batchnorm,
+            channels_last=inf.channels_last,
+        )
+
     @property
     def stride(self) -> int:
         return int(self.model.output_stride)
@@ -124,7 +153,7 @@ class PafPredictor:
     @torch.no_grad()
     def network(self, rgb: np.ndarray) -> tuple[torch.Tensor, np.ndarray, tuple[int, int]]:
         """Heatmaps and PAFs (P + 1 + 2L, h, w) averaged over scales and flip on the grid of the
-        reference scale (the listed scale nearest 1, ``test_time.reference_scale``; the order of
+        reference scale (the listed scale nearest 1, ``scales_and_flip.reference_scale``; the order of
         the scales changes nothing); that scale's image → input matrix and input size."""
         height, width = rgb.shape[:2]
         ref, others = scale_order(self.scales)

@@ -8,7 +8,7 @@ Per image: the longer side (``infer.input_side``: or the height, or the shorter 
 to ``infer.input_size`` (aspect kept; the model pads to a multiple of 32 itself); the keypoint heatmaps are averaged over ``infer.scales`` (each resampled
 onto the heatmap grid of the reference scale, the listed scale nearest 1, cell centre to cell
 centre; their order changes nothing) and, with ``infer.flip``, with the mirrored image's
-(left/right swapped; ``test_time.flip_test``, exact for any width); person boxes come from the
+(left/right swapped; ``scales_and_flip.flip_test``, exact for any width); person boxes come from the
 reference scale's detection head; the heatmap peaks (3x3 local maxima above
 ``infer.peak_threshold``, sub-pixel refined) are grouped into the boxes
 by a grouping of ``posenet.inference.groupings`` (``infer.grouping``: the Pose Residual
@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import cv2
@@ -33,13 +32,18 @@ import torch
 from omegaconf import DictConfig
 
 from posenet.codecs import KeypointHeatmapCodec
-from posenet.config import build, load_config
+from posenet.config import build, run_config
 from posenet.data.keypoints import KeypointLayout
 from posenet.data.transforms import invert, transform_points, warp_image
 from posenet.errors import ConfigError, DataError
+from posenet.inference.groupings import grouping_from_config
 from posenet.inference.prn_grouping import pose_scores
-from posenet.inference.test_time import check_input_side, flip_test, input_geometry, scale_order, side_words, to_grid_of
+from posenet.inference.scales_and_flip import check_input_side, flip_test, input_geometry, scale_order, side_words, to_grid_of
 from posenet.ops import nms
+from posenet.data.images import read_image
+from posenet.models.fuse import fold_batchnorm, foldable_pairs
+from posenet.vis import draw_boxes, draw_skeleton, heatmap_overlay, person_color
+from posenet.vis import paf_overlay
 
 
 @dataclass
@@ -60,7 +64,6 @@ class Prediction:
 def as_rgb(image) -> np.ndarray:
     """An (H, W, 3) uint8 RGB array from a path (turned upright as its EXIF orientation says)
     or an RGB / gray / RGBA array (uint8 or uint16); raises DataError for what cannot be read."""
-    from posenet.data.images import read_image
 
     if isinstance(image, (str, os.PathLike)):
         return np.ascontiguousarray(read_image(image, upright=True)[:, :, ::-1])
@@ -94,8 +97,8 @@ def merge_boxes(found, detect_options: dict) -> tuple[torch.Tensor, torch.Tensor
 
 class Predictor:
     """A model with person boxes (keypoint + detection, and a PRN for the PRN grouping) and the
-    inference settings, as plain keywords (``posenet.config.build.predictor`` makes them from
-    a config's ``infer`` section; ``from_checkpoint`` and ``from_config`` load a run's).
+    inference settings, as plain keywords (``from_config`` reads them from a config's ``infer``
+    section; ``from_checkpoint`` loads a run's).
 
     ``boxes``: with several scales, the reference scale's detections ("reference") or every
     scale's merged by NMS ("all").
@@ -143,14 +146,38 @@ class Predictor:
     def from_checkpoint(cls, checkpoint: str | os.PathLike, config: str | os.PathLike | None = None,
                         overrides: Sequence[str] = (), device: str = "cpu") -> "Predictor":
         """Load ``checkpoint`` with ``config`` (default: the ``config.yaml`` of its run directory)."""
-        from posenet.inference.loading import run_config
-
         return cls.from_config(run_config(checkpoint, config, overrides), checkpoint, device)
 
     @classmethod
-    def from_config(cls, cfg: DictConfig, checkpoint: str | os.PathLike, device: str = "cpu") -> "Predictor":
-        """The model of ``cfg`` with every part ``checkpoint`` holds (detection branch, PRN)."""
-        return build.predictor(cfg, build.model_from_checkpoint(cfg, checkpoint), device)
+    def from_config(cls, cfg: DictConfig, model, device: str = "cpu", grouping: str | None = None) -> "Predictor":
+        """``infer`` + ``keypoint`` + ``detection`` + ``prn`` → the predictor of ``model``: a
+        module, or a checkpoint file loaded into the model of ``cfg`` with every part it holds
+        (detection branch, PRN). ``grouping``: a registered grouping's name (default:
+        ``infer.grouping``)."""
+        if isinstance(model, (str, os.PathLike)):
+            model = build.model_from_checkpoint(cfg, model)
+        inf = cfg.infer
+        return cls(
+            model,
+            build.keypoint_layout(cfg.data.keypoints),
+            grouping_from_config(cfg, grouping),
+            input_size=int(inf.input_size or cfg.keypoint.val_input_size),
+            input_side=inf.input_side,
+            boxes=inf.boxes,
+            scales=tuple(float(s) for s in inf.scales),
+            flip=inf.flip,
+            peak_threshold=inf.peak_threshold,
+            max_peaks=inf.max_peaks,
+            box_threshold=inf.box_threshold,
+            box_scale=inf.box_scale,
+            keypoint_threshold=inf.keypoint_threshold,
+            sigma=cfg.keypoint.sigma,
+            detect_options=build.detection_options(cfg),
+            picture_box_threshold=inf.picture_box_threshold,
+            device=device,
+            fold_batchnorm=inf.fold_batchnorm,
+            channels_last=inf.channels_last,
+        )
 
     def with_grouping(self, grouping) -> "Predictor":
         """The same model and settings with another grouping object."""
@@ -191,7 +218,7 @@ class Predictor:
     def network(self, rgb: np.ndarray) -> "NetworkOutput":
         """The network part: heatmaps (flip and scales averaged) and the boxes above
         ``infer.box_threshold``, in the network input pixels of the reference scale (the listed
-        scale nearest 1, ``test_time.reference_scale``): the order of ``infer.scales`` changes
+        scale nearest 1, ``scales_and_flip.reference_scale``): the order of ``infer.scales`` changes
         nothing."""
         if not self.model.has_detection:
             raise ConfigError("inference needs person boxes: this checkpoint has no detection branch "
@@ -276,7 +303,6 @@ def inference_model(model, device, fold: bool = True):
     """``model`` on ``device`` in eval mode for a predictor: with ``fold``, a model that came in
     eval mode becomes its batch-norm-folded copy (``fold_batchnorm``; ``model`` itself is left
     as it was); a model in training mode is the trainer's, and is used as it is."""
-    from posenet.models.fuse import fold_batchnorm, foldable_pairs
 
     inference_only = not model.training
     model = model.to(device).eval()
@@ -325,7 +351,6 @@ def draw_prediction(rgb: np.ndarray, prediction: Prediction, layout: KeypointLay
     ``keypoint_threshold``), with part affinity fields "pafs" (each limb's direction as a hue,
     its strength as brightness), and "panel": heatmaps, boxes (or PAFs) and skeletons side by
     side; only the people whose box score reaches ``box_threshold`` are drawn."""
-    from posenet.vis import draw_boxes, draw_skeleton, heatmap_overlay, person_color
 
     heat = prediction.heatmaps.max(axis=0) if len(prediction.heatmaps) else np.zeros((1, 1))
     heat_image = grid_to_image(heat, prediction)
@@ -343,7 +368,6 @@ def draw_prediction(rgb: np.ndarray, prediction: Prediction, layout: KeypointLay
     pictures["skeletons"] = skeletons
     middle = "boxes"
     if prediction.pafs is not None:
-        from posenet.vis import paf_overlay
 
         pictures["pafs"] = paf_overlay(bgr, grid_to_image(strongest_vectors(prediction.pafs), prediction))
         middle = "pafs"

@@ -12,6 +12,7 @@ from torch import nn
 from torch.hub import load_state_dict_from_url
 from torchvision.ops import FrozenBatchNorm2d
 
+from posenet.utils.registry import Registry
 from posenet.errors import PosenetError
 
 # ImageNet statistics of torchvision's weights, for RGB images scaled to [0, 1]. The data
@@ -42,27 +43,18 @@ class Trunk(nn.Module):
     """The backbone interface: ``forward(x)`` of normalised images (N, 3, H, W), H and W
     multiples of 32, returns four feature maps C2..C5 at ``strides`` (4, 8, 16, 32) with
     ``out_channels`` channels each; the keypoint FPN and the detection FPN take any trunk.
-    A new backbone is a subclass registered with ``@register_trunk("name")`` and built from
-    config in ``posenet.config.build.trunk`` (``model.backbone``)."""
+    A new backbone is a subclass registered in ``TRUNKS`` (``@TRUNKS.register("name",
+    keyword="model key", ...)``), which ``model.backbone`` then names."""
 
     strides: tuple[int, int, int, int] = (4, 8, 16, 32)
     out_channels: tuple[int, int, int, int]
 
 
-TRUNKS: dict[str, type[Trunk]] = {}
+TRUNKS = Registry("model.backbone")  # options: keys of the ``model`` section
 
 
-def register_trunk(name: str):
-    def register(cls: type[Trunk]) -> type[Trunk]:
-        if name in TRUNKS:
-            raise ValueError(f"a trunk named {name!r} is already registered")
-        TRUNKS[name] = cls
-        return cls
-
-    return register
-
-
-@register_trunk("resnet")
+@TRUNKS.register("resnet", depth="backbone_depth", pretrained="pretrained", frozen_bn="frozen_bn",
+                 trainable_layers="trainable_layers")
 class ResNetTrunk(Trunk):
     """torchvision ResNet without its classifier; returns C2, C3, C4, C5 (strides 4..32).
 

@@ -29,6 +29,32 @@ def _upsample(x: torch.Tensor, size, mode: str) -> torch.Tensor:
     return F.interpolate(x, size=size, mode=mode, align_corners=align)
 
 
+def pyramid_fusion(in_channels: int, level_channels: int, fuse_channels: int,
+                   num_levels: int) -> tuple[nn.ModuleList, nn.Sequential]:
+    """The layers of the keypoint subnet's fusion (run by ``fuse_pyramid``): per level two 3x3
+    convs ``in_channels -> level_channels -> level_channels``, each followed by ReLU, and a 3x3
+    conv of the concatenated levels to ``fuse_channels`` + ReLU."""
+    levels = nn.ModuleList(
+        nn.Sequential(
+            nn.Conv2d(in_channels, level_channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(level_channels, level_channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
+        for _ in range(num_levels)
+    )
+    fuse = nn.Sequential(nn.Conv2d(level_channels * num_levels, fuse_channels, 3, padding=1), nn.ReLU(inplace=True))
+    return levels, fuse
+
+
+def fuse_pyramid(levels: nn.ModuleList, fuse: nn.Module, features: Sequence[torch.Tensor],
+                 upsample_mode: str = "bilinear") -> torch.Tensor:
+    """Each level's block on its pyramid map, upsampled to the finest map's size, concatenated
+    and fused: (N, fuse_channels, H, W) at the finest map's resolution."""
+    size = features[0].shape[-2:]
+    return fuse(torch.cat([_upsample(block(f), size, upsample_mode) for block, f in zip(levels, features)], dim=1))
+
+
 class KeypointSubnet(nn.Module):
     """Keypoint heatmaps and person segmentation from K2..K5 (docs/design.md §2).
 
@@ -62,19 +88,7 @@ class KeypointSubnet(nn.Module):
         self.segmentation_weight = float(segmentation_weight)
         self.intermediate_weight = float(intermediate_weight)
         num_outputs = num_keypoints + 1
-        self.levels = nn.ModuleList(
-            nn.Sequential(
-                nn.Conv2d(in_channels, level_channels, 3, padding=1),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(level_channels, level_channels, 3, padding=1),
-                nn.ReLU(inplace=True),
-            )
-            for _ in range(num_levels)
-        )
-        self.fuse = nn.Sequential(
-            nn.Conv2d(level_channels * num_levels, fuse_channels, 3, padding=1),
-            nn.ReLU(inplace=True),
-        )
+        self.levels, self.fuse = pyramid_fusion(in_channels, level_channels, fuse_channels, num_levels)
         self.predict = nn.Conv2d(fuse_channels, num_outputs, 1)
         self.intermediate = (
             nn.ModuleList(nn.Conv2d(in_channels, num_outputs, 1) for _ in range(num_levels))
@@ -93,8 +107,7 @@ class KeypointSubnet(nn.Module):
         if len(features) != self.num_levels:
             raise ValueError(f"expected {self.num_levels} feature maps (K2..), got {len(features)}")
         size = features[0].shape[-2:]
-        levels = [_upsample(block(f), size, self.upsample_mode) for block, f in zip(self.levels, features)]
-        out = self.predict(self.fuse(torch.cat(levels, dim=1)))
+        out = self.predict(fuse_pyramid(self.levels, self.fuse, features, self.upsample_mode))
         K = self.num_keypoints
         result = {"heatmaps": out[:, :K], "segmentation": out[:, K:]}
         if intermediate is None:

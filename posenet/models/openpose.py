@@ -33,6 +33,7 @@ from torch import nn
 
 from posenet.errors import PosenetError
 from posenet.models.backbone import IMAGE_MEAN, IMAGE_STD, torchvision_weights
+from posenet.utils.registry import Registry
 
 # (in, out) per 3x3 convolution of the trunk, "M" a 2x2 max-pool; the first ten are VGG19's.
 TRUNK_LAYERS = ((3, 64), (64, 64), "M", (64, 128), (128, 128), "M", (128, 256), (256, 256), (256, 256),
@@ -191,6 +192,12 @@ class PafNetwork(nn.Module):
         return losses
 
 
+# The family's networks (``openpose.network``); options: keys of the ``openpose`` section. The
+# other networks register in ``posenet.models.paf_networks``.
+PAF_NETWORKS = Registry("openpose.network")
+
+
+@PAF_NETWORKS.register("vgg19", stages="stages")
 class OpenPoseNet(PafNetwork):
     """The VGG19 network of the layer table (``stages`` two-branch stages, 6 in the release)
     at stride 8; see ``PafNetwork`` for the inputs and outputs.

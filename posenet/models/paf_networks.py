@@ -5,6 +5,8 @@ registry of the family's networks (``PAF_NETWORKS``).
   two branches (the first stage's layer table of ``OpenPoseNet``).
 * ``HourglassPafNet``: stacked hourglasses (Newell et al., ECCV 2016) at stride 4, every stack
   predicting PAFs and heatmaps and every stack supervised.
+* ``ResNetFpnPafNet``: MultiPoseNet's keypoint network (a torchvision ResNet, the keypoint
+  feature pyramid and the keypoint subnet's fusion) at stride 4, predicting PAFs and heatmaps.
 
 All are ``PafNetwork``s: the same inputs (RGB images in 0..255, any size), outputs and loss.
 """
@@ -17,9 +19,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from posenet.errors import PosenetError
-from posenet.models.backbone import torchvision_weights
-from posenet.models.openpose import OpenPoseNet, PafNetwork, stage_branch
+from posenet.models.backbone import RESNET_DEPTHS, KeypointFPN, ResNetTrunk, torchvision_weights
+from posenet.models.keypoint_head import fuse_pyramid, pyramid_fusion
+from posenet.models.openpose import PAF_NETWORKS, PafNetwork, stage_branch
 
 SHUFFLENET_WIDTHS = ("x0_5", "x1_0", "x1_5", "x2_0")
 HOURGLASS_DEPTH = 4  # max-pools inside one hourglass
@@ -72,6 +74,7 @@ class ShuffleNetV2Trunk(nn.Module):
         return self.stage4(self.stage3(self.stage2(self.maxpool(self.conv1(x)))))
 
 
+@PAF_NETWORKS.register("shufflenetv2", width="shufflenet_width")
 class ShuffleNetPafNet(PafNetwork):
     """ShuffleNetV2 trunk at stride 8, a 3×3 convolution to 128 features (ReLU), then a single
     stage: a PAF branch (2L channels) and a heatmap branch (P + 1), each OpenPose's first-stage
@@ -137,6 +140,7 @@ class Hourglass(nn.Module):
         return self.skip(x) + F.interpolate(low, scale_factor=2, mode="nearest")
 
 
+@PAF_NETWORKS.register("hourglass", stacks="stacks", channels="channels")
 class HourglassPafNet(PafNetwork):
     """Stacked hourglasses at stride 4 (trained at 256 × 256 in the paper; any input works, it
     is padded to a multiple of 64).
@@ -185,18 +189,51 @@ class HourglassPafNet(PafNetwork):
         return outputs
 
 
-PAF_NETWORKS: dict[str, type[PafNetwork]] = {
-    "vgg19": OpenPoseNet,
-    "shufflenetv2": ShuffleNetPafNet,
-    "hourglass": HourglassPafNet,
-}
+@PAF_NETWORKS.register("resnet_fpn", depth="resnet_depth", channels="channels")
+class ResNetFpnPafNet(PafNetwork):
+    """MultiPoseNet's keypoint network with the OpenPose family's outputs, at stride 4: a
+    torchvision ResNet of ``depth`` (C2..C5, trained batch norm), the keypoint feature pyramid
+    (K2..K5, ``channels``), the keypoint subnet's fusion (two 3x3 convs of ``channels`` per
+    level, upsampled to K2 and concatenated, a 3x3 conv of ``channels``) and two 1x1 convs: the
+    PAFs and the part heatmaps. One supervised stage. Multi-scale features at stride 4 are what
+    memorise the keypoint heatmaps of real images quickly (docs/results.md, the overfit proofs).
+
+    ``pretrained``: "none", "imagenet" or the path of a torchvision ResNet state-dict file of
+    this depth (the trunk's weights)."""
+
+    output_stride = 4
+    input_divisor = 32
+
+    def __init__(self, num_parts: int = 18, num_limbs: int = 19, depth: int = 50, channels: int = 256,
+                 preprocessing: str = "imagenet", pretrained: str | os.PathLike = "none",
+                 foreground_weight: float = 0.0):
+        super().__init__(num_parts, num_limbs, preprocessing, pretrained, foreground_weight)
+        if depth not in RESNET_DEPTHS:
+            raise ValueError(f"ResNet depth must be one of {RESNET_DEPTHS}, got {depth}")
+        if channels < 1:
+            raise ValueError(f"channels must be positive, got {channels}")
+        self.trunk = ResNetTrunk(depth, pretrained=pretrained, frozen_bn=False)
+        self.fpn = KeypointFPN(self.trunk.out_channels, channels)
+        self.levels, self.fuse = pyramid_fusion(channels, channels, channels, num_levels=4)
+        self.paf_head = nn.Conv2d(channels, 2 * num_limbs, 1)
+        self.heatmap_head = nn.Conv2d(channels, num_parts + 1, 1)
+        for m in [*self.levels.modules(), *self.fuse.modules()]:
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+        # Outputs start near 0, the value of almost every PAF and part cell.
+        for head in (self.paf_head, self.heatmap_head):
+            nn.init.normal_(head.weight, std=0.001)
+            nn.init.zeros_(head.bias)
+
+    def _stage_outputs(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        y = fuse_pyramid(self.levels, self.fuse, self.fpn(self.trunk(x)))
+        return [(self.paf_head(y), self.heatmap_head(y))]
 
 
 def build_paf_network(name: str, **kwargs) -> PafNetwork:
     """The network of ``PAF_NETWORKS`` named ``name``, built with its constructor's keywords."""
-    if name not in PAF_NETWORKS:
-        raise PosenetError(f"unknown PAF network {name!r}: choose one of {', '.join(PAF_NETWORKS)}")
     return PAF_NETWORKS[name](**kwargs)
 
 
-__all__ = ["PAF_NETWORKS", "HourglassPafNet", "ShuffleNetPafNet", "ShuffleNetV2Trunk", "build_paf_network"]
+__all__ = ["PAF_NETWORKS", "HourglassPafNet", "ResNetFpnPafNet", "ShuffleNetPafNet", "ShuffleNetV2Trunk", "build_paf_network"]

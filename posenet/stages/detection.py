@@ -18,6 +18,7 @@ from posenet.data.transforms import transform_points
 from posenet.errors import ConfigError
 from posenet.evaluation import BOX_METRICS, box_results, evaluate_boxes, format_metrics
 from posenet.evaluation.base import DatasetEvaluator
+from posenet.engine.loader import seed_everything
 
 
 class DetectionEvaluator(DatasetEvaluator):
@@ -35,6 +36,13 @@ class DetectionEvaluator(DatasetEvaluator):
                  max_images: int = 0, progress: bool = True):
         super().__init__(dataset, batch_size, num_workers, max_images, progress)
         self.options = dict(options)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, dataset=None, progress: bool = True) -> "DetectionEvaluator":
+        """``eval`` + ``detection`` → the evaluator on ``dataset`` (default: the validation
+        inputs of ``data.val_split``)."""
+        return cls(build.validation_inputs(cfg, dataset), build.detection_options(cfg), **build.evaluation_loader(cfg),
+                   progress=progress)
 
     def record_fields(self) -> dict:
         return {"iou_type": "bbox"}
@@ -78,7 +86,10 @@ def prepare_model(cfg: DictConfig, num_keypoints: int, init: str | Path | None):
     model = build.posenet_model(cfg, num_keypoints, detection=True)
     if init is not None:
         load_init(model, init)
-    build.detection_freeze(cfg, model)
+    try:
+        freeze(model, list(cfg.detection.freeze))
+    except ValueError as e:
+        raise ConfigError(f"detection.freeze: {e}") from None
     return model
 
 
@@ -101,7 +112,6 @@ def train(cfg: DictConfig, init: str | Path | None = None, out_dir: str | Path |
           resume: bool = False, log=print) -> list[dict]:
     """Train the detection stage of ``cfg`` from the keypoint checkpoint ``init``; returns the
     per-epoch records. Resuming an existing run needs no ``init`` (its last.pt holds everything)."""
-    from posenet.engine.loader import seed_everything
 
     out_dir = Path(out_dir or Path(cfg.output_dir) / "detection")
     resuming = resume and (out_dir / "last.pt").is_file()
@@ -109,7 +119,7 @@ def train(cfg: DictConfig, init: str | Path | None = None, out_dir: str | Path |
         raise ConfigError("the detection stage starts from a keypoint-stage checkpoint: give --init CKPT")
     cfg = build.stage_config(cfg, "detection")
     train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
-    evaluator = build.detection_evaluator(cfg)
+    evaluator = DetectionEvaluator.from_config(cfg)
     seed_everything(cfg.seed)
     model = prepare_model(cfg, train_set.layout.num_keypoints, None if resuming else init)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -127,7 +137,7 @@ def load_model(cfg: DictConfig, checkpoint: str | Path, device="cpu"):
 
 def validate(cfg: DictConfig, checkpoint: str | Path, device: str = "cpu", log=print):
     """Person box AP of ``checkpoint`` on ``data.val_split``; returns (metrics, evaluator)."""
-    evaluator = build.detection_evaluator(cfg)
+    evaluator = DetectionEvaluator.from_config(cfg)
     log(f"protocol: {evaluator.protocol()}")
     model = load_model(cfg, checkpoint, device)
     metrics = evaluator(model)

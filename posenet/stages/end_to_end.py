@@ -23,11 +23,13 @@ import time
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
+from posenet.config import build
 from posenet.data.targets import keypoint_persons, xywh_to_xyxy
 from posenet.data.transforms import fit_matrix, transform_points
 from posenet.errors import ConfigError
-from posenet.evaluation import KEYPOINT_METRICS
+from posenet.evaluation import KEYPOINT_METRICS, format_metrics
 from posenet.evaluation.base import ImageEvaluator
 from posenet.inference.predictor import Predictor
 
@@ -56,6 +58,13 @@ class EndToEndEvaluator(ImageEvaluator):
         super().__init__(persons, max_images, progress, log)
         self.predictor, self.mode = predictor, mode
         self.description = f"validate {mode}"
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, predictor, mode: str = "end-to-end", progress: bool = True,
+                    log=print) -> "EndToEndEvaluator":
+        """``eval.max_images`` → the evaluator of ``predictor`` on ``data.val_split`` in ``mode``."""
+        return cls(predictor, build.coco_split(cfg.data, cfg.data.val_split), mode, max_images=cfg.eval.max_images,
+                   progress=progress, log=log)
 
     def protocol(self) -> str:
         p = self.predictor
@@ -132,10 +141,7 @@ def _gt_boxes(anns, matrix) -> tuple[torch.Tensor, torch.Tensor]:
 
 def validate(cfg, checkpoint, mode: str = "end-to-end", device: str = "cpu", log=print):
     """Keypoint AP of ``checkpoint`` on ``data.val_split`` in ``mode``; returns (metrics, evaluator)."""
-    from posenet.config import build
-    from posenet.evaluation import format_metrics
-
-    evaluator = build.end_to_end_evaluator(cfg, Predictor.from_config(cfg, checkpoint, device), mode, log=log)
+    evaluator = EndToEndEvaluator.from_config(cfg, Predictor.from_config(cfg, checkpoint, device), mode, log=log)
     log(f"protocol: {evaluator.protocol()}; checkpoint {checkpoint}")
     metrics = evaluator()
     log(format_metrics(metrics))

@@ -19,6 +19,8 @@ from posenet.evaluation import KEYPOINT_METRICS, format_metrics, keypoint_result
 from posenet.data.targets import keypoint_persons, xywh_to_xyxy
 from posenet.evaluation.base import DatasetEvaluator
 from posenet.inference import flip_test, keypoints_in_boxes
+from posenet.vis import heatmap_panels
+from posenet.engine.loader import seed_everything
 
 
 class KeypointEvaluator(DatasetEvaluator):
@@ -43,6 +45,15 @@ class KeypointEvaluator(DatasetEvaluator):
         self.keypoint_threshold = keypoint_threshold
         self.pck_threshold = 0.1
         self._pck_counts = [0, 0]
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, dataset=None, progress: bool = True) -> "KeypointEvaluator":
+        """``eval`` → the evaluator on ``dataset`` (default: the validation inputs of
+        ``data.val_split``)."""
+        e = cfg.eval
+        return cls(build.validation_inputs(cfg, dataset), **build.evaluation_loader(cfg), flip=e.flip,
+                   box_margin=e.box_margin, keypoint_threshold=e.keypoint_threshold,
+                   exclusive_peaks=e.exclusive_peaks, box_centrality=e.box_centrality, progress=progress)
 
     def protocol(self) -> str:
         h, w = self.codec.input_size
@@ -120,7 +131,6 @@ class TargetHeatmaps(torch.nn.Module):
 
 def visualize(model, batch, losses=None, max_images: int = 4) -> dict:
     """The trainer's image hook: input | predicted heatmaps | target heatmaps, one row per image."""
-    from posenet.vis import heatmap_panels
 
     images, targets = batch
     images = images[:max_images]
@@ -131,11 +141,10 @@ def visualize(model, batch, losses=None, max_images: int = 4) -> dict:
 
 def train(cfg: DictConfig, out_dir: str | Path | None = None, resume: bool = False, log=print) -> list[dict]:
     """Train the keypoint stage of ``cfg``; returns the per-epoch records."""
-    from posenet.engine.loader import seed_everything
 
     out_dir = Path(out_dir or Path(cfg.output_dir) / "keypoint")
     train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
-    evaluator = build.keypoint_evaluator(cfg)
+    evaluator = KeypointEvaluator.from_config(cfg)
     seed_everything(cfg.seed)  # the initial weights are part of the run: same seed, same run
     model = build.posenet_model(cfg, train_set.layout.num_keypoints)
     log(f"keypoint stage: {len(train_set)} training images, validation on {evaluator.protocol()}")
@@ -152,7 +161,7 @@ def load_model(cfg: DictConfig, checkpoint: str | Path, device="cpu"):
 
 def validate(cfg: DictConfig, checkpoint: str | Path, device: str = "cpu", log=print) -> tuple[dict, KeypointEvaluator]:
     """COCO keypoint AP of ``checkpoint`` on ``data.val_split``, with the protocol logged."""
-    evaluator = build.keypoint_evaluator(cfg)
+    evaluator = KeypointEvaluator.from_config(cfg)
     model = load_model(cfg, checkpoint, device)
     log(f"protocol: {evaluator.protocol()}; checkpoint {checkpoint}")
     metrics = evaluator(model)

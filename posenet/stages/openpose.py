@@ -25,7 +25,11 @@ from posenet.data.transforms import transform_points
 from posenet.errors import ConfigError
 from posenet.evaluation import KEYPOINT_METRICS, format_metrics
 from posenet.evaluation.base import ImageEvaluator
-from posenet.inference.test_time import reference_scale
+from posenet.inference.scales_and_flip import reference_scale
+from posenet.inference.paf_predictor import PafPredictor
+from posenet.vis import heatmap_panels
+from posenet.engine.loader import seed_everything
+from posenet.utils.io import write_json_atomic
 
 MODES = ("end-to-end", "gt-maps")
 
@@ -98,7 +102,6 @@ class PafEvaluator(ImageEvaluator):
 
 def visualize(model, batch, losses=None, max_images: int = 4) -> dict:
     """The trainer's image hook: input | predicted part heatmaps | targets, one row per image."""
-    from posenet.vis import heatmap_panels
 
     images, targets = batch
     images = images[:max_images]
@@ -114,13 +117,12 @@ def evaluator(cfg: DictConfig, predictor, mode: str = "end-to-end", progress: bo
 
 def train(cfg: DictConfig, out_dir: str | Path | None = None, resume: bool = False, log=print) -> list[dict]:
     """Train the PAF network of ``cfg``; returns the per-epoch records."""
-    from posenet.engine.loader import seed_everything
 
     out_dir = Path(out_dir or Path(cfg.output_dir) / "keypoint")
     train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
     seed_everything(cfg.seed)  # the initial weights are part of the run: same seed, same run
     model = build.paf_network(cfg)
-    validation = evaluator(cfg, build.paf_predictor(cfg, model), log=log)
+    validation = evaluator(cfg, PafPredictor.from_config(cfg, model), log=log)
     log(f"openpose ({cfg.openpose.network}): {len(train_set)} training images, "
         f"validation on {validation.protocol()}")
     trainer = build.trainer(cfg, model=model, train_dataset=train_set, collate_fn=collate,
@@ -135,7 +137,7 @@ def validate(cfg: DictConfig, checkpoint, mode: str = "end-to-end", device: str 
         model = build.paf_network(build_config_without_weights(cfg))
     else:
         model = build.model_from_checkpoint(cfg, checkpoint, device)
-    validation = evaluator(cfg, build.paf_predictor(cfg, model, device), mode, log=log)
+    validation = evaluator(cfg, PafPredictor.from_config(cfg, model, device), mode, log=log)
     log(f"protocol: {validation.protocol()}; "
         + ("the ground truth's maps, no network" if mode == "gt-maps" else f"checkpoint {checkpoint}"))
     metrics = validation()
@@ -154,7 +156,6 @@ def run_stages(cfg: DictConfig, out_dir: str | Path, log=print) -> dict:
     and writes both into ``val_metrics.json`` beside the checkpoints. Returns ``{"metrics":
     {"end_to_end_ap", "end_to_end_ap_ceiling", "images"}, "rows": [(what, metric, metrics,
     protocol), ...], "seconds": {...}, "checkpoint", "end_to_end", "ceiling", "protocol"}``."""
-    from posenet.utils.io import write_json_atomic
 
     out_dir = Path(out_dir)
     seconds = {}

@@ -22,12 +22,14 @@ import numpy as np
 from omegaconf import DictConfig
 
 from posenet.utils.io import write_json_atomic
+from posenet.stages.keypoint import KeypointEvaluator
+from posenet.data.targets import image_persons
+from posenet.evaluation import box_results, evaluate_boxes
+from posenet.stages import detection, end_to_end, keypoint, prn
 
 
 def box_ceiling(persons) -> dict:
     """Box AP of the ground-truth boxes (every non-crowd person, score 1) as detections."""
-    from posenet.data.targets import image_persons
-    from posenet.evaluation import box_results, evaluate_boxes
 
     results = []
     for image_id in persons.image_ids:
@@ -49,14 +51,12 @@ def run_stages(cfg: DictConfig, out_dir: str | Path, log=print) -> dict:
     ``metrics`` holds ``keypoint_ap_gt_boxes``, ``keypoint_ap_gt_boxes_ceiling``, ``box_ap``,
     ``box_ap_medium_large``, ``box_ap_ceiling``, ``end_to_end_ap``, ``end_to_end_ap_ceiling``
     and ``images``. Each stage's ``val_metrics.json`` is written beside its checkpoints."""
-    from posenet.config import build
-    from posenet.stages import detection, end_to_end, keypoint, prn
 
     out_dir = Path(out_dir)
     seconds, rows = {}, []
 
     start = time.perf_counter()
-    evaluator = build.keypoint_evaluator(cfg, progress=False)
+    evaluator = KeypointEvaluator.from_config(cfg, progress=False)
     kp_ceiling = evaluator(keypoint.TargetHeatmaps())
     persons = evaluator.persons
     box_top = box_ceiling(persons)

@@ -1,1 +1,1 @@
-"""Small shared helpers (timing and benchmarks live in posenet.utils.benchmark)."""
+"""Small shared helpers (timing and benchmarks live in posenet.bench.common)."""

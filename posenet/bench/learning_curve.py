@@ -19,6 +19,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from posenet.config.schema import SyntheticConfig
+from posenet.stages.keypoint import KeypointEvaluator
+from posenet.config import build
+from posenet.bench.training import time_training
+from posenet.quickstart import ensure_synthetic_dataset
+from posenet.stages import keypoint
+from posenet.utils.io import write_json_atomic
 
 # The generator parameters that make a world: every synthetic setting but the image counts,
 # the seed and the workers, which stay the config's.
@@ -40,10 +46,6 @@ def world_configs(cfg: DictConfig) -> dict[str, DictConfig]:
 
 def run_world(cfg: DictConfig, budget_minutes: float, out_dir: Path, points: int = 6, log=print) -> dict:
     """Train ``cfg``'s keypoint stage for about ``budget_minutes``; returns the curve."""
-    from posenet.config import build
-    from posenet.engine.bench import time_training
-    from posenet.quickstart import ensure_synthetic_dataset
-    from posenet.stages import keypoint
 
     ensure_synthetic_dataset(cfg, log)
     train_size = len(build.coco_split(cfg.data, cfg.data.train_split))
@@ -63,12 +65,11 @@ def run_world(cfg: DictConfig, budget_minutes: float, out_dir: Path, points: int
                           "minutes": minutes, "AP": record["AP"], "PCK": record.get("PCK", float("nan"))})
     return {"name": cfg.name, "epochs": epochs, "train_images": train_size, "samples_per_s": speed,
             "minutes": (time.perf_counter() - start) / 60.0, "curve": curve,
-            "protocol": build.keypoint_evaluator(run_cfg, progress=False).protocol()}
+            "protocol": KeypointEvaluator.from_config(run_cfg, progress=False).protocol()}
 
 
 def run(cfg: DictConfig, budget_minutes: float, out_dir: str | Path, worlds=("quickstart", "hard"),
         log=print) -> dict:
-    from posenet.utils.io import write_json_atomic
 
     configs = world_configs(cfg)
     out_dir = Path(out_dir)

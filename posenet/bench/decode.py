@@ -15,7 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from posenet.config import build
 from posenet.inference.predictor import NetworkOutput, Predictor
 from posenet.inference.prn_fast import PRECISIONS
-from posenet.utils.benchmark import machine_info, time_call
+from posenet.bench.common import machine_info, time_call
+from posenet.inference.groupings import grouping_from_config
+from posenet.inference.groupings import GROUPINGS
 
 # A standing person (COCO-17 order) in a unit box, x and y in [0, 1].
 _POSE = np.array([
@@ -62,21 +64,20 @@ def benchmark_decode(cfg: DictConfig, input_size: int = 480, people: int = 20, c
         predictor = Predictor.from_config(cfg, checkpoint)
     else:
         torch.manual_seed(0)
-        predictor = build.predictor(cfg, build.posenet_model(cfg, len(cfg.data.keypoints.names), detection=True,
+        predictor = Predictor.from_config(cfg, build.posenet_model(cfg, len(cfg.data.keypoints.names), detection=True,
                                                              prn=True))
     image = np.random.default_rng(0).integers(0, 255, (input_size, input_size, 3), dtype=np.uint8)
     network = time_call(lambda: predictor.network(image), warmup=2, repeats=repeats, budget_s=20)
 
     net = crowd_network_output(predictor, people, input_size)
     rows = {}
-    from posenet.inference.groupings import GROUPINGS
 
     widths = list(dict.fromkeys([int(cfg.prn.hidden)] + [int(w) for w in (prn_widths or [1024])]))
     runs = [(g, None) for g in GROUPINGS if g != "prn"]
     runs = [("prn", (w, precision)) for w in widths for precision in PRECISIONS] + runs
     for grouping, prn_run in runs:
         if prn_run is None:
-            timed = predictor.with_grouping(build.grouping(cfg, grouping))
+            timed = predictor.with_grouping(grouping_from_config(cfg, grouping))
             name = f"{grouping} grouping"
         else:
             width, precision = prn_run
@@ -85,9 +86,9 @@ def benchmark_decode(cfg: DictConfig, input_size: int = 480, people: int = 20, c
                 timed = predictor
             else:
                 torch.manual_seed(0)
-                timed = build.predictor(cfg_run, build.posenet_model(cfg_run, len(cfg.data.keypoints.names),
+                timed = Predictor.from_config(cfg_run, build.posenet_model(cfg_run, len(cfg.data.keypoints.names),
                                                                      detection=True, prn=True))
-            timed = timed.with_grouping(build.grouping(cfg_run, grouping))
+            timed = timed.with_grouping(grouping_from_config(cfg_run, grouping))
             name = f"prn grouping, {precision} output layer, PRN hidden {width}"
 
         def decode(p=timed):

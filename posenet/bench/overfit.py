@@ -23,8 +23,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from posenet.config import save_config
-from posenet.inference.test_time import side_words
-from posenet.stages import families
+from posenet.inference.scales_and_flip import side_words
+from posenet import families
 from posenet.stages.pipeline import format_ap
 from posenet.utils.io import write_json_atomic
 

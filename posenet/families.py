@@ -11,18 +11,35 @@ multiposenet   keypoint, detection, prn               auto, keypoint-stage, end-
 openpose       keypoint (the PAF network)             auto (= end-to-end), gt-maps
 =============  =====================================  ====================================
 
-To add a family: subclass :class:`Family`, list it in ``FAMILIES`` and add its name to the
-choices of ``model.family`` in ``config/schema.py``.
+``load_predictor`` gives a checkpoint's predictor whatever its family (what ``infer.py`` and
+``video.py`` load). To add a family: subclass :class:`Family` and register it in ``FAMILIES``
+(``@FAMILIES.register("name")``), which ``model.family`` then names.
+
+The families sit above the stages, inference and deployment they tie together: nothing below
+imports this module.
 """
 from __future__ import annotations
 
+import os
+from typing import Sequence
+
 from omegaconf import DictConfig
 
+from posenet.config import build, run_config
 from posenet.errors import ConfigError
+from posenet.inference.groupings import GROUPINGS
+from posenet.inference.paf_predictor import PafPredictor
+from posenet.inference.predictor import Predictor
+from posenet.models import PoseNet
+from posenet.stages import end_to_end, keypoint, openpose, pipeline
+from posenet.utils.registry import Registry
+
+
+FAMILIES = Registry("model.family")
 
 
 class Family:
-    name = ""
+    name = ""  # the registered name
     stages: tuple[str, ...] = ()
     modes: tuple[str, ...] = ()
 
@@ -60,27 +77,15 @@ class Family:
         raise NotImplementedError
 
 
+@FAMILIES.register("multiposenet")
 class MultiPoseNetFamily(Family):
-    name = "multiposenet"
     stages = ("keypoint", "detection", "prn")
-
-    @property
-    def modes(self):
-        from posenet.stages.end_to_end import MODES
-
-        return ("auto", "keypoint-stage", *MODES)
+    modes = ("auto", "keypoint-stage", *end_to_end.MODES)
 
     def train(self, cfg, out_dir=None, resume=False):
-        from posenet.stages import keypoint
-
         return keypoint.train(cfg, out_dir=out_dir, resume=resume)
 
     def validate(self, cfg, checkpoint, mode="auto", device="cpu", log=print):
-        from posenet.config import build
-        from posenet.inference.groupings import GROUPINGS
-        from posenet.models import PoseNet
-        from posenet.stages import end_to_end, keypoint
-
         self.check_mode(mode)
         if mode == "auto":
             parts = PoseNet.parts_in(build.checkpoint_state(checkpoint))
@@ -95,64 +100,55 @@ class MultiPoseNetFamily(Family):
         return metrics, evaluator, evaluator.metrics_record(metrics, checkpoint)
 
     def predictor(self, cfg, checkpoint, device="cpu"):
-        from posenet.inference.predictor import Predictor
-
         return Predictor.from_config(cfg, checkpoint, device)
 
     def run_stages(self, cfg, out_dir, log=print):
-        from posenet.stages.pipeline import run_stages
-
-        return run_stages(cfg, out_dir, log)
+        return pipeline.run_stages(cfg, out_dir, log)
 
     def keypoint_model(self, cfg):
-        from posenet.config import build
-
         return build.posenet_model(cfg, len(cfg.data.keypoints.names))
 
 
+@FAMILIES.register("openpose")
 class OpenPoseFamily(Family):
-    name = "openpose"
     stages = ("keypoint",)
     modes = ("auto", "end-to-end", "gt-maps")
 
     def train(self, cfg, out_dir=None, resume=False):
-        from posenet.stages import openpose
-
         return openpose.train(cfg, out_dir=out_dir, resume=resume)
 
     def validate(self, cfg, checkpoint, mode="auto", device="cpu", log=print):
-        from posenet.stages import openpose
-
         self.check_mode(mode)
         metrics, evaluator = openpose.validate(cfg, checkpoint, "end-to-end" if mode == "auto" else mode,
                                                device=device, log=log)
         return metrics, evaluator, evaluator.metrics_record(metrics, checkpoint)
 
     def predictor(self, cfg, checkpoint, device="cpu"):
-        from posenet.config import build
-
-        return build.paf_predictor(cfg, build.model_from_checkpoint(cfg, checkpoint, device), device)
+        return PafPredictor.from_config(cfg, build.model_from_checkpoint(cfg, checkpoint, device), device)
 
     def run_stages(self, cfg, out_dir, log=print):
-        from posenet.stages import openpose
-
         return openpose.run_stages(cfg, out_dir, log)
 
     def keypoint_model(self, cfg):
-        from posenet.config import build
-
         return build.paf_network(cfg)
-
-
-FAMILIES: dict[str, Family] = {f.name: f for f in (MultiPoseNetFamily(), OpenPoseFamily())}
 
 
 def of(cfg: DictConfig) -> Family:
     """The family of ``cfg`` (``model.family``)."""
-    name = cfg.model.family
-    if name not in FAMILIES:
-        raise ConfigError(f"unknown model.family {name!r}; choose one of {', '.join(FAMILIES)}")
-    return FAMILIES[name]
+    return FAMILIES[cfg.model.family]()
 
 
-__all__ = ["FAMILIES", "Family", "MultiPoseNetFamily", "OpenPoseFamily", "of"]
+def load_predictor(checkpoint: str | os.PathLike, config: str | os.PathLike | None = None,
+                   overrides: Sequence[str] = (), device: str = "cpu"):
+    """The predictor of ``checkpoint`` for its config's model family (``model.family``; the
+    config: ``config``, default the ``config.yaml`` of the checkpoint's run directory, with
+    ``overrides``). A checkpoint is a training checkpoint (last.pt / best.pt, or its bare state
+    dict) or a file of the OpenPose release (pose_model.pth / pose_model_scratch.pth) with an
+    openpose vgg19 config. Every predictor has ``run(rgb) -> Prediction``, ``predict(image) ->
+    people``, ``draw(rgb, prediction) -> pictures``, ``describe()``, ``layout`` and
+    ``keypoint_threshold``."""
+    cfg = run_config(checkpoint, config, overrides)
+    return of(cfg).predictor(cfg, checkpoint, device)
+
+
+__all__ = ["FAMILIES", "Family", "MultiPoseNetFamily", "OpenPoseFamily", "load_predictor", "of"]

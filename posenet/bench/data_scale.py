@@ -2,7 +2,7 @@
 
 Protocol (``benchmark.py data --scale``):
 
-* data: a COCO-sized annotation file (:func:`posenet.data.scale_file.write_scale_coco`: 64,115
+* data: a COCO-sized annotation file (:func:`posenet.bench.scale_file.write_scale_coco`: 64,115
   images, 149,813 persons with keypoints, persons without keypoints, crowd RLEs; every image
   a link to one 640x480 JPEG), written to a temporary folder (or reused from ``scale_dir``).
 * build: the training dataset of a config (default ``coco2017_r50.yaml``: its data and
@@ -28,12 +28,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from posenet.data.bench import _keys
+from posenet.bench.data_loading import _keys
 from posenet.data.dataset import collate
-from posenet.data.scale_file import (COCO_TRAIN_CROWDS, COCO_TRAIN_IMAGES, COCO_TRAIN_KEYPOINT_PERSONS,
+from posenet.bench.scale_file import (COCO_TRAIN_CROWDS, COCO_TRAIN_IMAGES, COCO_TRAIN_KEYPOINT_PERSONS,
                                      COCO_TRAIN_OTHER_PERSONS, write_scale_coco)
 from posenet.engine.loader import SeededDataset, SkippingCollate, WorkerSeeder
-from posenet.utils.benchmark import cpu_model
+from posenet.bench.common import cpu_model
+from posenet.config import build, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO / "configs" / "coco2017_r50.yaml"
@@ -98,7 +99,6 @@ def benchmark_data_scale(
     the last batch, besides the one after the first batch. ``scale_dir``: where the file is written or reused (default: a
     temporary folder, removed afterwards). ``log``: progress lines (None: quiet).
     """
-    from posenet.config import build, load_config
 
     log = log or (lambda message: None)
     if workers < 1:

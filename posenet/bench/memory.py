@@ -38,6 +38,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from posenet.engine.precision import native_bf16
+from posenet.data.synthetic import SyntheticCocoGenerator, write_synthetic_coco
+from posenet import families
+from posenet.config import build
+from posenet.data.dataset import collate
+from posenet.engine.loader import seed_everything
+from posenet.stages import detection
+from posenet.stages import prn
+from posenet.engine.loader import to_device
+from posenet.engine.precision import autocast
+from posenet.config.build import trainer_options
 
 MiB = float(1 << 20)
 
@@ -62,7 +72,6 @@ def write_samples(root: str | Path, num_images: int = 4, seed: int = 0) -> Path:
     """A few synthetic COCO-format training images (2 to 6 annotated persons each, crowds,
     occluders and clutter as the generator draws them) under ``root``: the data every stage's
     dataset reads here, so that the benchmark needs no COCO."""
-    from posenet.data.synthetic import SyntheticCocoGenerator, write_synthetic_coco
 
     generator = SyntheticCocoGenerator(min_people=2, max_people=6, min_size=320, max_size=480,
                                        min_person_height=48)
@@ -86,7 +95,6 @@ def sample_config(cfg: DictConfig, data_root: str | Path) -> DictConfig:
 
 def stages_of(cfg: DictConfig) -> tuple[str, ...]:
     """The training stages of ``cfg``'s model family."""
-    from posenet.stages import families
 
     return families.of(cfg).stages
 
@@ -96,11 +104,6 @@ def stage_setup(cfg: DictConfig, stage: str) -> dict:
     dataset and collate function, its config (with the stage's overrides) and a description of
     its input. ``cfg`` must read an existing dataset (``sample_config``)."""
     from torch.utils.data import default_collate
-
-    from posenet.config import build
-    from posenet.data.dataset import collate
-    from posenet.engine.loader import seed_everything
-    from posenet.stages import families
 
     families.of(cfg).check_stage(stage)
     num_keypoints = len(cfg.data.keypoints.names)
@@ -117,13 +120,11 @@ def stage_setup(cfg: DictConfig, stage: str) -> dict:
         stage_cfg, dataset, collate_fn = cfg, build.keypoint_dataset(cfg, cfg.data.train_split, train=True), collate
         name = "keypoint"
     elif stage == "detection":
-        from posenet.stages import detection
 
         stage_cfg = build.stage_config(cfg, "detection")
         model = detection.prepare_model(stage_cfg, num_keypoints, None)
         dataset, collate_fn, name = build.keypoint_dataset(stage_cfg, cfg.data.train_split, train=True), collate, stage
     elif stage == "prn":
-        from posenet.stages import prn
 
         stage_cfg = build.stage_config(cfg, "prn")
         # the recipe starts the PRN stage from the detection stage's checkpoint: the whole model
@@ -140,14 +141,12 @@ def stage_setup(cfg: DictConfig, stage: str) -> dict:
 
 def draw_samples(dataset, n: int, seed: int = 0) -> list:
     """The first ``n`` training samples of ``dataset`` (cycling through it), augmentation seeded."""
-    from posenet.engine.loader import seed_everything
 
     seed_everything(seed)
     return [dataset[i % len(dataset)] for i in range(n)]
 
 
 def _batch(setup: dict, samples: list, device: torch.device):
-    from posenet.engine.loader import to_device
 
     images, targets = setup["collate"](samples)
     images, targets = to_device(images, device), to_device(targets, device)
@@ -157,7 +156,6 @@ def _batch(setup: dict, samples: list, device: torch.device):
 
 
 def _amp_context(device: torch.device, amp: str | None):
-    from posenet.engine.precision import autocast
 
     return autocast(device, amp)
 
@@ -242,7 +240,6 @@ def measure_activations(setup: dict, samples: list, batches: Sequence[int] = (1,
 def cuda_peak(setup: dict, samples: list, batch: int, amp: str | None, device: torch.device) -> int:
     """``torch.cuda.max_memory_allocated`` over a steady-state training step (forward, backward,
     optimizer step, after one step that created the optimizer state) at ``batch``."""
-    from posenet.config.build import trainer_options
 
     model = setup["model"]
     optimizer = trainer_options(setup["cfg"])["optimizer"](p for p in model.parameters() if p.requires_grad)

@@ -17,6 +17,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from posenet.engine.precision import native_bf16
+from posenet.config import build
+from posenet.data.dataset import collate
+from posenet.engine.loader import seed_everything
+from posenet import families
 
 # (name, overrides): what each row changes from the config's own train section.
 VARIANTS = (
@@ -43,10 +47,6 @@ def _variants(cfg: DictConfig, threads: Sequence[int]) -> list[tuple[str, dict, 
 def time_training(cfg: DictConfig, steps: int = 10, warmup: int = 3, threads: int | None = None) -> dict:
     """Samples per second of ``steps`` training steps of ``cfg``'s keypoint stage (after
     ``warmup`` steps), data loading included."""
-    from posenet.config import build
-    from posenet.data.dataset import collate
-    from posenet.engine.loader import seed_everything
-    from posenet.stages import families
 
     previous = torch.get_num_threads()
     if threads:

@@ -18,7 +18,7 @@ The fp32 rows are timed in interleaved rounds (``interleaved_timing``), so that 
 slows them alike.
 
 Decoding: ours (``Predictor.peaks`` + the PRN grouping: all boxes in one batch, the first layer
-from the peak cells) on the crowded scene of ``posenet.inference.bench.crowd_scene``; and the
+from the peak cells) on the crowded scene of ``posenet.bench.decode.crowd_scene``; and the
 port's decoding as the port was designed (``port_prn_decoding``): the same peaks, then the PRN
 box by box on its dense input grid, each keypoint type of each box taking its best peak in
 Python loops. The port's network is the port-equal configuration (``configs/port_equal_r50.yaml``:
@@ -38,9 +38,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from posenet.config import build
 from posenet.engine.precision import native_bf16
-from posenet.inference.bench import crowd_network_output
+from posenet.bench.decode import crowd_network_output
 from posenet.models.fuse import fold_batchnorm
-from posenet.utils.benchmark import Timing, machine_info, time_call
+from posenet.bench.common import Timing, machine_info, time_call
+from posenet.inference.predictor import Predictor
+from posenet.deploy.export import export_onnx
+from posenet.models.fuse import BATCH_NORMS
+from posenet.codecs.prn_grid import blur, box_grid, image_to_grid
 
 VARIANTS = ("eager", "folded", "channels_last", "folded+channels_last", "bf16", "compile", "onnxruntime")
 LABELS = {
@@ -73,7 +77,6 @@ def random_model(cfg: DictConfig):
     torch.manual_seed(0)
     model = build.posenet_model(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}),
                                 len(cfg.data.keypoints.names), detection=True, prn=True).eval()
-    from posenet.models.fuse import BATCH_NORMS
 
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -184,7 +187,7 @@ def benchmark_network(cfg: DictConfig, input_size: int = 480, threads: int = 2, 
         rows["bf16"] = row
     scale = float(reference.abs().max())
 
-    predictor = build.predictor(cfg, model)
+    predictor = Predictor.from_config(cfg, model)
     log("decoding: ours and the port's ...")
     net = crowd_network_output(predictor, people, input_size)
 
@@ -212,12 +215,8 @@ def benchmark_network(cfg: DictConfig, input_size: int = 480, threads: int = 2, 
 
 def _onnxruntime_call(model, image, detect_options, log):
     """(call, notes) of onnxruntime (CPU) on ``posenet.deploy.export.export_onnx``'s graph of
-    ``model`` (None while that module is absent): the graph's raw per-level maps flattened and
-    post-processed by the same ``PoseNet.detect``, so the row times what the others time."""
-    try:
-        from posenet.deploy.export import export_onnx
-    except ImportError:
-        return None
+    ``model``: the graph's raw per-level maps flattened and post-processed by the same
+    ``PoseNet.detect``, so the row times what the others time."""
     import tempfile
 
     import onnxruntime as ort
@@ -260,7 +259,6 @@ def port_prn_decoding(prn, boxes, peaks_xy, peaks_type, peaks_score, margin: flo
     the peak inside the box whose output summed over the ``window`` × ``window`` cells around
     it is largest — each box on its own, in Python loops over boxes, types and peaks, as the port
     did. Returns keypoints (B, K, 2) and scores (B, K) (the chosen peak's score, 0 where none)."""
-    from posenet.codecs.prn_grid import blur, box_grid, image_to_grid
 
     K, H, W = prn.grid_shape
     was_training = prn.training

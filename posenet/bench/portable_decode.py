@@ -1,12 +1,12 @@
 """Decoding time of the portable decoder (``posenet.deploy.decoder``) beside posenet's own, on
 the same crowded scene: peaks + grouping + mapping back per image, network excluded.
 
-    python -c "from posenet.deploy.decode_bench import main; main()" [CONFIG] [PEOPLE] [SIZE] [key=value ...]
+    python -c "from posenet.bench.portable_decode import main; main()" [CONFIG] [PEOPLE] [SIZE] [key=value ...]
 
 (config overrides last, e.g. ``prn.precision=exact`` for posenet's dense PRN output layer, which
 the portable decoder computes).
 
-The scene is ``posenet.inference.bench.crowd_scene`` (``people`` overlapping persons, their
+The scene is ``posenet.bench.decode.crowd_scene`` (``people`` overlapping persons, their
 encoded heatmaps and their boxes), the weights a random initialisation of the config's model
 (the PRN's cost does not depend on its weights); the two decoders run interleaved, call for
 call, so that the load of the machine falls on both alike; one torch thread.
@@ -24,8 +24,9 @@ from posenet.codecs import KeypointHeatmapCodec
 from posenet.config import build, load_config
 from posenet.deploy import decoder as portable
 from posenet.deploy.export import metadata, prn_arrays
-from posenet.inference.bench import crowd_scene
+from posenet.bench.decode import crowd_scene
 from posenet.inference.predictor import NetworkOutput
+from posenet.inference.predictor import Predictor
 
 
 def benchmark(cfg, people: int = 20, input_size: int = 480, repeats: int = 40) -> dict:
@@ -40,7 +41,7 @@ def benchmark(cfg, people: int = 20, input_size: int = 480, repeats: int = 40) -
         c = OmegaConf.merge(cfg, {"infer": {"grouping": grouping, "input_size": input_size}})
         torch.manual_seed(0)
         model = build.posenet_model(c, len(c.data.keypoints.names), detection=True, prn=True).eval()
-        predictor = build.predictor(c, model)
+        predictor = Predictor.from_config(c, model)
         meta = metadata(c, model, dynamic=True)
         arrays = prn_arrays(model.prn)
         layers = [(arrays[f"w{i}"], arrays[f"b{i}"]) for i in range(sum(k.startswith("w") for k in arrays))]

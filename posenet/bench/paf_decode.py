@@ -20,7 +20,10 @@ from posenet.codecs import KeypointHeatmapCodec
 from posenet.codecs.paf import PafCodec
 from posenet.data.keypoints import OPENPOSE_18
 from posenet.data.synthetic.figure import sample_figure
-from posenet.utils.benchmark import Timing, machine_info
+from posenet.bench.common import Timing, machine_info
+from posenet.inference.paf_predictor import PafPredictor
+from posenet.config import build
+from posenet.bench.common import time_call
 
 
 def grid_shape(num_people: int) -> tuple[int, int]:
@@ -125,15 +128,12 @@ def time_paf_network(cfg, input_size: int, checkpoint=None, threads: int = 1, re
     weights of ``checkpoint``)."""
     from omegaconf import OmegaConf
 
-    from posenet.config import build
-    from posenet.utils.benchmark import time_call
-
     torch.set_num_threads(threads)
     cfg = OmegaConf.merge(cfg, {"infer": {"input_size": input_size, "scales": [1.0], "flip": False},
                                 "model": {"pretrained": "none"}})
     torch.manual_seed(0)
     model = build.model_from_checkpoint(cfg, checkpoint) if checkpoint else build.paf_network(cfg)
-    predictor = build.paf_predictor(cfg, model)
+    predictor = PafPredictor.from_config(cfg, model)
     image = np.random.default_rng(0).integers(0, 255, (input_size, input_size, 3), dtype=np.uint8)
     timing = time_call(lambda: predictor.network(image), warmup=2, repeats=repeats, budget_s=30)
     return {"timing": timing, "network": cfg.openpose.network,

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from posenet.data.transforms import invert, resampling
 from posenet.models.backbone import IMAGE_MEAN
+from posenet.errors import ConfigError
 
 # Which image side ``infer.input_size * scale`` applies to: "longer" (posenet's rule: the image
 # fits a square of that side), "height" (the CMU OpenPose release) or "shorter" (its PyTorch port).
@@ -33,7 +34,6 @@ def side_words(side: str) -> str:
 
 
 def check_input_side(side: str) -> str:
-    from posenet.errors import ConfigError
 
     if side not in INPUT_SIDES:
         raise ConfigError(f"infer.input_side must be one of {', '.join(INPUT_SIDES)}, got {side!r}")

@@ -147,7 +147,7 @@ def write_scale_coco(root: str | os.PathLike, images: int = COCO_TRAIN_IMAGES,
                 ann_id = len(annotations) + 1
                 annotations.append(_crowd(rng, image_id, ann_id) if kind == "crowd"
                                    else _person(rng, image_id, ann_id, kind == "keypoints"))
-    data = {"info": {"description": "COCO-sized synthetic person keypoints (posenet.data.scale_file)"},
+    data = {"info": {"description": "COCO-sized synthetic person keypoints (posenet.bench.scale_file)"},
             "images": entries, "annotations": annotations, "categories": [COCO_PERSON.coco_category()]}
     out = ann_dir / f"person_keypoints_{split}.json"
     tmp = out.with_suffix(".json.tmp")

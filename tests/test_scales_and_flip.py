@@ -15,6 +15,8 @@ from posenet.inference import Predictor, flip_back, to_grid_of
 
 from _stub_models import BACKGROUND, CODES, ColourCodedNet
 from _scripts import REPO
+from posenet.inference.paf_predictor import PafPredictor
+from posenet.inference.predictor import Predictor
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
 FLIP = COCO_PERSON.flip_index
@@ -42,7 +44,7 @@ def image_peaks(predictor: Predictor, rgb: np.ndarray):
 
 def predictor(overrides) -> Predictor:
     cfg = load_config(CONFIG, ["infer.grouping=greedy", "infer.peak_threshold=0.1", *overrides])
-    return build.predictor(cfg, ColourCodedNet())
+    return Predictor.from_config(cfg, ColourCodedNet())
 
 
 @pytest.mark.parametrize("width", [96, 91, 93, 94])
@@ -88,7 +90,7 @@ def test_to_grid_of_maps_cell_centres_of_another_scale():
 
 
 def test_the_reference_scale_is_the_listed_scale_nearest_one():
-    from posenet.inference.test_time import reference_scale, scale_order
+    from posenet.inference.scales_and_flip import reference_scale, scale_order
 
     assert scale_order([0.5, 1.0, 1.5, 2.0, 2.5]) == (1.0, [0.5, 1.5, 2.0, 2.5])  # the OpenPose release's list
     assert scale_order([2.5, 2.0, 1.5, 1.0, 0.5]) == (1.0, [0.5, 1.5, 2.0, 2.5])
@@ -130,11 +132,11 @@ def test_the_paf_predictor_ignores_the_order_of_the_scales():
     rgb = np.random.default_rng(1).integers(0, 256, (50, 64, 3), dtype=np.uint8)
     runs = []
     for scales in ([1.0, 0.6, 1.4], [0.6, 1.4, 1.0]):
-        p = build.paf_predictor(load_config(REPO / "configs/openpose_synthetic_small.yaml", [
+        p = PafPredictor.from_config(load_config(REPO / "configs/openpose_synthetic_small.yaml", [
             "openpose.network=hourglass", "openpose.stacks=1", "openpose.channels=16", "infer.input_size=64",
             "infer.flip=true", f"infer.scales=[{','.join(map(str, scales))}]"]), network)
         runs.append(p.network(rgb))
-    one = build.paf_predictor(cfg, network).network(rgb)
+    one = PafPredictor.from_config(cfg, network).network(rgb)
     (a, m_a, hw_a), (b, m_b, hw_b) = runs
     assert torch.equal(a, b) and np.array_equal(m_a, m_b) and hw_a == hw_b == one[2]
     assert a.shape == one[0].shape and np.array_equal(m_a, one[1])
@@ -143,7 +145,7 @@ def test_the_paf_predictor_ignores_the_order_of_the_scales():
 @pytest.mark.parametrize("image_hw", [(300, 400), (400, 300), (123, 457), (64, 64)])
 def test_the_input_side_rule_sizes_the_side_it_names(image_hw):
     from posenet.data.transforms import fit_matrix
-    from posenet.inference.test_time import input_geometry
+    from posenet.inference.scales_and_flip import input_geometry
 
     h, w = image_hw
     for scale in (0.5, 1.0, 1.7):
@@ -166,8 +168,8 @@ def test_the_paf_predictor_sizes_the_height_under_the_release_rule():
     torch.manual_seed(0)
     network = build.paf_network(load_config(REPO / "configs/openpose_synthetic_small.yaml", overrides)).eval()
     wide = np.random.default_rng(1).integers(0, 256, (40, 100, 3), dtype=np.uint8)
-    longer = build.paf_predictor(load_config(REPO / "configs/openpose_synthetic_small.yaml", overrides), network)
-    height = build.paf_predictor(load_config(REPO / "configs/openpose_synthetic_small.yaml",
+    longer = PafPredictor.from_config(load_config(REPO / "configs/openpose_synthetic_small.yaml", overrides), network)
+    height = PafPredictor.from_config(load_config(REPO / "configs/openpose_synthetic_small.yaml",
                                              [*overrides, "infer.input_side=height"]), network)
     assert longer.network(wide)[2] == (26, 64) and height.network(wide)[2] == (64, 160)
     assert "height 64 px" in height.describe() and "longer side 64 px" in longer.describe()
