@@ -1,1 +1,1 @@
-"""Small shared helpers (timing and benchmarks live in posenet.bench.common)."""
+"""Small shared helpers: atomic file writes (``io``) and the one registry idiom (``registry``)."""
