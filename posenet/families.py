@@ -8,7 +8,8 @@ family         stages (train_*.py)                    validation modes (val_keyp
 =============  =====================================  ====================================
 multiposenet   keypoint, detection, prn               auto, keypoint-stage, end-to-end and
                                                       its ablations (``end_to_end.MODES``)
-openpose       keypoint (the PAF network)             auto (= end-to-end), gt-maps
+openpose       keypoint (the PAF network)             auto (= end-to-end), gt-maps and the
+                                                      branch ablations (``openpose.MODES``)
 =============  =====================================  ====================================
 
 ``load_predictor`` gives a checkpoint's predictor whatever its family (what ``infer.py`` and
@@ -57,8 +58,14 @@ class Family:
         raise NotImplementedError
 
     def validate(self, cfg: DictConfig, checkpoint, mode: str = "auto", device: str = "cpu", log=print):
-        """COCO keypoint AP of ``checkpoint`` on ``data.val_split``: (metrics, evaluator, record),
-        the record being what ``--metrics-out`` writes."""
+        """COCO keypoint AP of ``checkpoint`` on ``data.val_split`` in ``mode`` (one of
+        ``modes``): (metrics, evaluator, record), the record being what ``--metrics-out`` writes."""
+        self.check_mode(mode)
+        metrics, evaluator = self.evaluate(cfg, checkpoint, mode, device, log)
+        return metrics, evaluator, evaluator.metrics_record(metrics, checkpoint)
+
+    def evaluate(self, cfg: DictConfig, checkpoint, mode: str, device: str, log) -> tuple[dict, object]:
+        """``validate``'s (metrics, evaluator) for a mode of ``modes``."""
         raise NotImplementedError
 
     def predictor(self, cfg: DictConfig, checkpoint, device: str = "cpu"):
@@ -85,8 +92,7 @@ class MultiPoseNetFamily(Family):
     def train(self, cfg, out_dir=None, resume=False):
         return keypoint.train(cfg, out_dir=out_dir, resume=resume)
 
-    def validate(self, cfg, checkpoint, mode="auto", device="cpu", log=print):
-        self.check_mode(mode)
+    def evaluate(self, cfg, checkpoint, mode, device, log):
         if mode == "auto":
             parts = PoseNet.parts_in(build.checkpoint_state(checkpoint))
             mode = "end-to-end" if "detection" in parts else "keypoint-stage"
@@ -94,10 +100,8 @@ class MultiPoseNetFamily(Family):
                 log("the checkpoint has no PRN (yet): grouping greedy")
                 cfg.infer.grouping = "greedy"
         if mode == "keypoint-stage":
-            metrics, evaluator = keypoint.validate(cfg, checkpoint, device=device, log=log)
-        else:
-            metrics, evaluator = end_to_end.validate(cfg, checkpoint, mode, device=device, log=log)
-        return metrics, evaluator, evaluator.metrics_record(metrics, checkpoint)
+            return keypoint.validate(cfg, checkpoint, device=device, log=log)
+        return end_to_end.validate(cfg, checkpoint, mode, device=device, log=log)
 
     def predictor(self, cfg, checkpoint, device="cpu"):
         return Predictor.from_config(cfg, checkpoint, device)
@@ -112,19 +116,16 @@ class MultiPoseNetFamily(Family):
 @FAMILIES.register("openpose")
 class OpenPoseFamily(Family):
     stages = ("keypoint",)
-    modes = ("auto", "end-to-end", "gt-maps")
+    modes = ("auto", *openpose.MODES)
 
     def train(self, cfg, out_dir=None, resume=False):
         return openpose.train(cfg, out_dir=out_dir, resume=resume)
 
-    def validate(self, cfg, checkpoint, mode="auto", device="cpu", log=print):
-        self.check_mode(mode)
-        metrics, evaluator = openpose.validate(cfg, checkpoint, "end-to-end" if mode == "auto" else mode,
-                                               device=device, log=log)
-        return metrics, evaluator, evaluator.metrics_record(metrics, checkpoint)
+    def evaluate(self, cfg, checkpoint, mode, device, log):
+        return openpose.validate(cfg, checkpoint, "end-to-end" if mode == "auto" else mode, device=device, log=log)
 
     def predictor(self, cfg, checkpoint, device="cpu"):
-        return PafPredictor.from_config(cfg, build.model_from_checkpoint(cfg, checkpoint, device), device)
+        return PafPredictor.from_config(cfg, checkpoint, device)
 
     def run_stages(self, cfg, out_dir, log=print):
         return openpose.run_stages(cfg, out_dir, log)

@@ -10,8 +10,10 @@ grouping when it has no PRN), else the keypoint stage's own protocol (predicted 
 ground-truth boxes, with the masked heatmap loss).
 
 OpenPose modes: "auto" / "end-to-end" (the PAF network, peaks and PAF grouping: what infer.py
-does) and "gt-maps" (the ground truth's training targets instead of the network: the ceiling of
-the protocol; no --checkpoint needed). Scales and flip: infer.scales, --flip; e.g. the release's protocol is
+does), "gt-maps" (the ground truth's training targets instead of the network: the ceiling of
+the protocol; no --checkpoint needed) and the branch ablations "gt-heatmaps" (the ground truth's
+part heatmaps with the network's PAFs) and "gt-pafs" (the network's part heatmaps with the
+ground truth's PAFs). Scales and flip: infer.scales, --flip; e.g. the release's protocol is
 infer.scales=[0.5,1.0,1.5,2.0,2.5] --flip.
 
 --runtime onnx --onnx MODEL.onnx: the end-to-end AP of an export of scripts/export_onnx.py

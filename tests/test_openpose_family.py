@@ -143,6 +143,11 @@ def test_train_validate_and_infer_through_the_shared_scripts(tiny_synthetic, tmp
     record = json.loads(metrics.read_text())
     assert record["mode"] == "gt-maps" and record["AP"] > 0.5 and "height" in record["protocol"]
     assert "no network" in result.stdout
+    # the branch ablations: the network's PAFs with the ground truth's part heatmaps
+    run_script("val_keypoint.py", "--config", str(out / "config.yaml"), "--checkpoint", str(out / "last.pt"),
+               "--mode", "gt-heatmaps", "--metrics-out", str(metrics))
+    record = json.loads(metrics.read_text())
+    assert record["mode"] == "gt-heatmaps" and "network's PAFs" in record["protocol"] and 0 <= record["AP"] <= 1
 
     pictures = tmp_path / "infer"
     run_script("infer.py", "--checkpoint", str(out / "last.pt"), "--images", str(tiny_synthetic / "val2017"),
@@ -218,3 +223,26 @@ def test_foreground_weighting_weighs_the_part_and_limb_cells():
     assert losses["loss_heatmap1"].item() == pytest.approx((6 * 0.25 + 31) / 2)
     with pytest.raises(ValueError):
         HourglassPafNet(stacks=1, channels=16, foreground_weight=-1)
+
+
+@pytest.mark.parametrize("mode, heat_source, paf_source", [("end-to-end", "net", "net"), ("gt-maps", "gt", "gt"),
+                                                         ("gt-heatmaps", "gt", "net"), ("gt-pafs", "net", "gt")])
+def test_each_validation_mode_takes_each_branch_from_its_source(mode, heat_source, paf_source):
+    """The branch ablations swap exactly one branch: parts and background (P + 1 channels) or PAFs."""
+    from posenet.stages.openpose import MODES, PafEvaluator
+
+    predictor = PafPredictor.from_config(config(), build.paf_network(config()))
+    channels = predictor.parts.layout.num_keypoints + 1
+    target, net = torch.zeros(channels + 38, 4, 5), torch.ones(channels + 38, 4, 5)
+    matrix = np.eye(2, 3)
+    evaluator = object.__new__(PafEvaluator)
+    evaluator.mode = mode
+    if mode in ("end-to-end", "gt-maps"):
+        assert MODES[mode] == ((heat_source == "gt"),) * 2
+        return
+    mixed = evaluator._mixed(target, (net, matrix, (4, 5)), matrix, (4, 5), predictor)
+    assert bool(mixed[:channels].eq(0).all()) == (heat_source == "gt")
+    assert bool(mixed[channels:].eq(0).all()) == (paf_source == "gt")
+    with pytest.raises(ValueError, match="another grid"):
+        evaluator._mixed(target, (net, matrix, (4, 6)), matrix, (4, 5), predictor)
+

@@ -28,7 +28,7 @@ from posenet.stages.end_to_end import EndToEndEvaluator
 from posenet.deploy.export import FORMAT
 from posenet.deploy import decoder
 from posenet.inference.groupings import GROUPINGS
-from posenet.stages import openpose
+from posenet.stages.openpose import PafEvaluator
 from posenet.evaluation import format_metrics
 
 # The metadata's ``infer`` keys an override may set, and their types; ``infer.grouping`` is
@@ -174,7 +174,7 @@ def evaluator(cfg, predictor: OnnxPredictor, log=print):
         raise ConfigError(f"the export is a {predictor.family} model, the config's model.family {family}")
     if family == "multiposenet":
         return EndToEndEvaluator.from_config(cfg, predictor, "end-to-end", log=log)
-    return openpose.evaluator(cfg, predictor, log=log)
+    return PafEvaluator.from_config(cfg, predictor, log=log)
 
 
 def validate(cfg, path, overrides: Sequence[str] = (), log=print):

@@ -13,12 +13,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from posenet.config import build
-from posenet.data.dataset import collate
 from posenet.data.transforms import transform_points
 from posenet.errors import ConfigError
 from posenet.evaluation import BOX_METRICS, box_results, evaluate_boxes, format_metrics
 from posenet.evaluation.base import DatasetEvaluator
-from posenet.engine.loader import seed_everything
+from posenet.stages.fitting import fit, is_resuming, seeded, stage_dir, trainable
 
 
 class DetectionEvaluator(DatasetEvaluator):
@@ -113,21 +112,17 @@ def train(cfg: DictConfig, init: str | Path | None = None, out_dir: str | Path |
     """Train the detection stage of ``cfg`` from the keypoint checkpoint ``init``; returns the
     per-epoch records. Resuming an existing run needs no ``init`` (its last.pt holds everything)."""
 
-    out_dir = Path(out_dir or Path(cfg.output_dir) / "detection")
-    resuming = resume and (out_dir / "last.pt").is_file()
+    out_dir = stage_dir(cfg, "detection", out_dir)
+    resuming = is_resuming(out_dir, resume)
     if init is None and not resuming:
         raise ConfigError("the detection stage starts from a keypoint-stage checkpoint: give --init CKPT")
     cfg = build.stage_config(cfg, "detection")
     train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
     evaluator = DetectionEvaluator.from_config(cfg)
-    seed_everything(cfg.seed)
-    model = prepare_model(cfg, train_set.layout.num_keypoints, None if resuming else init)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log(f"detection stage: {len(train_set)} training images, frozen: {', '.join(sorted(model.frozen)) or 'nothing'} "
-        f"({trainable / 1e6:.2f} M trainable parameters), validation on {evaluator.protocol()}")
-    trainer = build.trainer(cfg, model=model, train_dataset=train_set, collate_fn=collate,
-                            evaluate=evaluator, out_dir=out_dir, resume=resume)
-    return trainer.fit()
+    model = seeded(cfg, lambda: prepare_model(cfg, train_set.layout.num_keypoints, None if resuming else init))
+    log(f"detection stage: {len(train_set)} training images, {trainable(model)}, validation on "
+        f"{evaluator.protocol()}")
+    return fit(cfg, model, train_set, evaluator, out_dir, resume)
 
 
 def load_model(cfg: DictConfig, checkpoint: str | Path, device="cpu"):

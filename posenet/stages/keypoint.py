@@ -13,14 +13,13 @@ import torch
 from omegaconf import DictConfig
 
 from posenet.config import build
-from posenet.data.dataset import collate
 from posenet.data.transforms import transform_points
 from posenet.evaluation import KEYPOINT_METRICS, format_metrics, keypoint_results, write_results
 from posenet.data.targets import keypoint_persons, xywh_to_xyxy
 from posenet.evaluation.base import DatasetEvaluator
 from posenet.inference import flip_test, keypoints_in_boxes
 from posenet.vis import heatmap_panels
-from posenet.engine.loader import seed_everything
+from posenet.stages.fitting import fit, seeded, stage_dir
 
 
 class KeypointEvaluator(DatasetEvaluator):
@@ -142,15 +141,11 @@ def visualize(model, batch, losses=None, max_images: int = 4) -> dict:
 def train(cfg: DictConfig, out_dir: str | Path | None = None, resume: bool = False, log=print) -> list[dict]:
     """Train the keypoint stage of ``cfg``; returns the per-epoch records."""
 
-    out_dir = Path(out_dir or Path(cfg.output_dir) / "keypoint")
     train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
     evaluator = KeypointEvaluator.from_config(cfg)
-    seed_everything(cfg.seed)  # the initial weights are part of the run: same seed, same run
-    model = build.posenet_model(cfg, train_set.layout.num_keypoints)
+    model = seeded(cfg, lambda: build.posenet_model(cfg, train_set.layout.num_keypoints))
     log(f"keypoint stage: {len(train_set)} training images, validation on {evaluator.protocol()}")
-    trainer = build.trainer(cfg, model=model, train_dataset=train_set, collate_fn=collate,
-                            evaluate=evaluator, visualize=visualize, out_dir=out_dir, resume=resume)
-    return trainer.fit()
+    return fit(cfg, model, train_set, evaluator, stage_dir(cfg, "keypoint", out_dir), resume, visualize=visualize)
 
 
 def load_model(cfg: DictConfig, checkpoint: str | Path, device="cpu"):

@@ -5,7 +5,10 @@ Validation runs every image of the split through the same :class:`PafPredictor` 
 (scales and flip as ``infer`` says), so the number is the end-to-end one. Mode
 ``gt-maps`` replaces the network by the training targets of the ground truth (part heatmaps
 and PAFs encoded from the annotations at the predictor's input size): what a perfect network
-would score under the same protocol, the ceiling that stands beside the result.
+would score under the same protocol, the ceiling that stands beside the result. The branch
+ablations replace one of the network's two outputs by the ground truth's: ``gt-heatmaps``
+(the ground truth's part heatmaps, the network's PAFs) and ``gt-pafs`` (the network's part
+heatmaps, the ground truth's PAFs) tell which branch a result is short in.
 """
 from __future__ import annotations
 
@@ -19,7 +22,6 @@ from omegaconf import DictConfig
 from posenet.codecs import KeypointHeatmapCodec
 from posenet.codecs.heatmap import with_background
 from posenet.config import build
-from posenet.data.dataset import collate
 from posenet.data.targets import keypoint_persons
 from posenet.data.transforms import transform_points
 from posenet.errors import ConfigError
@@ -28,10 +30,12 @@ from posenet.evaluation.base import ImageEvaluator
 from posenet.inference.scales_and_flip import reference_scale
 from posenet.inference.paf_predictor import PafPredictor
 from posenet.vis import heatmap_panels
-from posenet.engine.loader import seed_everything
+from posenet.stages.fitting import fit, seeded, stage_dir
 from posenet.utils.io import write_json_atomic
 
-MODES = ("end-to-end", "gt-maps")
+# What each mode takes from the ground truth instead of the network: (part heatmaps, PAFs).
+MODES = {"end-to-end": (False, False), "gt-maps": (True, True), "gt-heatmaps": (True, False),
+         "gt-pafs": (False, True)}
 
 
 class PafEvaluator(ImageEvaluator):
@@ -52,8 +56,17 @@ class PafEvaluator(ImageEvaluator):
         super().__init__(persons, max_images, progress, log)
         self.predictor, self.mode = predictor, mode
 
+    @classmethod
+    def from_config(cls, cfg: DictConfig, predictor, mode: str = "end-to-end", progress: bool = True,
+                    log=print) -> "PafEvaluator":
+        """``eval.max_images`` → the evaluator of ``predictor`` on ``data.val_split`` in ``mode``."""
+        return cls(predictor, build.coco_split(cfg.data, cfg.data.val_split), mode, max_images=cfg.eval.max_images,
+                   progress=progress, log=log)
+
     def protocol(self) -> str:
-        source = "the network" if self.mode == "end-to-end" else "ground-truth targets instead of the network"
+        source = {"end-to-end": "the network", "gt-maps": "ground-truth targets instead of the network",
+                  "gt-heatmaps": "ground-truth part heatmaps with the network's PAFs",
+                  "gt-pafs": "the network's part heatmaps with ground-truth PAFs"}[self.mode]
         return (f"{self.persons.split} of {self.persons.root} ({len(self.image_ids)} images), {self.mode} "
                 f"({source}), {self.predictor.describe()}")
 
@@ -65,8 +78,15 @@ class PafEvaluator(ImageEvaluator):
         results, network_ms, decode_ms = [], [], []
         self.skipped = 0
         for image_id in image_ids:
-            if self.mode == "gt-maps":
+            if self.mode != "end-to-end":
                 maps, matrix, hw, size = self._target_maps(predictor, image_id)
+                if self.mode != "gt-maps":
+                    rgb = self.stored_rgb(image_id)
+                    if rgb is None:
+                        continue
+                    start = time.perf_counter()
+                    maps = self._mixed(maps, predictor.network(rgb), matrix, hw, predictor)
+                    network_ms.append(1e3 * (time.perf_counter() - start))
                 start = time.perf_counter()
                 people = predictor.group(maps, matrix, hw, size)
                 decode_ms.append(1e3 * (time.perf_counter() - start))
@@ -80,6 +100,21 @@ class PafEvaluator(ImageEvaluator):
                 decode_ms.append(prediction.timing["decode_ms"])
             results += self.people_results(image_id, people)
         return self.pipeline_metrics(results, predictor.layout.sigmas, network_ms, decode_ms, self.skipped)
+
+    def _mixed(self, target, network_output, matrix, hw, predictor) -> torch.Tensor:
+        """``target``'s maps with the network's in place of the branch the mode does not take
+        from the ground truth (both on the reference scale's grid)."""
+        net, net_matrix, net_hw = network_output
+        if tuple(net_hw) != tuple(hw) or not np.allclose(net_matrix, matrix):
+            raise ValueError(f"the network's maps lie on another grid ({net_hw}) than the targets' ({hw})")
+        heat_from_truth, pafs_from_truth = MODES[self.mode]
+        channels = predictor.parts.layout.num_keypoints + 1  # parts and background, then PAFs
+        maps = target.clone()
+        if not heat_from_truth:
+            maps[:channels] = net[:channels].to(maps)
+        if not pafs_from_truth:
+            maps[channels:] = net[channels:].to(maps)
+        return maps
 
     def _target_maps(self, predictor, image_id):
         """The training targets of the ground truth at the predictor's reference scale (the
@@ -110,24 +145,15 @@ def visualize(model, batch, losses=None, max_images: int = 4) -> dict:
     return {"heatmaps": heatmap_panels(images, predicted, targets["heatmaps"][:max_images, :-1], max_images)}
 
 
-def evaluator(cfg: DictConfig, predictor, mode: str = "end-to-end", progress: bool = True, log=print) -> PafEvaluator:
-    return PafEvaluator(predictor, build.coco_split(cfg.data, cfg.data.val_split), mode,
-                        max_images=cfg.eval.max_images, progress=progress, log=log)
-
-
 def train(cfg: DictConfig, out_dir: str | Path | None = None, resume: bool = False, log=print) -> list[dict]:
     """Train the PAF network of ``cfg``; returns the per-epoch records."""
 
-    out_dir = Path(out_dir or Path(cfg.output_dir) / "keypoint")
     train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
-    seed_everything(cfg.seed)  # the initial weights are part of the run: same seed, same run
-    model = build.paf_network(cfg)
-    validation = evaluator(cfg, PafPredictor.from_config(cfg, model), log=log)
+    model = seeded(cfg, lambda: build.paf_network(cfg))
+    validation = PafEvaluator.from_config(cfg, PafPredictor.from_config(cfg, model), log=log)
     log(f"openpose ({cfg.openpose.network}): {len(train_set)} training images, "
         f"validation on {validation.protocol()}")
-    trainer = build.trainer(cfg, model=model, train_dataset=train_set, collate_fn=collate,
-                            evaluate=validation, visualize=visualize, out_dir=out_dir, resume=resume)
-    return trainer.fit()
+    return fit(cfg, model, train_set, validation, stage_dir(cfg, "keypoint", out_dir), resume, visualize=visualize)
 
 
 def validate(cfg: DictConfig, checkpoint, mode: str = "end-to-end", device: str = "cpu", log=print):
@@ -137,7 +163,7 @@ def validate(cfg: DictConfig, checkpoint, mode: str = "end-to-end", device: str 
         model = build.paf_network(build_config_without_weights(cfg))
     else:
         model = build.model_from_checkpoint(cfg, checkpoint, device)
-    validation = evaluator(cfg, PafPredictor.from_config(cfg, model, device), mode, log=log)
+    validation = PafEvaluator.from_config(cfg, PafPredictor.from_config(cfg, model, device), mode, log=log)
     log(f"protocol: {validation.protocol()}; "
         + ("the ground truth's maps, no network" if mode == "gt-maps" else f"checkpoint {checkpoint}"))
     metrics = validation()
@@ -186,4 +212,4 @@ def build_config_without_weights(cfg: DictConfig) -> DictConfig:
     return OmegaConf.merge(cfg, {"model": {"pretrained": "none"}})
 
 
-__all__ = ["MODES", "PafEvaluator", "evaluator", "run_stages", "train", "validate", "visualize"]
+__all__ = ["MODES", "PafEvaluator", "run_stages", "train", "validate", "visualize"]

@@ -20,7 +20,7 @@ from posenet.evaluation.base import ImageEvaluator
 from posenet.inference.groupings import grouping_from_config
 from posenet.inference.prn_grouping import pose_scores
 from posenet.models import PoseNet
-from posenet.engine.loader import seed_everything
+from posenet.stages.fitting import fit, is_resuming, seeded, stage_dir, trainable
 
 
 class PrnEvaluator(ImageEvaluator):
@@ -111,27 +111,22 @@ def train(cfg: DictConfig, init: str | Path | None = None, out_dir: str | Path |
     records. Without ``init`` the other parts keep random weights: only the PRN of the
     resulting checkpoint is of use."""
 
-    out_dir = Path(out_dir or Path(cfg.output_dir) / "prn")
-    resuming = resume and (out_dir / "last.pt").is_file()
+    out_dir = stage_dir(cfg, "prn", out_dir)
+    resuming = is_resuming(out_dir, resume)
     cfg = build.stage_config(cfg, "prn")
     train_set = build.prn_scenes(cfg)
     evaluator = PrnEvaluator.from_config(cfg)
-    seed_everything(cfg.seed)
     detection = None
     if resuming:  # the run's own checkpoint decides whether the model has a detection branch
         detection = "detection" in PoseNet.parts_in(build.checkpoint_state(out_dir / "last.pt"))
     if init is None and not resuming:
         log("warning: no --init checkpoint: the trunk and keypoint branch keep random weights; "
             "only the PRN of this run's checkpoints is of use")
-    model = prepare_model(cfg, train_set.num_keypoints, None if resuming else init, detection)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    model = seeded(cfg, lambda: prepare_model(cfg, train_set.num_keypoints, None if resuming else init, detection))
     log(f"PRN stage: {len(train_set)} samples per epoch from {len(train_set.poses)} poses and "
-        f"{len(train_set.real_scenes)} real scenes of {train_set.persons.split}, frozen: "
-        f"{', '.join(sorted(model.frozen))} ({trainable / 1e6:.2f} M trainable parameters), "
+        f"{len(train_set.real_scenes)} real scenes of {train_set.persons.split}, {trainable(model)}, "
         f"validation on {evaluator.protocol()}")
-    trainer = build.trainer(cfg, model=model, train_dataset=train_set, collate_fn=None,
-                            evaluate=evaluator, out_dir=out_dir, resume=resume)
-    return trainer.fit()
+    return fit(cfg, model, train_set, evaluator, out_dir, resume, collate_fn=None)
 
 
 def load_model(cfg: DictConfig, checkpoint: str | Path, device="cpu"):
