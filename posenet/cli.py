@@ -8,11 +8,10 @@ from typing import Callable, Sequence
 
 from omegaconf import DictConfig
 
-from posenet.config import load_config
-from posenet.errors import PosenetError
 from posenet import families
-from posenet.errors import ConfigError
+from posenet.config import load_config
 from posenet.deploy.onnx_predictor import OnnxPredictor
+from posenet.errors import ConfigError, PosenetError
 from posenet.families import load_predictor
 
 

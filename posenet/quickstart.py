@@ -17,18 +17,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from posenet.config import build, save_config
+from posenet.config import build, load_config, save_config
 from posenet.data.coco import format_summary
-from posenet.stages.pipeline import format_ap
-from posenet.utils.io import write_json_atomic, write_text_atomic
-from posenet.inference.paf_predictor import PafPredictor
 from posenet.data.synthetic import write_synthetic_coco
-from posenet.inference import infer_folder
-from posenet.stages import openpose
-from posenet.config import load_config
-from posenet.stages import end_to_end
-from posenet.stages.pipeline import run_stages
-from posenet.inference import Predictor
+from posenet.inference import Predictor, infer_folder
+from posenet.inference.paf_predictor import PafPredictor
+from posenet.stages import end_to_end, openpose
+from posenet.stages.pipeline import format_ap, run_stages
+from posenet.utils.io import write_json_atomic, write_text_atomic
 
 MANIFEST = "synthetic.yaml"
 

@@ -1,8 +1,7 @@
 #!/usr/bin/env python
 """Stage 1 of the config's model family (single process or torchrun): MultiPoseNet's trunk,
 keypoint FPN and keypoint subnet, or the OpenPose family's PAF network (model.family)."""
-from posenet import cli
-from posenet import families
+from posenet import cli, families
 
 
 def main():

@@ -20,11 +20,10 @@ infer.scales=[0.5,1.0,1.5,2.0,2.5] --flip.
 (onnxruntime and the numpy decoder, settings from its metadata; trailing infer.* overrides and
 --flip apply to it) on the --config's data.val_split.
 """
-from posenet import cli
+from posenet import cli, families
 from posenet.errors import ConfigError
 from posenet.evaluation import write_results
 from posenet.inference.groupings import GROUPINGS
-from posenet import families
 from posenet.utils.io import write_json_atomic
 
 

@@ -14,10 +14,10 @@ from posenet.config import build, load_config
 from posenet.data.transforms import transform_points
 from posenet.engine.checkpoint import load_checkpoint
 from posenet.stages import detection, keypoint
+from posenet.stages.detection import DetectionEvaluator
 
 from _scripts import REPO, run_script
 from test_keypoint_stage import tiny_overrides
-from posenet.stages.detection import DetectionEvaluator
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
 

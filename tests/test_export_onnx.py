@@ -23,13 +23,13 @@ from omegaconf import OmegaConf
 import torch
 
 from posenet.config import build, load_config, save_config
-from posenet.errors import ConfigError, PosenetError
 from posenet.deploy import export as E
 from posenet.deploy.onnx_predictor import OnnxPredictor, apply_overrides, layout_of, read_metadata, validate
-
-from _scripts import REPO, run_script
+from posenet.errors import ConfigError, PosenetError
 from posenet.inference.paf_predictor import PafPredictor
 from posenet.inference.predictor import Predictor
+
+from _scripts import REPO, run_script
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -9,13 +9,13 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from posenet.inference.paf_predictor import PafPredictor
+from posenet.inference.predictor import Predictor
 from posenet.models import PoseNet, ResNetTrunk
 from posenet.models.fuse import BATCH_NORMS, fold_batchnorm, foldable_pairs
 from posenet.models.paf_networks import HourglassPafNet, ShuffleNetPafNet
 from posenet.models.prn import PoseResidualNetwork
 from posenet.models.retinanet import RetinaNetHead
-from posenet.inference.paf_predictor import PafPredictor
-from posenet.inference.predictor import Predictor
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

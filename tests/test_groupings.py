@@ -10,12 +10,11 @@ import pytest
 
 from posenet.config import build, load_config
 from posenet.errors import ConfigError
-from posenet.inference.groupings import GROUPINGS, GreedyGrouping
+from posenet.inference.groupings import GROUPINGS, GreedyGrouping, grouping_from_config
+from posenet.inference.predictor import Predictor
 from posenet.inference.prn_grouping import most_central_assign
 
 from _scripts import REPO
-from posenet.inference.groupings import grouping_from_config
-from posenet.inference.predictor import Predictor
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
 

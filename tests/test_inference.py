@@ -18,12 +18,11 @@ import torch
 from posenet.config import build, load_config
 from posenet.errors import DataError, PosenetError
 from posenet.inference import Predictor, infer_folder
-from posenet.inference.predictor import as_rgb, draw_prediction
+from posenet.inference.predictor import Predictor, as_rgb, draw_prediction
 from posenet.stages.end_to_end import EndToEndEvaluator
 
 from _random_runs import TINY, save_random_run
 from _scripts import REPO, run_script
-from posenet.inference.predictor import Predictor
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
 

@@ -19,10 +19,10 @@ from posenet.codecs import KeypointHeatmapCodec
 from posenet.config import build, load_config
 from posenet.engine.checkpoint import load_checkpoint
 from posenet.inference import keypoints_in_boxes
+from posenet.stages.keypoint import KeypointEvaluator
 from posenet.vis import heatmap_overlay, heatmap_panels
 
 from _scripts import REPO, run_script
-from posenet.stages.keypoint import KeypointEvaluator
 
 
 # ----------------------------------------------------------------------------- grouping

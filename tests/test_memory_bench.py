@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from posenet.config import load_config
 from posenet.bench import memory as mb
+from posenet.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("single_thread")

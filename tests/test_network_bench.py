@@ -9,9 +9,9 @@ import torch
 
 from posenet.codecs.prn_grid import encode_peaks
 from posenet.config import load_config
+from posenet.models.prn import PoseResidualNetwork
 from posenet.bench.network import (benchmark_network, fastest_equal, format_network_table,
                                              interleaved_timing, port_prn_decoding)
-from posenet.models.prn import PoseResidualNetwork
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

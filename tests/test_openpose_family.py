@@ -8,14 +8,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from posenet import families
 from posenet.codecs.paf import PafCodec
 from posenet.config import build, load_config
 from posenet.data.keypoints import OPENPOSE_18
 from posenet.errors import ConfigError
-from posenet.inference.scales_and_flip import flip_back, paf_flip_index
-from posenet import families
-from _scripts import REPO, run_script
 from posenet.inference.paf_predictor import PafPredictor
+from posenet.inference.scales_and_flip import flip_back, paf_flip_index
+from _scripts import REPO, run_script
 
 CONFIG = REPO / "configs/openpose_synthetic_small.yaml"
 

@@ -12,7 +12,8 @@ import torchvision
 
 from posenet.errors import ConfigError, PosenetError
 from posenet.models.openpose import OpenPoseNet, PafNetwork
-from posenet.models.paf_networks import PAF_NETWORKS, HourglassPafNet, ResNetFpnPafNet, ShuffleNetPafNet, build_paf_network
+from posenet.models.paf_networks import (PAF_NETWORKS, build_paf_network, HourglassPafNet, ResNetFpnPafNet,
+    ShuffleNetPafNet)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

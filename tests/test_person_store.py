@@ -13,11 +13,11 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
+from posenet.bench.scale_file import uncompressed_rle
 from posenet.data import COCO_PERSON
 from posenet.data.coco import CocoPersons
 from posenet.data.dataset import CocoKeypointDataset
 from posenet.data.person_store import PersonStore, StoredPersons
-from posenet.bench.scale_file import uncompressed_rle
 from posenet.data.targets import image_persons, region_masks
 from posenet.errors import DataError
 

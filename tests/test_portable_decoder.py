@@ -18,16 +18,16 @@ import numpy as np
 import pytest
 import torch
 
+from posenet.bench.decode import crowd_scene
 from posenet.codecs import KeypointHeatmapCodec
 from posenet.codecs.paf import PafCodec
 from posenet.codecs.prn_grid import blur
 from posenet.config import build, load_config
 from posenet.data.keypoints import OPENPOSE_18
 from posenet.data.transforms import fit_matrix, warp_image
-from posenet.deploy import decoder as D
-from posenet.deploy import export
-from posenet.bench.decode import crowd_scene
-from posenet.inference.predictor import NetworkOutput
+from posenet.deploy import decoder as D, export
+from posenet.inference.paf_predictor import PafPredictor
+from posenet.inference.predictor import NetworkOutput, Predictor
 from posenet.inference.prn_grouping import most_central_assign, prn_assign
 from posenet.inference.scales_and_flip import flip_back, to_grid_of
 from posenet.models.prn import PoseResidualNetwork
@@ -35,8 +35,6 @@ from posenet.models.retinanet import RetinaNetHead
 from posenet.ops.nms import nms as posenet_nms
 
 from conftest import REPO
-from posenet.inference.paf_predictor import PafPredictor
-from posenet.inference.predictor import Predictor
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

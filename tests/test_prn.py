@@ -12,6 +12,12 @@ from torch import nn
 
 from posenet.config import build, load_config
 from posenet.data.coco import CocoPersons
+from posenet.data.prn_samples import PrnSceneDataset
+from posenet.engine.checkpoint import load_checkpoint
+from posenet.models.prn import PoseResidualNetwork
+from posenet.ops.matching import best_first_matching
+from posenet.stages import prn as prn_stage
+from posenet.stages.prn import PrnEvaluator
 from posenet.codecs.prn_grid import (
     PrnGridCodec,
     blur,
@@ -23,8 +29,6 @@ from posenet.codecs.prn_grid import (
     image_to_grid,
     peak_cells,
 )
-from posenet.data.prn_samples import PrnSceneDataset
-from posenet.engine.checkpoint import load_checkpoint
 from posenet.inference.prn_grouping import (
     folded_first_layer,
     most_central_assign,
@@ -32,13 +36,9 @@ from posenet.inference.prn_grouping import (
     prn_assign,
     window_sums,
 )
-from posenet.models.prn import PoseResidualNetwork
-from posenet.ops.matching import best_first_matching
-from posenet.stages import prn as prn_stage
 
 from _scripts import REPO, run_script
 from test_keypoint_stage import tiny_overrides
-from posenet.stages.prn import PrnEvaluator
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
 H, W, MARGIN = 56, 36, 0.21

@@ -9,16 +9,15 @@ import pytest
 import torch
 from torch import nn
 
+from posenet.bench.decode import _POSE, crowd_scene
 from posenet.codecs.prn_grid import PrnGridCodec, encode_peaks, image_to_grid
 from posenet.config import build, load_config
-from posenet.bench.decode import _POSE, crowd_scene
-from posenet.inference.groupings import PrnGrouping
+from posenet.inference.groupings import PrnGrouping, grouping_from_config
 from posenet.inference.prn_fast import contested
 from posenet.inference.prn_grouping import prn_assign
 from posenet.models.prn import PoseResidualNetwork
 
 from _scripts import REPO
-from posenet.inference.groupings import grouping_from_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

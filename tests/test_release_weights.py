@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from posenet import cli
+from posenet import cli, families
 from posenet.config import build, load_config
 from posenet.errors import ConfigError, PosenetError
 from posenet.families import load_predictor
-from posenet.models.openpose import OpenPoseNet, release_state_dict
-from posenet import families
-from _scripts import REPO, run_script
 from posenet.inference.paf_predictor import PafPredictor
+from posenet.models.openpose import OpenPoseNet, release_state_dict
+from _scripts import REPO, run_script
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -12,11 +12,11 @@ from posenet.config import build, load_config
 from posenet.data.keypoints import COCO_PERSON
 from posenet.data.transforms import invert, transform_points
 from posenet.inference import Predictor, flip_back, to_grid_of
+from posenet.inference.paf_predictor import PafPredictor
+from posenet.inference.predictor import Predictor
 
 from _stub_models import BACKGROUND, CODES, ColourCodedNet
 from _scripts import REPO
-from posenet.inference.paf_predictor import PafPredictor
-from posenet.inference.predictor import Predictor
 
 CONFIG = REPO / "configs/synthetic_small.yaml"
 FLIP = COCO_PERSON.flip_index

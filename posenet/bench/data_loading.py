@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from posenet.bench.common import cpu_model
 from posenet.data.coco import CocoPersons
 from posenet.data.dataset import CocoKeypointDataset, collate
 from posenet.engine.loader import SeededDataset, SkippingCollate, WorkerSeeder, derive_seed
-from posenet.bench.common import cpu_model
 
 
 def _keys(indices: list[int], num_samples: int, seed: int) -> list[tuple[int, int]]:

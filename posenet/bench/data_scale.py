@@ -28,13 +28,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from posenet.bench.common import cpu_model
 from posenet.bench.data_loading import _keys
+from posenet.config import build, load_config
 from posenet.data.dataset import collate
+from posenet.engine.loader import SeededDataset, SkippingCollate, WorkerSeeder
 from posenet.bench.scale_file import (COCO_TRAIN_CROWDS, COCO_TRAIN_IMAGES, COCO_TRAIN_KEYPOINT_PERSONS,
                                      COCO_TRAIN_OTHER_PERSONS, write_scale_coco)
-from posenet.engine.loader import SeededDataset, SkippingCollate, WorkerSeeder
-from posenet.bench.common import cpu_model
-from posenet.config import build, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO / "configs" / "coco2017_r50.yaml"

@@ -12,12 +12,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from posenet.bench.common import machine_info, time_call
 from posenet.config import build
+from posenet.inference.groupings import GROUPINGS, grouping_from_config
 from posenet.inference.predictor import NetworkOutput, Predictor
 from posenet.inference.prn_fast import PRECISIONS
-from posenet.bench.common import machine_info, time_call
-from posenet.inference.groupings import grouping_from_config
-from posenet.inference.groupings import GROUPINGS
 
 # A standing person (COCO-17 order) in a unit box, x and y in [0, 1].
 _POSE = np.array([

@@ -18,12 +18,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from posenet.config.schema import SyntheticConfig
-from posenet.stages.keypoint import KeypointEvaluator
-from posenet.config import build
 from posenet.bench.training import time_training
+from posenet.config import build
+from posenet.config.schema import SyntheticConfig
 from posenet.quickstart import ensure_synthetic_dataset
 from posenet.stages import keypoint
+from posenet.stages.keypoint import KeypointEvaluator
 from posenet.utils.io import write_json_atomic
 
 # The generator parameters that make a world: every synthetic setting but the image counts,

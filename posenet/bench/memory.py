@@ -37,17 +37,14 @@ import torch.utils._pytree as pytree
 from omegaconf import DictConfig, OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from posenet.engine.precision import native_bf16
-from posenet.data.synthetic import SyntheticCocoGenerator, write_synthetic_coco
 from posenet import families
 from posenet.config import build
-from posenet.data.dataset import collate
-from posenet.engine.loader import seed_everything
-from posenet.stages import detection
-from posenet.stages import prn
-from posenet.engine.loader import to_device
-from posenet.engine.precision import autocast
 from posenet.config.build import trainer_options
+from posenet.data.dataset import collate
+from posenet.data.synthetic import SyntheticCocoGenerator, write_synthetic_coco
+from posenet.engine.loader import seed_everything, to_device
+from posenet.engine.precision import autocast, native_bf16
+from posenet.stages import detection, prn
 
 MiB = float(1 << 20)
 

@@ -36,15 +36,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from posenet.config import build
-from posenet.engine.precision import native_bf16
-from posenet.bench.decode import crowd_network_output
-from posenet.models.fuse import fold_batchnorm
 from posenet.bench.common import Timing, machine_info, time_call
-from posenet.inference.predictor import Predictor
-from posenet.deploy.export import export_onnx
-from posenet.models.fuse import BATCH_NORMS
+from posenet.bench.decode import crowd_network_output
 from posenet.codecs.prn_grid import blur, box_grid, image_to_grid
+from posenet.config import build
+from posenet.deploy.export import export_onnx
+from posenet.engine.precision import native_bf16
+from posenet.inference.predictor import Predictor
+from posenet.models.fuse import BATCH_NORMS, fold_batchnorm
 
 VARIANTS = ("eager", "folded", "channels_last", "folded+channels_last", "bf16", "compile", "onnxruntime")
 LABELS = {

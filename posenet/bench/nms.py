@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
-from posenet.bench.common import Timing, time_call
 from posenet import ops
+from posenet.bench.common import Timing, time_call
 
 if TYPE_CHECKING:
     import torch

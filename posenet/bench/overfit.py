@@ -22,9 +22,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from posenet import families
 from posenet.config import save_config
 from posenet.inference.scales_and_flip import side_words
-from posenet import families
 from posenet.stages.pipeline import format_ap
 from posenet.utils.io import write_json_atomic
 

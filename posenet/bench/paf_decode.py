@@ -16,14 +16,13 @@ import time
 import numpy as np
 import torch
 
+from posenet.bench.common import Timing, machine_info, time_call
 from posenet.codecs import KeypointHeatmapCodec
 from posenet.codecs.paf import PafCodec
+from posenet.config import build
 from posenet.data.keypoints import OPENPOSE_18
 from posenet.data.synthetic.figure import sample_figure
-from posenet.bench.common import Timing, machine_info
 from posenet.inference.paf_predictor import PafPredictor
-from posenet.config import build
-from posenet.bench.common import time_call
 
 
 def grid_shape(num_people: int) -> tuple[int, int]:

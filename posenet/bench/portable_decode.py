@@ -20,13 +20,12 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from posenet.bench.decode import crowd_scene
 from posenet.codecs import KeypointHeatmapCodec
 from posenet.config import build, load_config
 from posenet.deploy import decoder as portable
 from posenet.deploy.export import metadata, prn_arrays
-from posenet.bench.decode import crowd_scene
-from posenet.inference.predictor import NetworkOutput
-from posenet.inference.predictor import Predictor
+from posenet.inference.predictor import NetworkOutput, Predictor
 
 
 def benchmark(cfg, people: int = 20, input_size: int = 480, repeats: int = 40) -> dict:

@@ -13,9 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from posenet.config import build
 from posenet.data.prn_samples import ComposedCrowds
 from posenet.data.targets import image_persons
+from posenet.inference.groupings import grouping_from_config
 from posenet.stages import prn
 from posenet.stages.prn import PrnEvaluator
-from posenet.inference.groupings import grouping_from_config
 
 
 def right_person_share(evaluator: PrnEvaluator) -> float:

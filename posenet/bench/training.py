@@ -16,11 +16,11 @@ from typing import Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from posenet.engine.precision import native_bf16
+from posenet import families
 from posenet.config import build
 from posenet.data.dataset import collate
 from posenet.engine.loader import seed_everything
-from posenet import families
+from posenet.engine.precision import native_bf16
 
 # (name, overrides): what each row changes from the config's own train section.
 VARIANTS = (

@@ -10,23 +10,20 @@ import inspect
 from omegaconf import DictConfig
 
 from posenet.data.coco import CocoPersons
-from posenet.data.keypoints import KeypointLayout
-from posenet.errors import ConfigError
+from posenet.data.dataset import CocoKeypointDataset
+from posenet.data.keypoints import KeypointLayout, OPENPOSE_18
+from posenet.data.prn_samples import PrnSceneDataset
 from posenet.data.synthetic import SyntheticCocoGenerator
+from posenet.engine import Trainer, checkpoint as ckpt
+from posenet.engine.schedules import build_optimizer
+from posenet.errors import ConfigError
 from posenet.models import PoseNet
 from posenet.models.backbone import TRUNKS
-from posenet.models.retinanet import RetinaNetHead
-from posenet.models.prn import PoseResidualNetwork
-from posenet.engine import checkpoint as ckpt
-from posenet.models.openpose import is_release_state
-from posenet.models.openpose import load_release_weights
-from posenet.models.posenet import PARTS
-from posenet.data.dataset import CocoKeypointDataset
-from posenet.data.prn_samples import PrnSceneDataset
-from posenet.engine import Trainer
-from posenet.engine.schedules import build_optimizer
-from posenet.data.keypoints import OPENPOSE_18
+from posenet.models.openpose import is_release_state, load_release_weights
 from posenet.models.paf_networks import PAF_NETWORKS
+from posenet.models.posenet import PARTS
+from posenet.models.prn import PoseResidualNetwork
+from posenet.models.retinanet import RetinaNetHead
 
 
 def keypoint_layout(cfg: DictConfig) -> KeypointLayout:

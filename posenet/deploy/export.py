@@ -39,16 +39,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from posenet.config import build, run_config
 from posenet.errors import ConfigError, PosenetError
-from posenet.models.backbone import IMAGE_MEAN, IMAGE_STD, normalize_image
 from posenet.inference.paf_predictor import PafPredictor
 from posenet.inference.predictor import Predictor
 from posenet.models import PoseNet
+from posenet.models.backbone import IMAGE_MEAN, IMAGE_STD, normalize_image
 from posenet.models.openpose import PafNetwork
-from posenet.config import build
-from posenet.utils.io import atomic_path
-from posenet.utils.io import write_json_atomic
-from posenet.config import run_config
+from posenet.utils.io import atomic_path, write_json_atomic
 
 FORMAT = "posenet-onnx"
 VERSION = 1

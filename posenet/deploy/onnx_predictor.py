@@ -21,15 +21,15 @@ from typing import Sequence
 import numpy as np
 
 from posenet.data.keypoints import KeypointLayout
+from posenet.deploy import decoder
+from posenet.deploy.export import FORMAT
 from posenet.errors import ConfigError, DataError
+from posenet.evaluation import format_metrics
+from posenet.inference.groupings import GROUPINGS
 from posenet.inference.predictor import Prediction, as_rgb, draw_prediction
 from posenet.inference.scales_and_flip import INPUT_SIDES
 from posenet.stages.end_to_end import EndToEndEvaluator
-from posenet.deploy.export import FORMAT
-from posenet.deploy import decoder
-from posenet.inference.groupings import GROUPINGS
 from posenet.stages.openpose import PafEvaluator
-from posenet.evaluation import format_metrics
 
 # The metadata's ``infer`` keys an override may set, and their types; ``infer.grouping`` is
 # the export's (the PRN's weights are written only for it) and ``input_size`` of a fixed-size

@@ -32,6 +32,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from posenet.engine import checkpoint as ckpt
+from posenet.engine.precision import AMP_DTYPES, autocast, resolve_amp
+from posenet.engine.schedules import LRSchedule, build_scheduler
+from posenet.engine.tb import RunLogger
+from posenet.errors import ConfigError, PosenetError
+from posenet.utils.io import write_text_atomic
 from posenet.engine.distributed import (
     all_gather_objects,
     all_reduce_sum,
@@ -50,11 +55,6 @@ from posenet.engine.loader import (
     seed_everything,
     to_device,
 )
-from posenet.engine.precision import AMP_DTYPES, autocast, resolve_amp
-from posenet.engine.schedules import LRSchedule, build_scheduler
-from posenet.engine.tb import RunLogger
-from posenet.errors import ConfigError, PosenetError
-from posenet.utils.io import write_text_atomic
 
 # The resolved config of a run, written beside its checkpoints (what posenet.config.run_config reads).
 CONFIG_NAME = "config.yaml"

@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from posenet.data.dataset import collate
-from posenet.evaluation.coco_eval import KEYPOINT_METRICS, evaluate_keypoints, keypoint_results
 from posenet.data.images import read_image
 from posenet.errors import DataError
+from posenet.evaluation.coco_eval import KEYPOINT_METRICS, evaluate_keypoints, keypoint_results
 
 
 class Evaluator:

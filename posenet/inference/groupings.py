@@ -18,12 +18,12 @@ from __future__ import annotations
 import numpy as np
 
 from posenet.codecs.prn_grid import GRIDS
-from omegaconf import DictConfig
-
 from posenet.errors import ConfigError
-from posenet.utils.registry import Registry
 from posenet.inference.prn_fast import PRECISIONS
 from posenet.inference.prn_grouping import PEAK_INPUTS, most_central_assign, prn_assign
+from posenet.utils.registry import Registry
+from omegaconf import DictConfig
+
 
 GROUPINGS = Registry("infer.grouping")
 

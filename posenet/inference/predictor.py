@@ -33,17 +33,17 @@ from omegaconf import DictConfig
 
 from posenet.codecs import KeypointHeatmapCodec
 from posenet.config import build, run_config
+from posenet.data.images import read_image
 from posenet.data.keypoints import KeypointLayout
 from posenet.data.transforms import invert, transform_points, warp_image
 from posenet.errors import ConfigError, DataError
 from posenet.inference.groupings import grouping_from_config
 from posenet.inference.prn_grouping import pose_scores
-from posenet.inference.scales_and_flip import check_input_side, flip_test, input_geometry, scale_order, side_words, to_grid_of
-from posenet.ops import nms
-from posenet.data.images import read_image
 from posenet.models.fuse import fold_batchnorm, foldable_pairs
-from posenet.vis import draw_boxes, draw_skeleton, heatmap_overlay, person_color
-from posenet.vis import paf_overlay
+from posenet.ops import nms
+from posenet.vis import draw_boxes, draw_skeleton, heatmap_overlay, paf_overlay, person_color
+from posenet.inference.scales_and_flip import (check_input_side, flip_test, input_geometry, scale_order, side_words,
+    to_grid_of)
 
 
 @dataclass

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from posenet.data.transforms import invert, resampling
-from posenet.models.backbone import IMAGE_MEAN
 from posenet.errors import ConfigError
+from posenet.models.backbone import IMAGE_MEAN
 
 # Which image side ``infer.input_size * scale`` applies to: "longer" (posenet's rule: the image
 # fits a square of that side), "height" (the CMU OpenPose release) or "shorter" (its PyTorch port).

@@ -12,8 +12,8 @@ from torch import nn
 from torch.hub import load_state_dict_from_url
 from torchvision.ops import FrozenBatchNorm2d
 
-from posenet.utils.registry import Registry
 from posenet.errors import PosenetError
+from posenet.utils.registry import Registry
 
 # ImageNet statistics of torchvision's weights, for RGB images scaled to [0, 1]. The data
 # pipeline and inference both normalise through ``normalize_image`` so they cannot disagree.

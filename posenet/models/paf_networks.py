@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from posenet.models.backbone import RESNET_DEPTHS, KeypointFPN, ResNetTrunk, torchvision_weights
+from posenet.models.backbone import KeypointFPN, RESNET_DEPTHS, ResNetTrunk, torchvision_weights
 from posenet.models.keypoint_head import fuse_pyramid, pyramid_fusion
 from posenet.models.openpose import PAF_NETWORKS, PafNetwork, stage_branch
 

@@ -13,13 +13,13 @@ import torch
 from omegaconf import DictConfig
 
 from posenet.config import build
+from posenet.data.targets import keypoint_persons, xywh_to_xyxy
 from posenet.data.transforms import transform_points
 from posenet.evaluation import KEYPOINT_METRICS, format_metrics, keypoint_results, write_results
-from posenet.data.targets import keypoint_persons, xywh_to_xyxy
 from posenet.evaluation.base import DatasetEvaluator
 from posenet.inference import flip_test, keypoints_in_boxes
-from posenet.vis import heatmap_panels
 from posenet.stages.fitting import fit, seeded, stage_dir
+from posenet.vis import heatmap_panels
 
 
 class KeypointEvaluator(DatasetEvaluator):

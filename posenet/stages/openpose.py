@@ -27,11 +27,11 @@ from posenet.data.transforms import transform_points
 from posenet.errors import ConfigError
 from posenet.evaluation import KEYPOINT_METRICS, format_metrics
 from posenet.evaluation.base import ImageEvaluator
-from posenet.inference.scales_and_flip import reference_scale
 from posenet.inference.paf_predictor import PafPredictor
-from posenet.vis import heatmap_panels
+from posenet.inference.scales_and_flip import reference_scale
 from posenet.stages.fitting import fit, seeded, stage_dir
 from posenet.utils.io import write_json_atomic
+from posenet.vis import heatmap_panels
 
 # What each mode takes from the ground truth instead of the network: (part heatmaps, PAFs).
 MODES = {"end-to-end": (False, False), "gt-maps": (True, True), "gt-heatmaps": (True, False),

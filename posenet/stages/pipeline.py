@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from posenet.utils.io import write_json_atomic
-from posenet.stages.keypoint import KeypointEvaluator
 from posenet.data.targets import image_persons
 from posenet.evaluation import box_results, evaluate_boxes
 from posenet.stages import detection, end_to_end, keypoint, prn
+from posenet.stages.keypoint import KeypointEvaluator
+from posenet.utils.io import write_json_atomic
 
 
 def box_ceiling(persons) -> dict:
