@@ -107,7 +107,7 @@ def layout_of(entry: dict) -> KeypointLayout:
 class OnnxPredictor:
     """A posenet predictor over an export: ``run(rgb) -> Prediction``, ``predict``, ``draw``,
     ``describe``, ``layout`` and ``keypoint_threshold`` like the PyTorch predictors (see
-    ``posenet.inference.loading``). ``providers`` / ``threads`` go to onnxruntime."""
+    ``posenet.families.load_predictor``). ``providers`` / ``threads`` go to onnxruntime."""
 
     def __init__(self, path: str | os.PathLike, overrides: Sequence[str] = (), providers=None,
                  threads: int | None = None):
