@@ -26,7 +26,7 @@ from typing import Sequence
 
 from omegaconf import DictConfig
 
-from posenet.config import build, run_config
+from posenet.config import build
 from posenet.errors import ConfigError
 from posenet.inference.groupings import GROUPINGS
 from posenet.inference.paf_predictor import PafPredictor
@@ -148,7 +148,7 @@ def load_predictor(checkpoint: str | os.PathLike, config: str | os.PathLike | No
     openpose vgg19 config. Every predictor has ``run(rgb) -> Prediction``, ``predict(image) ->
     people``, ``draw(rgb, prediction) -> pictures``, ``describe()``, ``layout`` and
     ``keypoint_threshold``."""
-    cfg = run_config(checkpoint, config, overrides)
+    cfg = build.run_config(checkpoint, config, overrides)
     return of(cfg).predictor(cfg, checkpoint, device)
 
 

@@ -6,6 +6,9 @@ only translate a validated config section into those keywords.
 from __future__ import annotations
 
 import inspect
+import os
+from pathlib import Path
+from typing import Sequence
 
 from omegaconf import DictConfig
 
@@ -16,11 +19,13 @@ from posenet.data.prn_samples import PrnSceneDataset
 from posenet.data.synthetic import SyntheticCocoGenerator
 from posenet.engine import Trainer, checkpoint as ckpt
 from posenet.engine.schedules import build_optimizer
+from posenet.config.loader import load_config
 from posenet.errors import ConfigError
 from posenet.models import PoseNet
 from posenet.models.backbone import TRUNKS
 from posenet.models.openpose import is_release_state, load_release_weights
 from posenet.models.paf_networks import PAF_NETWORKS
+from posenet.utils.io import RUN_CONFIG_NAME
 from posenet.models.posenet import PARTS
 from posenet.models.prn import PoseResidualNetwork
 from posenet.models.retinanet import RetinaNetHead
@@ -380,7 +385,6 @@ def paf_network(cfg: DictConfig):
 def release_weights(pretrained: str):
     """The state dict of ``pretrained`` when it is a file of the OpenPose release (keys
     ``model0.0.weight``, perhaps under ``module.``: ``models.openpose.is_release_state``), else None."""
-    import os
 
     import torch
 
@@ -399,3 +403,19 @@ def paf_grouping(cfg: DictConfig) -> dict:
     return dict(limb_width=o.limb_width, samples=o.paf_samples, paf_threshold=o.paf_threshold,
                 min_inliers=o.min_inliers, min_parts=o.min_parts, min_mean_score=o.min_mean_score,
                 sampling=o.paf_sampling)
+
+
+def run_config(checkpoint: str | os.PathLike, config: str | os.PathLike | None = None,
+               overrides: Sequence[str] = ()) -> DictConfig:
+    """The config of ``checkpoint``'s run: ``config`` (default: the ``config.yaml`` of the
+    checkpoint's run directory) with ``overrides``. A file of the OpenPose release has no run
+    directory: it needs ``config``, one with model.family openpose and openpose.network vgg19
+    (configs/openpose_vgg19.yaml)."""
+    checkpoint = Path(checkpoint)
+    given = bool(config)
+    config = Path(config) if config else checkpoint.parent / RUN_CONFIG_NAME
+    if not config.is_file():
+        if not given and checkpoint.is_file() and release_weights(str(checkpoint)) is not None:
+            raise ConfigError(release_config_error(checkpoint))
+        raise ConfigError(f"no config for {checkpoint}: {config} does not exist; pass --config FILE")
+    return load_config(config, list(overrides))

@@ -24,14 +24,12 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from posenet.config.build import release_config_error, release_weights
 from posenet.config.schema import PosenetConfig
-from posenet.engine.trainer import CONFIG_NAME
 from posenet.errors import ConfigError
-from posenet.utils.io import write_text_atomic
+from posenet.utils.io import RUN_CONFIG_NAME, write_text_atomic
 
 BASE_KEY = "_base_"
-RESOLVED_NAME = CONFIG_NAME
+RESOLVED_NAME = RUN_CONFIG_NAME
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = (), schema=PosenetConfig) -> DictConfig:
@@ -173,20 +171,3 @@ def _check_choices(node: DictConfig, schema, prefix: str, source: str) -> None:
         sub = f.default_factory
         if isinstance(sub, type) and dataclasses.is_dataclass(sub) and isinstance(value, DictConfig):
             _check_choices(value, sub, key + ".", source)
-
-
-def run_config(checkpoint: str | os.PathLike, config: str | os.PathLike | None = None,
-               overrides: Sequence[str] = ()) -> DictConfig:
-    """The config of ``checkpoint``'s run: ``config`` (default: the ``config.yaml`` of the
-    checkpoint's run directory) with ``overrides``. A file of the OpenPose release has no run
-    directory: it needs ``config``, one with model.family openpose and openpose.network vgg19
-    (configs/openpose_vgg19.yaml)."""
-    checkpoint = Path(checkpoint)
-    given = bool(config)
-    config = Path(config) if config else checkpoint.parent / RESOLVED_NAME
-    if not config.is_file():
-        if not given and checkpoint.is_file() and release_weights(str(checkpoint)) is not None:
-            raise ConfigError(release_config_error(checkpoint))
-        raise ConfigError(f"no config for {checkpoint}: {config} does not exist; pass --config FILE")
-    return load_config(config, list(overrides))
-

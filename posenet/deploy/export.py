@@ -39,7 +39,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from posenet.config import build, run_config
+from posenet.config import build
 from posenet.errors import ConfigError, PosenetError
 from posenet.inference.paf_predictor import PafPredictor
 from posenet.inference.predictor import Predictor
@@ -499,7 +499,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise ConfigError(f"checkpoint not found: {checkpoint}")
-    cfg = run_config(checkpoint, config, overrides)
+    cfg = build.run_config(checkpoint, config, overrides)
     family = cfg.model.family
     require = ("detection",) if family == "multiposenet" else ()
     model = build.model_from_checkpoint(cfg, checkpoint, require=require)

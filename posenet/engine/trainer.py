@@ -36,7 +36,7 @@ from posenet.engine.precision import AMP_DTYPES, autocast, resolve_amp
 from posenet.engine.schedules import LRSchedule, build_scheduler
 from posenet.engine.tb import RunLogger
 from posenet.errors import ConfigError, PosenetError
-from posenet.utils.io import write_text_atomic
+from posenet.utils.io import RUN_CONFIG_NAME, write_text_atomic
 from posenet.engine.distributed import (
     all_gather_objects,
     all_reduce_sum,
@@ -56,8 +56,6 @@ from posenet.engine.loader import (
     to_device,
 )
 
-# The resolved config of a run, written beside its checkpoints (what posenet.config.run_config reads).
-CONFIG_NAME = "config.yaml"
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -253,7 +251,7 @@ class Trainer:
         if not isinstance(config, DictConfig):
             config = OmegaConf.create(dict(config))
         if self.dist.is_main:
-            write_text_atomic(self.out_dir / CONFIG_NAME, OmegaConf.to_yaml(config, resolve=True))
+            write_text_atomic(self.out_dir / RUN_CONFIG_NAME, OmegaConf.to_yaml(config, resolve=True))
             write_text_atomic(self.out_dir / "version.txt", self._code_version + "\n")
         return OmegaConf.to_container(config, resolve=True)
 

@@ -32,7 +32,7 @@ import torch
 from omegaconf import DictConfig
 
 from posenet.codecs import KeypointHeatmapCodec
-from posenet.config import build, run_config
+from posenet.config import build
 from posenet.data.images import read_image
 from posenet.data.keypoints import KeypointLayout
 from posenet.data.transforms import invert, transform_points, warp_image
@@ -146,7 +146,7 @@ class Predictor:
     def from_checkpoint(cls, checkpoint: str | os.PathLike, config: str | os.PathLike | None = None,
                         overrides: Sequence[str] = (), device: str = "cpu") -> "Predictor":
         """Load ``checkpoint`` with ``config`` (default: the ``config.yaml`` of its run directory)."""
-        return cls.from_config(run_config(checkpoint, config, overrides), checkpoint, device)
+        return cls.from_config(build.run_config(checkpoint, config, overrides), checkpoint, device)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, model, device: str = "cpu", grouping: str | None = None) -> "Predictor":

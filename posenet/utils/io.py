@@ -13,6 +13,10 @@ import os
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+# The resolved config of a run, written beside its checkpoints by the trainer and read back by
+# posenet.config.build.run_config.
+RUN_CONFIG_NAME = "config.yaml"
+
 
 def _alive(pid: int) -> bool:
     try:
