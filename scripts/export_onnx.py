@@ -2,10 +2,10 @@
 """Export a checkpoint's network to ONNX for deployment without PyTorch: MODEL.onnx (RGB 0..255
 in, normalisation in the graph, raw heatmaps / detection maps / PAFs out), MODEL.json (what the
 decoder needs besides the graph: input geometry, keypoints, anchors, thresholds, grouping),
-MODEL.prn.npz (the PRN's weights, MultiPoseNet) and posenet_decoder.py (the numpy decoder) in
+MODEL.prn.npz (the PRN's weights, MultiPoseNet) and posenet_decoder/ (the numpy decoder) in
 the folder of --out. The graph is checked with onnx.checker and compared with PyTorch on
 onnxruntime; the outputs, the check and the max abs differences are printed. Run the export with
-scripts/infer.py --runtime onnx --onnx MODEL.onnx, or python posenet_decoder.py MODEL.json IMAGE."""
+scripts/infer.py --runtime onnx --onnx MODEL.onnx, or python FOLDER/posenet_decoder MODEL.json IMAGE."""
 import argparse
 
 from posenet import cli

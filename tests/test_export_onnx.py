@@ -24,6 +24,7 @@ import torch
 
 from posenet.config import build, load_config, save_config
 from posenet.deploy import export as E
+from posenet.inference.groupings import PafFieldGrouping
 from posenet.deploy.onnx_predictor import OnnxPredictor, apply_overrides, layout_of, read_metadata, validate
 from posenet.errors import ConfigError, PosenetError
 from posenet.inference.paf_predictor import PafPredictor
@@ -118,9 +119,12 @@ def test_the_export_writes_every_file(multiposenet):
     names = ["heatmaps", *(f"cls_logits_{i}" for i in range(5)), *(f"box_deltas_{i}" for i in range(5))]
     assert summary["outputs"] == summary["check"]["outputs"] == names and summary["check"]["opset"] == 18
     assert max(summary["max_abs_diff"].values()) < 1e-4 and set(summary["max_abs_diff"]) == set(names)
-    for name in ("model.onnx", "model.json", "model.prn.npz", "posenet_decoder.py"):
+    for name in ("model.onnx", "model.json", "model.prn.npz"):
         assert (out.parent / name).is_file(), name
-    assert (out.parent / "posenet_decoder.py").read_text() == (REPO / "posenet/deploy/decoder.py").read_text()
+    shipped = sorted(p.name for p in (out.parent / "posenet_decoder").iterdir())
+    assert shipped == sorted(p.name for p in (REPO / "posenet/portable").glob("*.py"))
+    for name in shipped:
+        assert (out.parent / "posenet_decoder" / name).read_text() == (REPO / "posenet/portable" / name).read_text()
 
 
 @pytest.fixture(scope="module")
@@ -302,11 +306,11 @@ def test_openpose_graph_and_metadata(openpose):
     assert meta["family"] == "openpose" and meta["outputs"] == ["heatmaps", "pafs"]
     assert meta["input"]["size_divisor"] == model.input_divisor == 64 and meta["input"]["min_size"] == 4
     assert meta["heatmaps"]["stride"] == predictor.stride == 4
-    assert meta["openpose"]["paf"] == build.paf_grouping(cfg)
+    assert meta["openpose"]["paf"] == PafFieldGrouping.from_config(cfg).options()
     assert [tuple(s) for s in meta["openpose"]["sources"]] == list(predictor.parts.sources)
     assert layout_of(meta["keypoints"]) == predictor.layout  # COCO's 17: the results' keypoints
     assert meta["openpose"]["parts"]["skeleton"] == [list(limb) for limb in predictor.parts.layout.skeleton]
-    assert not (out.parent / "model.prn.npz").exists() and (out.parent / "posenet_decoder.py").is_file()
+    assert not (out.parent / "model.prn.npz").exists() and (out.parent / "posenet_decoder" / "__init__.py").is_file()
 
 
 def test_openpose_export_gives_the_pytorch_predictors_people(openpose):

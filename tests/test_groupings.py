@@ -10,7 +10,7 @@ import pytest
 
 from posenet.config import build, load_config
 from posenet.errors import ConfigError
-from posenet.inference.groupings import GROUPINGS, GreedyGrouping, grouping_from_config
+from posenet.inference.groupings import GROUPINGS, GreedyGrouping, Grouping, grouping_from_config
 from posenet.inference.predictor import Predictor
 from posenet.inference.prn_grouping import most_central_assign
 
@@ -26,8 +26,19 @@ def test_the_registry_builds_from_config_and_names_the_choices():
     assert (prn.name, prn.window, prn.margin, prn.needs_prn) == ("prn", 9, 0.3, True)
     assert (greedy.name, greedy.margin, greedy.needs_prn) == ("greedy", 0.3, False)
     assert "window 9" in prn.describe() and "greedy" in greedy.describe()
-    with pytest.raises(ConfigError, match="unknown infer.grouping 'paf'; choose one of greedy, prn"):
-        GROUPINGS["paf"]
+    with pytest.raises(ConfigError, match="unknown infer.grouping 'pif'; choose one of greedy, paf, prn"):
+        GROUPINGS["pif"]
+
+
+def test_the_paf_grouping_is_a_grouping_of_the_registry_and_refuses_boxes():
+    """Both predictors hold the same kind of grouping object: the OpenPose family's is the
+    registry's "paf", read from the openpose section; a box model cannot take it."""
+    cfg = load_config(CONFIG, ["openpose.paf_samples=7", "openpose.paf_sampling=nearest"])
+    paf = grouping_from_config(cfg, "paf")
+    assert isinstance(paf, Grouping) and paf.bottom_up and not grouping_from_config(cfg, "prn").bottom_up
+    assert paf.options()["samples"] == 7 and "7 nearest samples" in paf.describe()
+    with pytest.raises(ConfigError, match="needs a network of model.family openpose"):
+        paf.check_model(build.posenet_model(cfg, 17))
 
 
 def test_a_grouping_that_needs_a_prn_refuses_a_model_without_one():
@@ -71,7 +82,7 @@ def test_a_grouping_in_a_file_of_its_own_runs_everywhere_by_its_name(coco_mini):
         assert "nearest box centre (margin 30%)" in evaluator.protocol()
     finally:
         GROUPINGS.unregister("nearest-centre-test")
-    with pytest.raises(ConfigError, match="unknown infer.grouping 'nearest-centre-test'; choose one of greedy, prn"):
+    with pytest.raises(ConfigError, match="unknown infer.grouping 'nearest-centre-test'; choose one of greedy, paf, prn"):
         Predictor.from_config(cfg, ColourCodedNet(whole_image_box=True))
     with pytest.raises(ValueError, match="already registered"):
         GROUPINGS.register("greedy")(GreedyGrouping)

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "posenet"
 
 # Lowest first. A module's layer is that of its top-level package (posenet/<name>/ or posenet/<name>.py).
 LAYERS = (
-    ("_C",),  # the compiled extension
+    ("_C", "portable"),  # the compiled extension; the numpy post-processing (imports only numpy)
     ("errors",),
     ("utils", "ops"),
     ("codecs", "engine"),
@@ -119,3 +119,30 @@ def test_benchmarks_live_in_their_package():
     stray = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*bench*")
              if p.relative_to(PACKAGE).parts[0] != "bench" and "__pycache__" not in p.parts]
     assert stray == []
+
+
+# What the portable decoder (posenet/portable/, shipped by the export) may import: the standard
+# library, numpy, and inside functions only the runtime and image readers a deployment may lack.
+PORTABLE_TOP = {"argparse", "functools", "importlib", "json", "math", "os", "sys", "time", "typing", "__future__",
+                "numpy"}
+PORTABLE_INNER = {"onnxruntime", "PIL", "cv2"}
+
+
+def test_the_portable_decoder_imports_only_numpy_and_itself():
+    found = []
+    for path in sorted((PACKAGE / "portable").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        inner = {id(sub) for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+                 for sub in ast.walk(node) if isinstance(sub, (ast.Import, ast.ImportFrom))}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                continue  # its own modules
+            if isinstance(node, ast.Import):
+                roots = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                roots = [node.module.split(".")[0]]
+            else:
+                continue
+            allowed = PORTABLE_TOP | (PORTABLE_INNER if id(node) in inner else set())
+            found += [f"{path.name}:{node.lineno}: {root}" for root in roots if root not in allowed]
+    assert not found, found

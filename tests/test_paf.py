@@ -215,6 +215,7 @@ def test_perfect_targets_through_the_paf_grouping_score_high_on_coco_mini(coco_m
 def _reference_decode(codec, coords, scores, valid, pafs):
     """The grouping step by step: every pair of peaks sampled on its own, pairs taken best
     first one at a time, people merged one pair at a time. Returns (people, merges)."""
+    codec = codec.grouping  # the codec decodes with its PafGrouping: its settings
     K, M = valid.shape
     h, w = pafs.shape[-2:]
     t = np.linspace(0.0, 1.0, codec.samples, dtype=np.float32)

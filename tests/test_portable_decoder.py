@@ -1,4 +1,4 @@
-"""The portable decoder (posenet/deploy/decoder.py, numpy only) against the PyTorch path: each
+"""The portable decoder (posenet/portable/, numpy only) against the PyTorch path: each
 piece on the same inputs (warp, test-time averaging, peaks, boxes + NMS, PRN and greedy
 grouping, PAF grouping), the whole decode and the whole run against ``Predictor.run`` /
 ``PafPredictor.run`` with the same network (a torch model behind onnxruntime's ``run``
@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -25,7 +24,8 @@ from posenet.codecs.prn_grid import blur
 from posenet.config import build, load_config
 from posenet.data.keypoints import OPENPOSE_18
 from posenet.data.transforms import fit_matrix, warp_image
-from posenet.deploy import decoder as D, export
+from posenet import portable as D
+from posenet.deploy import export
 from posenet.inference.paf_predictor import PafPredictor
 from posenet.inference.predictor import NetworkOutput, Predictor
 from posenet.inference.prn_grouping import most_central_assign, prn_assign
@@ -369,7 +369,7 @@ def test_the_order_of_the_scales_changes_nothing_in_the_decoder(posenet_run):
 def test_run_on_exactly_the_predictors_input_matches_it(posenet_run, monkeypatch):
     """With the Predictor's own warp the two runs see one input: equal to within rounding."""
     cfg, model, rgb, theirs, ours_model = posenet_run
-    monkeypatch.setattr(D, "warp_image", warp_image)
+    monkeypatch.setattr(D.model, "warp_image", warp_image)  # where PoseModel finds it
     ours = ours_model.run(rgb)
     assert np.abs(ours["heatmaps"] - theirs.heatmaps).max() < 1e-4
     _compare_people(ours["people"], theirs.people, tol=1e-3)
@@ -382,7 +382,7 @@ def test_openpose_run_and_decode_match_the_paf_predictor(monkeypatch):
     predictor = PafPredictor.from_config(cfg, build.paf_network(cfg))
     model = predictor.model
     meta = metadata(cfg, model)
-    monkeypatch.setattr(D, "warp_image", warp_image)
+    monkeypatch.setattr(D.model, "warp_image", warp_image)  # where PoseModel finds it
     rgb = np.random.default_rng(1).integers(0, 256, (50, 64, 3), dtype=np.uint8)
     maps, matrix, input_hw = predictor.network(rgb)
     outputs, m, hw = D.PoseModel(meta, session=TorchGraph(model)).network(rgb)
@@ -411,7 +411,7 @@ def test_openpose_run_and_decode_match_the_paf_predictor(monkeypatch):
 
 def test_the_module_runs_without_posenet_torch_or_cv2(tmp_path, posenet_run):
     cfg, model, rgb, theirs, ours_model = posenet_run
-    shutil.copy(REPO / "posenet/deploy/decoder.py", tmp_path / "posenet_decoder.py")
+    export.ship_decoder(tmp_path)
     meta = dict(ours_model.meta)
     (tmp_path / "model.json").write_text(json.dumps(meta))
     export.save_prn(model.prn, tmp_path / "model.prn.npz")
@@ -448,17 +448,19 @@ def test_the_module_runs_without_posenet_torch_or_cv2(tmp_path, posenet_run):
 
 def test_the_command_line_reports_a_missing_graph_in_one_line(tmp_path, posenet_setup):
     cfg, model = posenet_setup
-    shutil.copy(REPO / "posenet/deploy/decoder.py", tmp_path / "posenet_decoder.py")
+    export.ship_decoder(tmp_path)
     (tmp_path / "model.json").write_text(json.dumps(metadata(cfg, model)))
     image = tmp_path / "photo.png"
     from PIL import Image
 
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(image)
-    done = subprocess.run([sys.executable, str(tmp_path / "posenet_decoder.py"), str(tmp_path / "model.json"),
-                           str(image)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "model.onnx: the network file is missing" in lines[0]
+    # the shipped folder run as a script, and as a module from the export folder
+    for command in ([str(tmp_path / "posenet_decoder")], ["-m", "posenet_decoder"]):
+        done = subprocess.run([sys.executable, *command, str(tmp_path / "model.json"), str(image)],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "model.onnx: the network file is missing" in lines[0], lines
 
 
 def test_the_decode_benchmark_times_both_decoders_on_the_same_people():

@@ -15,7 +15,7 @@ from posenet.data.coco import CocoPersons
 from posenet.data.prn_samples import PrnSceneDataset
 from posenet.engine.checkpoint import load_checkpoint
 from posenet.models.prn import PoseResidualNetwork
-from posenet.ops.matching import best_first_matching
+from posenet.portable.matching import best_first_matching
 from posenet.stages import prn as prn_stage
 from posenet.stages.prn import PrnEvaluator
 from posenet.codecs.prn_grid import (

@@ -1,4 +1,4 @@
-"""Decoding time of the portable decoder (``posenet.deploy.decoder``) beside posenet's own, on
+"""Decoding time of the portable decoder (``posenet.portable``) beside posenet's own, on
 the same crowded scene: peaks + grouping + mapping back per image, network excluded.
 
     python -c "from posenet.bench.portable_decode import main; main()" [CONFIG] [PEOPLE] [SIZE] [key=value ...]
@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from posenet.bench.decode import crowd_scene
 from posenet.codecs import KeypointHeatmapCodec
 from posenet.config import build, load_config
-from posenet.deploy import decoder as portable
+from posenet import portable
 from posenet.deploy.export import metadata, prn_arrays
 from posenet.inference.predictor import NetworkOutput, Predictor
 

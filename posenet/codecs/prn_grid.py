@@ -28,141 +28,14 @@ PRN's training samples (``posenet.data.prn_samples``) are encoded here.
 """
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
+
+from posenet.portable.prn_grid import (GRIDS, blur, blur_adjoint, blur_matrix, blur_radius, box_grid, check_grid,
+                                      gaussian_matrix, grid_margin, grid_to_image, image_to_grid, point_cells,
+                                      scatter_cells)
 
 
 # ----------------------------------------------------------------------------- grids
-
-
-def box_grid(boxes, margin: float, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """The enlarged boxes (B, 4) x1 y1 x2 y2 and the affine matrices (B, 2, 3) that map image
-    pixels (x, y) to continuous grid coordinates (u, v) (module docstring). Boxes narrower or
-    shorter than 1 pixel are widened to 1 pixel about their centre."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    centre = (b[:, :2] + b[:, 2:]) / 2
-    size = np.maximum(b[:, 2:] - b[:, :2], 1.0)
-    half = size * (0.5 + margin)
-    enlarged = np.concatenate([centre - half, centre + half], axis=1)
-    scale = np.array([width, height], dtype=np.float64) / (2 * half)  # (B, 2) cells per pixel
-    affine = np.zeros((len(b), 2, 3))
-    affine[:, 0, 0], affine[:, 1, 1] = scale[:, 0], scale[:, 1]
-    affine[:, :, 2] = -enlarged[:, :2] * scale
-    return enlarged, affine
-
-
-def _affine_parts(affine: np.ndarray, ndim: int) -> tuple[np.ndarray, np.ndarray]:
-    """The per-box scale and offset (box grids are axis-aligned), shaped (B, 1.., 2)."""
-    shape = (len(affine),) + (1,) * (ndim - 2) + (2,)
-    return affine[:, [0, 1], [0, 1]].reshape(shape), affine[:, :, 2].reshape(shape)
-
-
-def image_to_grid(affine: np.ndarray, xy, per_box: bool = False) -> np.ndarray:
-    """Image pixels -> grid coordinates: points (P, 2) into every box's grid, (B, P, 2); or,
-    with ``per_box``, points (B, ..., 2) each into its own box's grid."""
-    xy = np.asarray(xy, dtype=np.float64)
-    if not per_box:
-        xy = np.broadcast_to(xy.reshape(1, -1, 2), (len(affine), xy.size // 2, 2))
-    scale, offset = _affine_parts(affine, xy.ndim)
-    return xy * scale + offset
-
-
-def grid_to_image(affine: np.ndarray, uv) -> np.ndarray:
-    """Grid coordinates (B, ..., 2), each in its own box's grid -> image pixels: the exact
-    inverse of ``image_to_grid``, x = (u - tx) / sx."""
-    uv = np.asarray(uv, dtype=np.float64)
-    scale, offset = _affine_parts(affine, uv.ndim)
-    return (uv - offset) / scale
-
-
-# The two grids (module docstring): "enlarged" is posenet's, "reference" the PRN reference code's.
-GRIDS = ("enlarged", "reference")
-
-
-def check_grid(grid: str) -> str:
-    if grid not in GRIDS:
-        raise ValueError(f"prn.grid must be one of {', '.join(GRIDS)}, got {grid!r}")
-    return grid
-
-
-def grid_margin(margin: float, grid: str) -> float:
-    """How far the grid reaches past the box, per side: ``margin`` ("enlarged") or 0."""
-    return float(margin) if check_grid(grid) == "enlarged" else 0.0
-
-
-def point_cells(affine: np.ndarray, xy, margin: float, height: int, width: int, grid: str = "enlarged",
-                per_box: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """The cell (column, row) of points in each box's grid (``affine`` from ``box_grid`` with
-    ``grid_margin``) and whether they count for the box: (B, P, 2) int64 and (B, P) bool, or
-    with ``per_box`` each point (B, ..., 2) in its own box. "enlarged": the cell under the
-    point, counting when inside the grid; "reference": counting when inside the box enlarged by
-    ``margin``, the cell clamped onto the grid."""
-    uv = image_to_grid(affine, xy, per_box)
-    cell = np.floor(uv).astype(np.int64)
-    if check_grid(grid) == "enlarged":
-        inside = (cell[..., 0] >= 0) & (cell[..., 0] < width) & (cell[..., 1] >= 0) & (cell[..., 1] < height)
-        return cell, inside
-    size = np.array([width, height])
-    inside = ((uv >= -margin * size) & (uv < (1 + margin) * size)).all(-1)
-    return np.clip(cell, 0, size - 1), inside
-
-
-@lru_cache(maxsize=32)
-def blur_matrix(n: int, sigma: float, grid: str = "enlarged") -> np.ndarray:
-    """(n, n) blur along one axis of ``grid`` (module docstring); blurred = M @ cells. Read-only
-    and shared."""
-    if check_grid(grid) == "enlarged":
-        return gaussian_matrix(n, sigma)
-    if sigma <= 0:
-        m = np.eye(n, dtype=np.float32)
-    else:
-        r = blur_radius(sigma, grid)
-        d = np.arange(-r, r + 1)
-        g = np.exp(-0.5 * (d / sigma) ** 2)
-        g /= g.sum()
-        m = np.zeros((n, n))
-        rows = np.repeat(np.arange(n), len(d))
-        np.add.at(m, (rows, np.clip(rows + np.tile(d, n), 0, n - 1)), np.tile(g, n))  # the edge replicated
-        m = m.astype(np.float32)
-    m.flags.writeable = False
-    return m
-
-
-def blur_radius(sigma: float, grid: str = "enlarged") -> int:
-    """How many cells a blurred cell reaches on each side."""
-    if sigma <= 0:
-        return 0
-    # "reference": scipy's truncate=4.0, as skimage's gaussian
-    return int(np.ceil(3 * sigma)) if check_grid(grid) == "enlarged" else int(4 * sigma + 0.5)
-
-
-@lru_cache(maxsize=16)
-def gaussian_matrix(n: int, sigma: float) -> np.ndarray:
-    """(n, n) blur along one axis: exp(-d^2 / (2 sigma^2)) for |d| <= ceil(3 sigma), else 0
-    (the identity for sigma 0). Read-only: one array per (n, sigma), shared by every call."""
-    d = np.arange(n)[:, None] - np.arange(n)[None]
-    if sigma <= 0:
-        g = (d == 0).astype(np.float32)
-    else:
-        g = np.exp(-0.5 * (d / sigma) ** 2)
-        g[np.abs(d) > np.ceil(3 * sigma)] = 0.0
-        g = g.astype(np.float32)
-    g.flags.writeable = False
-    return g
-
-
-def blur(grids: np.ndarray, sigma: float, grid: str = "enlarged") -> np.ndarray:
-    """(..., H, W) grids blurred with the separable Gaussian of ``blur_matrix``."""
-    h, w = grids.shape[-2:]
-    return blur_matrix(h, sigma, grid) @ grids.astype(np.float32) @ blur_matrix(w, sigma, grid).T
-
-
-def blur_adjoint(weights: np.ndarray, sigma: float, grid: str = "enlarged") -> np.ndarray:
-    """(..., H, W) weights through the adjoint of ``blur``: ``<w, blur(s)> = <blur_adjoint(w), s>``
-    (the same as ``blur`` where its matrices are symmetric: "enlarged")."""
-    h, w = weights.shape[-2:]
-    return blur_matrix(h, sigma, grid).T @ weights.astype(np.float32) @ blur_matrix(w, sigma, grid)
 
 
 def _scatter(boxes, xy, types, values, num_keypoints: int, margin: float, height: int, width: int,
@@ -171,14 +44,7 @@ def _scatter(boxes, xy, types, values, num_keypoints: int, margin: float, height
     (P,) in each box (the maximum where two share a cell), and whether each point counts for
     each box, (B, P)."""
     _, affine = box_grid(boxes, grid_margin(margin, grid), height, width)
-    B, P = len(affine), len(xy)
-    grids = np.zeros((B, num_keypoints, height, width), dtype=np.float32)
-    if P == 0 or B == 0:
-        return grids, np.zeros((B, P), dtype=bool)
-    cell, inside = point_cells(affine, xy, margin, height, width, grid)  # (B, P, 2): column, row
-    b, p = np.nonzero(inside)
-    flat = ((b * num_keypoints + types[p]) * height + cell[b, p, 1]) * width + cell[b, p, 0]
-    np.maximum.at(grids.reshape(-1), flat, values[p].astype(np.float32))
+    grids, _, inside, _ = scatter_cells(affine, xy, types, values, num_keypoints, margin, height, width, grid)
     return grids, inside
 
 

@@ -397,14 +397,6 @@ def release_weights(pretrained: str):
     return state if is_release_state(state) else None
 
 
-def paf_grouping(cfg: DictConfig) -> dict:
-    """``openpose`` → the keywords of :class:`posenet.codecs.paf.PafCodec` (its grouping)."""
-    o = cfg.openpose
-    return dict(limb_width=o.limb_width, samples=o.paf_samples, paf_threshold=o.paf_threshold,
-                min_inliers=o.min_inliers, min_parts=o.min_parts, min_mean_score=o.min_mean_score,
-                sampling=o.paf_sampling)
-
-
 def run_config(checkpoint: str | os.PathLike, config: str | os.PathLike | None = None,
                overrides: Sequence[str] = ()) -> DictConfig:
     """The config of ``checkpoint``'s run: ``config`` (default: the ``config.yaml`` of the

@@ -27,6 +27,8 @@ from typing import NamedTuple, Sequence
 import cv2
 import numpy as np
 
+from posenet.portable.geometry import invert, resampling, transform_points
+
 # ------------------------------------------------------------------ matrices
 
 
@@ -46,18 +48,6 @@ def compose(*matrices) -> np.ndarray:
     for m in matrices:
         out = out @ as_3x3(m)
     return out[:2].copy()
-
-
-def invert(matrix) -> np.ndarray:
-    """The inverse of a 2x3 affine matrix (float64, closed form)."""
-    m = np.asarray(matrix, dtype=np.float64)[:2]
-    a, b, tx = m[0]
-    c, d, ty = m[1]
-    det = a * d - b * c
-    if det == 0.0 or not math.isfinite(det):
-        raise ValueError(f"affine matrix is not invertible: {m.tolist()}")
-    inv = np.array([[d, -b], [-c, a]]) / det
-    return np.hstack([inv, -inv @ np.array([[tx], [ty]])])
 
 
 def linear_scale(matrix) -> float:
@@ -84,16 +74,6 @@ def rotation(degrees: float) -> np.ndarray:
 def hflip(width: int) -> np.ndarray:
     """Mirror an image of ``width`` pixels: x -> width - 1 - x (pixel centres at integers)."""
     return np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0]])
-
-
-def resampling(factor: float) -> np.ndarray:
-    """Pixels of an image ``factor`` times smaller -> pixels of the full image.
-
-    Pixel ``i`` of the small image covers full-image pixels ``factor*i .. factor*(i+1) - 1``,
-    so its centre is at ``factor * (i + 0.5) - 0.5``; this is how a JPEG decoded at 1/2, 1/4
-    or 1/8 resolution (``cv2.IMREAD_REDUCED_*``) relates to the full image.
-    """
-    return np.array([[factor, 0.0, 0.5 * factor - 0.5], [0.0, factor, 0.5 * factor - 0.5]])
 
 
 def grid_matrix(matrix, stride: int) -> np.ndarray:
@@ -136,13 +116,6 @@ def crop_matrix(
 
 
 # ------------------------------------------------------------------ applying a matrix
-
-
-def transform_points(matrix, points) -> np.ndarray:
-    """(..., 2) points (x, y) through a 2x3 matrix."""
-    m = np.asarray(matrix, dtype=np.float64)
-    p = np.asarray(points, dtype=np.float64)
-    return p @ m[:, :2].T + m[:, 2]
 
 
 def transform_boxes(matrix, boxes, output_size: Sequence[int], min_size: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

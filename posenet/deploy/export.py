@@ -1,13 +1,14 @@
 """The ONNX export of both model families and everything the portable decoder needs beside it.
 
-An export is a folder (the contract with ``posenet/deploy/decoder.py``, whose docstring gives
-the output layout in full)::
+An export is a folder (the contract with the portable decoder, ``posenet/portable/``, whose
+docstring gives the output layout in full)::
 
     model.onnx          the network: RGB 0..255 in (normalisation in the graph), raw maps out
     model.json          the metadata (``metadata``): input geometry, keypoint layout, codec,
                         anchors, box coder, thresholds, grouping
     model.prn.npz       MultiPoseNet with a PRN: its Linear layers (``save_prn``)
-    posenet_decoder.py  a copy of the decoder, so that the folder runs on its own
+    posenet_decoder/    a copy of the decoder package, so that the folder runs on its own
+                        (``python EXPORT/posenet_decoder EXPORT/model.json photo.jpg``)
 
 The graph holds only what is dense and the same for every image: the trunk, the pyramids and
 the heads. Peaks, anchors, box decoding, NMS and grouping stay in the decoder (numpy), with
@@ -39,6 +40,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from posenet import portable
 from posenet.config import build
 from posenet.errors import ConfigError, PosenetError
 from posenet.inference.paf_predictor import PafPredictor
@@ -46,23 +48,55 @@ from posenet.inference.predictor import Predictor
 from posenet.models import PoseNet
 from posenet.models.backbone import IMAGE_MEAN, IMAGE_STD, normalize_image
 from posenet.models.openpose import PafNetwork
+from posenet.portable.boxes import flatten_level
+from posenet.portable.model import FAMILIES, FORMAT, VERSION
 from posenet.utils.io import atomic_path, write_json_atomic
 
-FORMAT = "posenet-onnx"
-VERSION = 1
 INPUT_NAME = "image"
-FAMILIES = ("multiposenet", "openpose")
 DEFAULT_SIDE = 480  # the example input's longer side when none is given
-DECODER = Path(__file__).with_name("decoder.py")
+DECODER = Path(portable.__file__).parent  # the package shipped beside the graph
+DECODER_NAME = "posenet_decoder"
 
 
 # ----------------------------------------------------------------------------- the graphs
 
 
-class MultiPoseNetGraph(nn.Module):
+class FamilyGraph(nn.Module):
+    """What the export does for one model family: the graph of its network (``forward``), the
+    predictor whose settings the metadata records, the metadata's family section and the
+    comparison of the graph's outputs with the network's own. ``family`` names the family
+    (``model.family``), ``model_class`` its networks; ``require``: the checkpoint parts the
+    export needs."""
+
+    family = ""
+    model_class: type = nn.Module
+    predictor_class: type = object
+    require: tuple[str, ...] = ()
+    caffe = False  # the input preprocessing: "caffe" (BGR, x / 256 - 0.5) or ImageNet's
+
+    def geometry(self, predictor) -> tuple[int, int]:
+        """(the smallest input side, the heatmap stride)."""
+        raise NotImplementedError
+
+    def sections(self, predictor, prn_file: str) -> dict:
+        """The metadata's sections of this family."""
+        raise NotImplementedError
+
+    def differences(self, ours: dict, reference: dict, path) -> dict:
+        """Abs differences per output name between the graph's outputs (onnxruntime) and the
+        network's own forward."""
+        raise NotImplementedError
+
+
+class MultiPoseNetGraph(FamilyGraph):
     """A ``PoseNet`` with a detection branch as the exported graph: normalisation, trunk,
     keypoint FPN and subnet (heatmaps only), detection FPN and the head's towers and final
     convolutions per level, called directly so that the outputs are the raw per-level maps."""
+
+    family = "multiposenet"
+    model_class = PoseNet
+    predictor_class = Predictor
+    require = ("detection",)
 
     def __init__(self, model):
         super().__init__()
@@ -91,11 +125,57 @@ class MultiPoseNetGraph(nn.Module):
         box_deltas = [head.box_deltas(head.box_tower(f)) for f in levels]
         return (heatmaps, *cls_logits, *box_deltas)
 
+    def geometry(self, predictor) -> tuple[int, int]:
+        return 32, int(self.model.output_stride)
 
-class PafGraph(nn.Module):
+    def sections(self, predictor, prn_file: str) -> dict:
+        model = self.model
+        head = model.detection_head
+        anchors = head.anchor_generator
+        out = {"detection": {
+            "num_classes": int(head.num_classes),
+            "anchors": {"sizes": list(anchors.sizes), "strides": list(anchors.strides),
+                        "ratios": list(anchors.ratios), "scales": list(anchors.scales)},
+            "box_coder": {"std": list(head.box_coder.std), "clamp": float(head.box_coder.clamp)},
+            "postprocess": _postprocess_options(head, predictor.detect_options),
+        }}
+        grouping = predictor.grouping
+        if grouping.name == "prn":
+            out["grouping"] = {"name": "prn", "margin": float(grouping.margin), "height": int(grouping.height),
+                               "width": int(grouping.width), "input_sigma": float(grouping.input_sigma),
+                               "window": int(grouping.window), "peak_input": grouping.peak_input,
+                               "grid": grouping.grid, "softmax": model.prn.softmax, "weights": prn_file}
+            if (grouping.height, grouping.width) != (model.prn.height, model.prn.width):
+                raise ConfigError(f"prn.height/width {grouping.height}x{grouping.width} differ from the "
+                                  f"checkpoint's PRN grid {model.prn.height}x{model.prn.width}")
+        elif grouping.name == "greedy":
+            out["grouping"] = {"name": "greedy", "margin": float(grouping.margin)}
+        else:
+            raise ConfigError(f"infer.grouping {grouping.name} has no portable decoder: use prn or greedy")
+        return out
+
+    def differences(self, ours: dict, reference: dict, path) -> dict:
+        diffs = {"heatmaps": np.abs(ours["heatmaps"] - reference["heatmaps"].float().cpu().numpy())}
+        head = self.model.detection_head
+        for key, per_anchor in (("cls_logits", head.num_classes), ("box_deltas", 4)):
+            level_names = [n for n in self.output_names if n.startswith(key)]
+            flat = [flatten_level(ours[n], per_anchor) for n in level_names]
+            expected = reference["detection"][key][0].float().cpu().numpy()
+            if sum(len(f) for f in flat) != len(expected):
+                raise PosenetError(f"{path}: the levels hold {sum(len(f) for f in flat)} anchors, "
+                                   f"the PyTorch head {len(expected)}")
+            parts = np.split(expected, np.cumsum([len(f) for f in flat])[:-1])
+            diffs.update({n: np.abs(f - p) for n, f, p in zip(level_names, flat, parts)})
+        return diffs
+
+
+class PafGraph(FamilyGraph):
     """A ``PafNetwork`` (any of the OpenPose family) as the exported graph: its own input
     preprocessing, then the last stage's part heatmaps (with the background) and PAFs."""
 
+    family = "openpose"
+    model_class = PafNetwork
+    predictor_class = PafPredictor
     output_names = ["heatmaps", "pafs"]
 
     def __init__(self, model):
@@ -114,24 +194,42 @@ class PafGraph(nn.Module):
         pafs, heatmaps = self.model._stage_outputs(x)[-1]
         return heatmaps, pafs
 
+    def geometry(self, predictor) -> tuple[int, int]:
+        return int(predictor.stride), int(predictor.stride)
+
+    def sections(self, predictor, prn_file: str) -> dict:
+        parts = predictor.parts
+        return {"openpose": {
+            "parts": _layout_entry(parts.layout, sigmas=False),
+            "sources": [[int(i) for i in src] for src in parts.sources],
+            "paf": predictor.grouping.options(),
+        }}
+
+    def differences(self, ours: dict, reference: dict, path) -> dict:
+        return {n: np.abs(ours[n] - reference[n].float().cpu().numpy()) for n in self.output_names}
+
+
+# The export graph of each family (``Family.export_graph`` names them too).
+GRAPHS = (MultiPoseNetGraph, PafGraph)
+
 
 def family_of(model) -> str:
     """The family a model belongs to (by its class)."""
-
-    if isinstance(model, PoseNet):
-        return "multiposenet"
-    if isinstance(model, PafNetwork):
-        return "openpose"
+    for graph in GRAPHS:
+        if isinstance(model, graph.model_class):
+            return graph.family
     raise ConfigError(f"cannot export a {type(model).__name__}: not a model of the families {', '.join(FAMILIES)}")
 
 
-def graph_of(model, family: str) -> nn.Module:
-    """The export wrapper of ``model`` (``MultiPoseNetGraph`` or ``PafGraph``), in eval mode."""
-    if family not in FAMILIES:
+def graph_of(model, family: str | None = None) -> FamilyGraph:
+    """The export graph of ``model`` (its family's ``FamilyGraph``), in eval mode; ``family``,
+    when given, must be the model's."""
+    if family is not None and family not in FAMILIES:
         raise ConfigError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
-    if family_of(model) != family:
-        raise ConfigError(f"the model is a {family_of(model)} model, not a {family} one")
-    return (MultiPoseNetGraph(model) if family == "multiposenet" else PafGraph(model)).eval()
+    own = family_of(model)
+    if family is not None and own != family:
+        raise ConfigError(f"the model is a {own} model, not a {family} one")
+    return next(graph for graph in GRAPHS if graph.family == own)(model).eval()
 
 
 def round_up(value: int, divisor: int) -> int:
@@ -224,13 +322,6 @@ def check_onnx(path: str | os.PathLike) -> dict:
             "outputs": [o.name for o in proto.graph.output]}
 
 
-def flatten_level(x: np.ndarray, per_anchor: int) -> np.ndarray:
-    """The contract's flattening of one level's raw map: (1, A*k, h, w) -> (h*w*A, k), rows in
-    (y, x, anchor) order (``RetinaNetHead._flatten``)."""
-    _, c, h, w = x.shape
-    return x.reshape(c // per_anchor, per_anchor, h, w).transpose(2, 3, 0, 1).reshape(-1, per_anchor)
-
-
 def _session(path, threads: int | None = None):
     import onnxruntime as ort
 
@@ -249,7 +340,6 @@ def compare_onnxruntime(model, path: str | os.PathLike, *, family: str | None = 
     (``flatten_level``) against the head's flattened outputs, so the layout is checked too.
     Default sizes: the graph's fixed size, or for a dynamic graph a square and a non-square
     multiple of the divisor."""
-    family = family or family_of(model)
     graph = graph_of(model, family)
     session = _session(path, threads)
     names = [o.name for o in session.get_outputs()]
@@ -269,21 +359,7 @@ def compare_onnxruntime(model, path: str | os.PathLike, *, family: str | None = 
         ours = dict(zip(names, session.run(None, {INPUT_NAME: image.cpu().numpy()})))
         with torch.no_grad():
             ref = model.eval()(image)
-        if family == "openpose":
-            pairs = {"heatmaps": ref["heatmaps"], "pafs": ref["pafs"]}
-            diffs = {n: np.abs(ours[n] - pairs[n].float().cpu().numpy()) for n in names}
-        else:
-            diffs = {"heatmaps": np.abs(ours["heatmaps"] - ref["heatmaps"].float().cpu().numpy())}
-            head = model.detection_head
-            for key, per_anchor in (("cls_logits", head.num_classes), ("box_deltas", 4)):
-                level_names = [n for n in names if n.startswith(key)]
-                flat = [flatten_level(ours[n], per_anchor) for n in level_names]
-                reference = ref["detection"][key][0].float().cpu().numpy()
-                parts = np.split(reference, np.cumsum([len(f) for f in flat])[:-1])
-                if sum(len(f) for f in flat) != len(reference):
-                    raise PosenetError(f"{path}: the levels hold {sum(len(f) for f in flat)} anchors, "
-                                       f"the PyTorch head {len(reference)}")
-                diffs.update({n: np.abs(f - p) for n, f, p in zip(level_names, flat, parts)})
+        diffs = graph.differences(ours, ref, path)
         for n, diff in diffs.items():
             worst[n] = max(worst[n], float(diff.max()) if diff.size else 0.0)
     return worst
@@ -292,14 +368,12 @@ def compare_onnxruntime(model, path: str | os.PathLike, *, family: str | None = 
 # ----------------------------------------------------------------------------- metadata
 
 
-def _predictor(cfg: DictConfig, model, family: str):
+def _predictor(cfg: DictConfig, model, graph: FamilyGraph):
     """The PyTorch predictor whose settings the metadata records. It is never run, so it keeps
     ``model`` as it is instead of making the batch-norm-folded copy a predictor runs."""
 
     cfg = OmegaConf.merge(cfg, {"infer": {"fold_batchnorm": False}})
-    if family == "multiposenet":
-        return Predictor.from_config(cfg, model)
-    return PafPredictor.from_config(cfg, model)
+    return graph.predictor_class.from_config(cfg, model)
 
 
 def _layout_entry(layout, sigmas: bool = True) -> dict:
@@ -345,11 +419,8 @@ def metadata(cfg: DictConfig, model, *, dynamic: bool = False, onnx_file: str = 
 
     family = cfg.model.family
     graph = graph_of(model, family)
-    predictor = _predictor(cfg, model, family)
-    if family == "multiposenet":
-        min_size, stride = 32, int(model.output_stride)
-    else:
-        min_size = stride = int(predictor.stride)
+    predictor = _predictor(cfg, model, graph)
+    min_size, stride = graph.geometry(predictor)
     divisor = graph.divisor
     if getattr(predictor, "boxes", "reference") != "reference":
         raise ConfigError("infer.boxes=all: the portable decoder takes the reference scale's boxes; "
@@ -358,7 +429,7 @@ def metadata(cfg: DictConfig, model, *, dynamic: bool = False, onnx_file: str = 
         raise ConfigError(f"infer.input_side={predictor.input_side}: a fixed-size graph holds images whose longer "
                           "side is infer.input_size; export with --dynamic, or with infer.input_side=longer")
     side = graph_side(predictor, min_size, divisor)
-    caffe = family == "openpose" and model.preprocessing == "caffe"
+    caffe = graph.caffe
     if caffe:  # BGR, x / 256 - 0.5: zero at 128 in every channel
         mean, std, pad = [128 / 255] * 3, [256 / 255] * 3, [128.0] * 3
     else:
@@ -382,40 +453,8 @@ def metadata(cfg: DictConfig, model, *, dynamic: bool = False, onnx_file: str = 
         "keypoints": _layout_entry(predictor.layout),
         "heatmaps": {"stride": stride, "sigma": float(predictor.sigma)},
         "infer": infer,
+        **graph.sections(predictor, prn_file),
     }
-    if family == "multiposenet":
-        head = model.detection_head
-        anchors = head.anchor_generator
-        meta["detection"] = {
-            "num_classes": int(head.num_classes),
-            "anchors": {"sizes": list(anchors.sizes), "strides": list(anchors.strides),
-                        "ratios": list(anchors.ratios), "scales": list(anchors.scales)},
-            "box_coder": {"std": list(head.box_coder.std), "clamp": float(head.box_coder.clamp)},
-            "postprocess": _postprocess_options(head, predictor.detect_options),
-        }
-        grouping = predictor.grouping
-        if grouping.name == "prn":
-            meta["grouping"] = {"name": "prn", "margin": float(grouping.margin), "height": int(grouping.height),
-                                "width": int(grouping.width), "input_sigma": float(grouping.input_sigma),
-                                "window": int(grouping.window), "peak_input": grouping.peak_input,
-                                "grid": grouping.grid,
-                                "softmax": model.prn.softmax,
-                                "weights": prn_file}
-            if (grouping.height, grouping.width) != (model.prn.height, model.prn.width):
-                raise ConfigError(f"prn.height/width {grouping.height}x{grouping.width} differ from the "
-                                  f"checkpoint's PRN grid {model.prn.height}x{model.prn.width}")
-        elif grouping.name == "greedy":
-            meta["grouping"] = {"name": "greedy", "margin": float(grouping.margin)}
-        else:
-            raise ConfigError(f"infer.grouping {grouping.name} has no portable decoder: use prn or greedy")
-    else:
-        parts = predictor.parts
-        meta["openpose"] = {
-            "parts": _layout_entry(parts.layout, sigmas=False),
-            "sources": [[int(i) for i in src] for src in parts.sources],
-            "paf": {k: (int(v) if k in ("samples", "min_parts") else str(v) if k == "sampling" else float(v))
-                    for k, v in predictor.grouping.items()},
-        }
     return meta
 
 
@@ -441,6 +480,23 @@ def save_prn(prn, path: str | os.PathLike) -> Path:
 
 
 # ----------------------------------------------------------------------------- the whole export
+
+
+def ship_decoder(folder: str | os.PathLike) -> Path:
+    """Copy the portable decoder (the modules of ``posenet.portable``) into ``folder`` as the
+    package ``posenet_decoder/``, replacing an earlier copy whole; returns its path."""
+    target = Path(folder) / DECODER_NAME
+    tmp = Path(folder) / f".{DECODER_NAME}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for source in sorted(DECODER.glob("*.py")):
+        shutil.copyfile(source, tmp / source.name)
+    old = Path(folder) / f".{DECODER_NAME}.old{os.getpid()}"
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
 
 
 def export(cfg: DictConfig, model, out: str | os.PathLike, *, input_size: int | None = None,
@@ -475,9 +531,7 @@ def export(cfg: DictConfig, model, out: str | os.PathLike, *, input_size: int | 
     write_json_atomic(files["metadata"], meta, indent=2)
     if grouping_prn:
         save_prn(model.prn, files["prn"])
-    if DECODER.is_file():
-        files["decoder"] = out.with_name("posenet_decoder.py")
-        shutil.copyfile(DECODER, files["decoder"])
+    files["decoder"] = ship_decoder(out.parent)
     summary = {"family": family, "files": {k: str(v) for k, v in files.items()}, "outputs": names,
                "check": checked, "input_size": meta["input"]["size"], "dynamic": dynamic}
     if compare:
@@ -501,11 +555,11 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
         raise ConfigError(f"checkpoint not found: {checkpoint}")
     cfg = build.run_config(checkpoint, config, overrides)
     family = cfg.model.family
-    require = ("detection",) if family == "multiposenet" else ()
+    require = next(graph.require for graph in GRAPHS if graph.family == family)
     model = build.model_from_checkpoint(cfg, checkpoint, require=require)
     return export(cfg, model, out, input_size=input_size, dynamic=dynamic, opset=opset, compare=compare, log=log)
 
 
 __all__ = ["FORMAT", "INPUT_NAME", "MultiPoseNetGraph", "PafGraph", "check_onnx", "compare_onnxruntime", "export",
            "export_checkpoint", "export_onnx", "family_of", "flatten_level", "graph_of", "metadata", "prn_arrays", "save_prn",
-           "with_input_size"]
+           "ship_decoder", "with_input_size"]

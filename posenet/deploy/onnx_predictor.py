@@ -1,5 +1,5 @@
 """An exported model (``scripts/export_onnx.py``) as a posenet predictor: onnxruntime runs the
-graph and the portable decoder (``posenet.deploy.decoder``) does everything after it, and the
+graph and the portable decoder (``posenet.portable``) does everything after it, and the
 results come back as ``posenet.inference.predictor.Prediction`` objects. So ``infer_folder``,
 pictures, video and the end-to-end evaluators run an export exactly as they run a checkpoint
 (``infer.py`` / ``val_keypoint.py --runtime onnx``).
@@ -21,13 +21,12 @@ from typing import Sequence
 import numpy as np
 
 from posenet.data.keypoints import KeypointLayout
-from posenet.deploy import decoder
-from posenet.deploy.export import FORMAT
 from posenet.errors import ConfigError, DataError
 from posenet.evaluation import format_metrics
-from posenet.inference.groupings import GROUPINGS
+from posenet.inference.groupings import GROUPINGS, PafFieldGrouping
 from posenet.inference.predictor import Prediction, as_rgb, draw_prediction
 from posenet.inference.scales_and_flip import INPUT_SIDES
+from posenet.portable.model import FORMAT, PoseModel, paf_options
 from posenet.stages.end_to_end import EndToEndEvaluator
 from posenet.stages.openpose import PafEvaluator
 
@@ -118,7 +117,7 @@ class OnnxPredictor:
         if not onnx_file.is_file():
             raise ConfigError(f"{self.path}: its network {onnx_file.name} is missing beside it")
         try:
-            self.model = decoder.PoseModel(meta, base_dir=self.path.parent, providers=providers, threads=threads)
+            self.model = PoseModel(meta, base_dir=self.path.parent, providers=providers, threads=threads)
         except ValueError as e:
             raise ConfigError(f"{self.path}: {e}") from None
         self.meta = meta
@@ -131,16 +130,16 @@ class OnnxPredictor:
         self.keypoint_threshold = float(inf["keypoint_threshold"])
         self.box_threshold = float(inf["box_threshold"])
         self.picture_box_threshold = float(inf["picture_box_threshold"])
-        self.grouping = None
-        if self.family == "multiposenet":
-
+        if "grouping" in meta:  # boxes and a top-down grouping (MultiPoseNet)
             g = dict(meta["grouping"])
             options = {k: g[k] for k in ("margin", "height", "width", "input_sigma", "window") if k in g}
             self.grouping = GROUPINGS[g["name"]](**options)  # its name and description
+        else:
+            self.grouping = PafFieldGrouping(**paf_options(meta))
 
     def describe(self) -> str:
         scales = ", ".join(f"{s:g}" for s in self.scales)
-        grouping = "PAF grouping" if self.grouping is None else f"grouping {self.grouping.name}"
+        grouping = f"grouping {self.grouping.name}"
         size = self.meta["input"]["size"]
         graph = f"fixed {size[0]}x{size[1]}" if size else "dynamic"
         return (f"onnxruntime ({self.meta.get('onnx', 'model.onnx')}, {graph} graph), {grouping}, longer side "

@@ -1,12 +1,17 @@
-"""Groupings: how one image's keypoint peaks are assigned to its person boxes, behind one
-registry, so that the Predictor, the evaluators, ``val_keypoint.py --grouping`` and the
-benchmarks call every grouping the same way.
+"""Groupings: how one image's keypoint peaks become people, behind one registry, so that both
+predictors, the evaluators, ``val_keypoint.py --grouping`` and the benchmarks hold every
+grouping the same way (a ``Grouping``: ``name``, ``from_config``, ``describe``, ``check_model``).
 
-A grouping is called as ``grouping(boxes, peaks_xy, peaks_type, peaks_score, num_keypoints,
-model)``: boxes (B, 4) x1 y1 x2 y2 and peaks (P, 2) / (P,) / (P,) of one image in one pixel
-frame, ``model`` the network (a ``PoseNet`` or the PRN itself; groupings that need no network
-ignore it). It returns ``(keypoints (B, K, 2), scores (B, K))`` as numpy arrays: the score of an
-assigned keypoint is its peak's, that of one left unassigned 0.
+A top-down grouping (MultiPoseNet's: "prn", "greedy") assigns peaks to person boxes. It is
+called as ``grouping(boxes, peaks_xy, peaks_type, peaks_score, num_keypoints, model)``: boxes
+(B, 4) x1 y1 x2 y2 and peaks (P, 2) / (P,) / (P,) of one image in one pixel frame, ``model`` the
+network (a ``PoseNet`` or the PRN itself; groupings that need no network ignore it). It returns
+``(keypoints (B, K, 2), scores (B, K))`` as numpy arrays: the score of an assigned keypoint is
+its peak's, that of one left unassigned 0.
+
+A bottom-up grouping (``bottom_up``; the OpenPose family's "paf") joins part peaks into people
+along the limbs by the network's fields: ``grouping(coords, scores, valid, fields, input_hw,
+limbs, stride)`` -> ``PafPeople`` (see ``PafFieldGrouping``).
 
 Adding a grouping is one class registered with ``@GROUPINGS.register("name")`` (here or in a
 module of its own that is imported before the config names it), whose ``from_config`` reads its
@@ -21,6 +26,7 @@ from posenet.codecs.prn_grid import GRIDS
 from posenet.errors import ConfigError
 from posenet.inference.prn_fast import PRECISIONS
 from posenet.inference.prn_grouping import PEAK_INPUTS, most_central_assign, prn_assign
+from posenet.portable.paf import PAF_SAMPLING, PafGrouping, PafPeople
 from posenet.utils.registry import Registry
 from omegaconf import DictConfig
 
@@ -33,6 +39,7 @@ class Grouping:
 
     name: str = ""  # the registered name
     needs_prn: bool = False
+    bottom_up: bool = False  # joins peaks along limbs by the network's fields instead of into boxes
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "Grouping":
@@ -123,9 +130,52 @@ class GreedyGrouping(Grouping):
         return f"greedy (most central box, margin {self.margin:.0%})"
 
 
+@GROUPINGS.register("paf")
+class PafFieldGrouping(Grouping):
+    """The OpenPose family's grouping: part peaks joined into people by the part affinity
+    fields (``posenet.portable.paf.PafGrouping``, the portable decoder's own): candidate limbs
+    scored by ``samples`` samples of the field along them, taken one-to-one best first, merged
+    limb by limb."""
+
+    bottom_up = True
+
+    def __init__(self, samples: int = 10, paf_threshold: float = 0.05, min_inliers: float = 0.8, min_parts: int = 3,
+                 min_mean_score: float = 0.2, sampling: str = "bilinear"):
+        if sampling not in PAF_SAMPLING:
+            raise ConfigError(f"openpose.paf_sampling must be one of {', '.join(PAF_SAMPLING)}, not {sampling!r}")
+        self.samples, self.paf_threshold, self.min_inliers = int(samples), float(paf_threshold), float(min_inliers)
+        self.min_parts, self.min_mean_score, self.sampling = int(min_parts), float(min_mean_score), str(sampling)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "PafFieldGrouping":
+        """``openpose`` → the PAF grouping."""
+        o = cfg.openpose
+        return cls(samples=o.paf_samples, paf_threshold=o.paf_threshold, min_inliers=o.min_inliers,
+                   min_parts=o.min_parts, min_mean_score=o.min_mean_score, sampling=o.paf_sampling)
+
+    def options(self) -> dict:
+        """The keywords of ``PafGrouping`` (and of the export's ``openpose.paf``)."""
+        return {"samples": self.samples, "paf_threshold": self.paf_threshold, "min_inliers": self.min_inliers,
+                "min_parts": self.min_parts, "min_mean_score": self.min_mean_score, "sampling": self.sampling}
+
+    def __call__(self, coords, scores, valid, pafs, input_hw, limbs, stride: int) -> PafPeople:
+        """People (input pixels, best first) from part peaks (``coords`` (K, M, 2), ``scores``,
+        ``valid`` (K, M)) and PAFs (2L, H, W) of an input of ``input_hw`` on a stride-``stride`` grid."""
+        return PafGrouping(input_hw, limbs, stride, **self.options())(coords, scores, valid, pafs)
+
+    def check_model(self, model) -> None:
+        if model is not None and not hasattr(model, "num_limbs"):
+            raise ConfigError("infer.grouping=paf joins parts by part affinity fields: it needs a network of "
+                              "model.family openpose")
+
+    def describe(self) -> str:
+        return (f"PAF grouping ({self.samples} {self.sampling} samples a limb, more than {self.min_inliers:.0%} "
+                f"above {self.paf_threshold:g})")
+
+
 def grouping_from_config(cfg: DictConfig, name: str | None = None) -> Grouping:
     """The grouping ``name`` (default: ``infer.grouping``) with its options from ``cfg``."""
     return GROUPINGS[name or cfg.infer.grouping].from_config(cfg)
 
 
-__all__ = ["GROUPINGS", "GreedyGrouping", "Grouping", "PrnGrouping", "grouping_from_config"]
+__all__ = ["GROUPINGS", "GreedyGrouping", "Grouping", "PafFieldGrouping", "PrnGrouping", "grouping_from_config"]

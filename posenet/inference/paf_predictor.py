@@ -22,7 +22,6 @@ A person is {"keypoints": (K, 3) x, y, score, "box": the extent of its found key
 from __future__ import annotations
 
 import os
-import time
 from typing import Sequence
 
 import numpy as np
@@ -30,12 +29,14 @@ import torch
 from omegaconf import DictConfig
 
 from posenet.codecs import KeypointHeatmapCodec
-from posenet.codecs.paf import PafCodec
 from posenet.config import build
 from posenet.data.keypoints import DerivedLayout
 from posenet.data.transforms import invert, transform_points, warp_image
 from posenet.errors import ConfigError
+from posenet.inference.groupings import Grouping, PafFieldGrouping, grouping_from_config
 from posenet.inference.predictor import Prediction, as_rgb, draw_prediction, inference_model
+from posenet.portable.model import timed
+from posenet.portable.paf import people_boxes
 from posenet.inference.scales_and_flip import (check_input_side, flip_test, input_geometry, paf_flip_index, scale_order,
                                         side_words, to_grid_of)
 
@@ -44,9 +45,8 @@ class PafPredictor:
     """A PAF network (``posenet.models.openpose``) and the inference settings as plain keywords
     (``from_config`` reads them from a config).
 
-    ``parts`` maps the network's parts to the dataset's keypoints; ``grouping`` holds the
-    ``PafCodec`` keywords (limb_width, samples, paf_threshold, min_inliers, min_parts,
-    min_mean_score); ``scales`` are relative to ``input_size`` (the ``input_side`` at scale 1:
+    ``parts`` maps the network's parts to the dataset's keypoints; ``grouping`` is a bottom-up
+    grouping of ``posenet.inference.groupings`` (``PafFieldGrouping``, "paf"); ``scales`` are relative to ``input_size`` (the ``input_side`` at scale 1:
     "longer", "height" as the CMU release or "shorter" as its PyTorch port);
     ``sigma`` is the training heatmaps' Gaussian (input pixels), which the sub-pixel refinement
     assumes; pictures draw the people whose score reaches ``picture_box_threshold``.
@@ -57,7 +57,7 @@ class PafPredictor:
     """
 
     def __init__(self, model, parts: DerivedLayout, *, input_size: int, input_side: str = "longer",
-                 grouping: dict | None = None, scales: Sequence[float] = (1.0,), flip: bool = False, peak_threshold: float = 0.05,
+                 grouping: Grouping | None = None, scales: Sequence[float] = (1.0,), flip: bool = False, peak_threshold: float = 0.05,
                  max_peaks: int = 20, keypoint_threshold: float = 0.05, sigma: float = 7.0,
                  picture_box_threshold: float = 0.0, device: str | torch.device = "cpu",
                  fold_batchnorm: bool = True, channels_last: bool = True):
@@ -70,7 +70,10 @@ class PafPredictor:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.parts = parts
         self.layout = parts.source  # the keypoints of the results
-        self.grouping = dict(grouping or {})
+        self.grouping = PafFieldGrouping() if grouping is None else grouping
+        if not self.grouping.bottom_up:
+            raise ConfigError(f"grouping {self.grouping.name} assigns peaks to person boxes: the OpenPose family "
+                              "groups with part affinity fields (paf)")
         self.input_size = int(input_size)
         self.input_side = check_input_side(input_side)
         self.scales = tuple(float(s) for s in scales)
@@ -99,7 +102,7 @@ class PafPredictor:
             build.openpose_parts(cfg),
             input_size=int(inf.input_size or cfg.keypoint.val_input_size),
             input_side=inf.input_side,
-            grouping=build.paf_grouping(cfg),
+            grouping=grouping_from_config(cfg, "paf"),
             scales=tuple(float(s) for s in inf.scales),
             flip=inf.flip,
             peak_threshold=inf.peak_threshold,
@@ -133,17 +136,13 @@ class PafPredictor:
 
     def run(self, image) -> Prediction:
         rgb = as_rgb(image)
-        start = time.perf_counter()
-        maps, matrix, input_hw = self.network(rgb)
-        network = time.perf_counter() - start
-        start = time.perf_counter()
-        people = self.group(maps, matrix, input_hw, rgb.shape[:2])
-        decode = time.perf_counter() - start
+        (maps, matrix, input_hw), network_ms = timed(self.network, rgb)
+        people, decode_ms = timed(self.group, maps, matrix, input_hw, rgb.shape[:2])
         P = self.parts.layout.num_keypoints
         boxes = np.array([p["box"] for p in people]).reshape(-1, 4)
         scores = np.array([p["score"] for p in people])
         return Prediction(people, boxes, scores, maps[:P].numpy(), matrix, rgb.shape[:2],
-                          {"network_ms": 1e3 * network, "decode_ms": 1e3 * decode}, stride=self.stride,
+                          {"network_ms": network_ms, "decode_ms": decode_ms}, stride=self.stride,
                           pafs=maps[P + 1:].numpy())
 
     def _maps(self, batch: torch.Tensor) -> torch.Tensor:
@@ -179,9 +178,6 @@ class PafPredictor:
         the scale factor and the input's (height, width) (its ``input_side`` ``input_size * scale``)."""
         return input_geometry(image_hw, self.input_size, scale, self.stride, self.input_side)
 
-    def paf_codec(self, input_hw: tuple[int, int]) -> PafCodec:
-        return PafCodec(input_hw, self.parts.layout.skeleton, stride=self.stride, **self.grouping)
-
     def heatmap_codec(self, input_hw: tuple[int, int]) -> KeypointHeatmapCodec:
         return KeypointHeatmapCodec(input_hw, stride=self.stride, sigma=self.sigma,
                                     peak_threshold=self.peak_threshold, max_peaks=self.max_peaks)
@@ -190,23 +186,17 @@ class PafPredictor:
         """People (best first, image pixels, the dataset's keypoints) from the maps of ``network``."""
         P = self.parts.layout.num_keypoints
         peaks = self.heatmap_codec(input_hw).decode(maps[:P])
-        found = self.paf_codec(input_hw).decode(peaks.coords.numpy(), peaks.scores.numpy(), peaks.valid.numpy(),
-                                                maps[P + 1:].numpy())
+        found = self.grouping(peaks.coords.numpy(), peaks.scores.numpy(), peaks.valid.numpy(), maps[P + 1:].numpy(),
+                              input_hw, self.parts.layout.skeleton, self.stride)
         if not len(found.scores):
             return []
         kps = found.keypoints.copy()
         kps[..., :2] = transform_points(invert(matrix), kps[..., :2].reshape(-1, 2)).reshape(kps.shape[0], P, 2)
         keypoints = self.parts.decode(kps)  # (N, K, 3) in the dataset's order
         keypoints[..., 2] = np.clip(keypoints[..., 2], 0, 1)
-        h, w = image_size
-        people = []
-        for person, score in zip(keypoints, found.scores):
-            have = person[:, 2] > 0
-            xy = person[have, :2] if have.any() else np.zeros((1, 2))
-            box = np.array([xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()])
-            box[0::2], box[1::2] = box[0::2].clip(0, w), box[1::2].clip(0, h)
-            people.append({"keypoints": person, "box": box, "box_score": float(score), "score": float(score)})
-        return people
+        boxes = people_boxes(keypoints, image_size)
+        return [{"keypoints": person, "box": box, "box_score": float(score), "score": float(score)}
+                for person, box, score in zip(keypoints, boxes, found.scores)]
 
     def draw(self, rgb: np.ndarray, prediction: Prediction) -> dict[str, np.ndarray]:
         """Pictures: part heatmaps, the PAF field (hue: direction), skeletons, and the panel."""

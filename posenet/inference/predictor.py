@@ -22,7 +22,6 @@ A person is {"keypoints": (K, 3) x, y, score, "box": (4,) x1, y1, x2, y2, "box_s
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -41,6 +40,7 @@ from posenet.inference.groupings import grouping_from_config
 from posenet.inference.prn_grouping import pose_scores
 from posenet.models.fuse import fold_batchnorm, foldable_pairs
 from posenet.ops import nms
+from posenet.portable.model import as_rgb as rgb_array, timed
 from posenet.vis import draw_boxes, draw_skeleton, heatmap_overlay, paf_overlay, person_color
 from posenet.inference.scales_and_flip import (check_input_side, flip_test, input_geometry, scale_order, side_words,
     to_grid_of)
@@ -67,16 +67,10 @@ def as_rgb(image) -> np.ndarray:
 
     if isinstance(image, (str, os.PathLike)):
         return np.ascontiguousarray(read_image(image, upright=True)[:, :, ::-1])
-    array = np.asarray(image)
-    if array.dtype == np.uint16:
-        array = (array // 257).astype(np.uint8)
-    if array.dtype != np.uint8:
-        raise DataError(f"images must be uint8 or uint16 arrays, got {array.dtype}")
-    if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    if array.ndim != 3 or array.shape[2] not in (3, 4) or min(array.shape[:2]) < 1:
-        raise DataError(f"images must be (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
-    return np.ascontiguousarray(array[:, :, :3])
+    try:
+        return rgb_array(image)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
 
 
 # Where the person boxes come from with several scales: the reference scale's detections, or
@@ -204,15 +198,11 @@ class Predictor:
     def run(self, image) -> Prediction:
         """``predict`` with everything else: boxes, heatmaps, geometry and timings."""
         rgb = as_rgb(image)
-        start = time.perf_counter()
-        net = self.network(rgb)
-        network = time.perf_counter() - start
-        start = time.perf_counter()
-        xy, types, scores = self.peaks(net)
-        people, image_boxes = self.group(xy, types, scores, net.boxes, net.box_scores, net.matrix, net.image_size)
-        decode = time.perf_counter() - start
+        net, network_ms = timed(self.network, rgb)
+        (people, image_boxes), decode_ms = timed(
+            lambda: self.group(*self.peaks(net), net.boxes, net.box_scores, net.matrix, net.image_size))
         return Prediction(people, image_boxes, net.box_scores.numpy(), net.heatmaps.numpy(), net.matrix,
-                          net.image_size, {"network_ms": 1e3 * network, "decode_ms": 1e3 * decode})
+                          net.image_size, {"network_ms": network_ms, "decode_ms": decode_ms})
 
     @torch.no_grad()
     def network(self, rgb: np.ndarray) -> "NetworkOutput":

@@ -15,48 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posenet.codecs.prn_grid import PrnGridCodec, blur_adjoint, box_grid, grid_to_image
+from posenet.codecs.prn_grid import PrnGridCodec, blur_adjoint, grid_to_image
 from posenet.models.prn import PoseResidualNetwork
 from posenet.inference.prn_fast import (PRECISIONS, ChannelOutputs, contested, hidden_activations,
                                        int8_available, output_layer, peak_entries)
-from posenet.ops.matching import best_first_matching
-
-# What a peak writes into its PRN input cell (``prn_assign``'s ``peak_input``).
-PEAK_INPUTS = ("score", "one")
+from posenet.portable.prn import PEAK_INPUTS, as_peaks, assign, most_central_assign, pose_scores
 
 _FOLDED: "weakref.WeakKeyDictionary[PoseResidualNetwork, tuple]" = weakref.WeakKeyDictionary()
-
-
-def _as_peaks(peaks_xy, peaks_type, peaks_score):
-    xy = np.asarray(peaks_xy, dtype=np.float64).reshape(-1, 2)
-    types = np.asarray(peaks_type, dtype=np.int64).reshape(-1)
-    scores = np.ones(len(xy)) if peaks_score is None else np.asarray(peaks_score, dtype=np.float64).reshape(-1)
-    if not len(xy) == len(types) == len(scores):
-        raise ValueError(f"{len(xy)} peaks, {len(types)} types and {len(scores)} scores")
-    return xy, types, scores
-
-
-def _by_type(types: np.ndarray, num_keypoints: int) -> tuple[np.ndarray, int]:
-    """Each peak's slot among the peaks of its type, and the most peaks of one type."""
-    order = np.argsort(types, kind="stable")
-    counts = np.bincount(types, minlength=num_keypoints)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    slot = np.empty(len(types), dtype=np.int64)
-    slot[order] = np.arange(len(types)) - starts[types[order]]
-    return slot, int(counts.max()) if len(types) else 0
-
-
-def _assign(pair_score: np.ndarray, types: np.ndarray, num_keypoints: int) -> np.ndarray:
-    """Greedy assignment of (B, P) pair scores (-inf: not a candidate) -> the peak index per
-    (box, type), (B, K), -1 where none."""
-    B, P = pair_score.shape
-    slot, slots = _by_type(types, num_keypoints)
-    score = np.full((num_keypoints, B, slots), -np.inf)
-    score[types, :, slot] = pair_score.T
-    chosen = best_first_matching(score)  # (K, B) slots
-    peak_of = np.full((num_keypoints, max(slots, 1)), -1, dtype=np.int64)
-    peak_of[types, slot] = np.arange(P)
-    return np.where(chosen >= 0, np.take_along_axis(peak_of, chosen.clip(0), 1), -1).T
 
 
 def window_sums(maps, types: np.ndarray, rows: np.ndarray, cols: np.ndarray, window: int) -> np.ndarray:
@@ -154,7 +119,7 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if peak_input not in PEAK_INPUTS:
         raise ValueError(f"peak_input must be one of {', '.join(PEAK_INPUTS)}, not {peak_input!r}")
-    xy, types, scores = _as_peaks(peaks_xy, peaks_type, peaks_score)
+    xy, types, scores = as_peaks(peaks_xy, peaks_type, peaks_score)
     # the input cells' values, and the factor of each pair's window sum
     values, factor = (scores, None) if peak_input == "score" else (np.ones_like(scores), scores)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
@@ -184,7 +149,7 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
         if factor is not None:
             pair = pair * factor[None].astype(pair.dtype)
         pair = np.where(inside & (pair > min_score), pair, -np.inf)
-        peak = _assign(pair, types, K)  # (B, K)
+        peak = assign(pair, types, K)  # (B, K)
         found = peak >= 0
         keypoints[found] = xy[peak[found]]
         result[found] = scores[peak[found]]
@@ -217,7 +182,7 @@ def _fast_assign(prn, codec: PrnGridCodec, boxes, xy, types, scores, K: int, win
             sums = sums * factor[p].astype(sums.dtype)
         pair[b, p] = np.where(sums > min_score, sums, -np.inf)
     pair[inside & ~scored] = 1.0  # alone in its component of the matching: taken whatever its score
-    peak = _assign(pair, types, K) if P else np.full((B, K), -1, dtype=np.int64)
+    peak = assign(pair, types, K) if P else np.full((B, K), -1, dtype=np.int64)
     found = peak >= 0
     keypoints, result = np.zeros((B, K, 2)), np.zeros((B, K))
     keypoints[found] = xy[peak[found]]
@@ -235,53 +200,6 @@ def _fast_assign(prn, codec: PrnGridCodec, boxes, xy, types, scores, K: int, win
         centre = np.stack([best % W, best // W], -1) + 0.5
         keypoints[b, k] = grid_to_image(affine[b], centre[:, None])[:, 0]
     return keypoints, result
-
-
-def most_central_assign(boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int,
-                  margin: float = 0.21) -> tuple[np.ndarray, np.ndarray]:
-    """The baseline grouping: each peak goes to the box, among the enlarged boxes it lies in,
-    where it is most central (distance to the box centre in half box sizes, per axis, the
-    larger of the two), and each box keeps its best-scoring peak per type. A box without a
-    peak of some type puts that keypoint at its centre, with score 0."""
-    xy, types, scores = _as_peaks(peaks_xy, peaks_type, peaks_score)
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    B, K, P = len(boxes), num_keypoints, len(xy)
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    keypoints = np.repeat(centre[:, None], K, axis=1)
-    result = np.zeros((B, K))
-    if B == 0 or P == 0:
-        return keypoints, result
-    enlarged, _ = box_grid(boxes, margin, 1, 1)
-    half = (enlarged[:, 2:] - enlarged[:, :2]) / 2  # (B, 2)
-    distance = (np.abs(xy[None] - centre[:, None]) / half[:, None]).max(-1)  # (B, P); <= 1 inside
-    distance = np.where(distance <= 1.0, distance, np.inf)
-    owner = distance.argmin(0)  # (P,)
-    owned = np.isfinite(distance[owner, np.arange(P)])
-    # best-scoring peak per (owner, type): sort by score, the last write of each key wins
-    p = np.flatnonzero(owned)
-    p = p[np.argsort(scores[p], kind="stable")]
-    peak = np.full(B * K, -1, dtype=np.int64)
-    peak[owner[p] * K + types[p]] = p
-    peak = peak.reshape(B, K)
-    found = peak >= 0
-    keypoints[found] = xy[peak[found]]
-    result[found] = scores[peak[found]]
-    return keypoints, result
-
-
-def pose_scores(box_scores, keypoint_scores, threshold: float = 0.05) -> np.ndarray:
-    """The score of each grouped person (B,): its box score times the mean of its keypoint
-    scores that exceed ``threshold`` (the keypoints it was found to have), 0 when none does.
-
-    Unlike the port's ``#assigned / K``, it ranks a confident detection with confident
-    keypoints above a doubtful one, and a person seen in part is not penalised for the
-    keypoints it does not show (those count in the AP through OKS, not through the score).
-    """
-    box = np.asarray(box_scores, dtype=np.float64).reshape(-1)
-    kps = np.asarray(keypoint_scores, dtype=np.float64).reshape(len(box), -1)
-    above = kps > threshold
-    mean = np.where(above, kps, 0.0).sum(1) / np.maximum(above.sum(1), 1)
-    return box * mean
 
 
 __all__ = ["PEAK_INPUTS", "folded_first_layer", "most_central_assign", "pose_scores", "prn_assign", "window_sums"]

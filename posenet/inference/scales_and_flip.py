@@ -13,19 +13,14 @@ that ``infer.input_side`` names becomes ``input_size * scale``.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from posenet.data.transforms import invert, resampling
 from posenet.errors import ConfigError
 from posenet.models.backbone import IMAGE_MEAN
-
-# Which image side ``infer.input_size * scale`` applies to: "longer" (posenet's rule: the image
-# fits a square of that side), "height" (the CMU OpenPose release) or "shorter" (its PyTorch port).
-INPUT_SIDES = ("longer", "height", "shorter")
+from posenet.portable.geometry import INPUT_SIDES, input_geometry, paf_flip_index, reference_scale, scale_order
 
 
 def side_words(side: str) -> str:
@@ -40,25 +35,6 @@ def check_input_side(side: str) -> str:
     return side
 
 
-def input_geometry(image_hw: Sequence[int], input_size: int, scale: float, min_size: int, side: str = "longer"):
-    """(image -> input matrix, scale factor, input (height, width)) of an image of ``image_hw``
-    at ``scale``: scaled, aspect kept and placed at the top left, so that its ``side`` (one of
-    ``INPUT_SIDES``) becomes ``max(min_size, round(input_size * scale))`` pixels."""
-    height, width = image_hw
-    size = max(int(min_size), int(round(input_size * float(scale))))
-    if side == "longer":
-        ref = max(height, width)
-    elif side == "height":
-        ref = height
-    elif side == "shorter":
-        ref = min(height, width)
-    else:
-        raise ValueError(f"input side must be one of {', '.join(INPUT_SIDES)}, got {side!r}")
-    s = size / ref
-    hw = (max(1, int(round(height * s))), max(1, int(round(width * s))))
-    return invert(resampling(1.0 / s)), s, hw
-
-
 def flip_back(heatmaps: torch.Tensor, flip_index: Sequence[int], sign: Sequence[float] | None = None) -> torch.Tensor:
     """Heatmaps of a horizontally mirrored input, mapped back to the unmirrored image:
     mirror the maps and swap left/right channels; ``sign`` (one per channel) multiplies each
@@ -68,25 +44,6 @@ def flip_back(heatmaps: torch.Tensor, flip_index: Sequence[int], sign: Sequence[
     if sign is not None:
         out = out * torch.as_tensor(sign, device=out.device, dtype=out.dtype).view(-1, 1, 1)
     return out
-
-
-def paf_flip_index(limbs: Sequence[Sequence[int]], flip_index: Sequence[int]) -> tuple[list[int], list[float]]:
-    """The ``flip_back`` channel index and signs of part affinity fields (channels 2l, 2l + 1:
-    the x, y of limb l from part a to b): mirrored, limb (a, b) becomes the limb of the mirrored
-    parts, whose x component changes sign (or, listed the other way round, its y component)."""
-    limbs = [tuple(int(i) for i in limb) for limb in limbs]
-    index, sign = [], []
-    for a, b in limbs:
-        fa, fb = int(flip_index[a]), int(flip_index[b])
-        if (fa, fb) in limbs:
-            m, sx, sy = limbs.index((fa, fb)), -1.0, 1.0
-        elif (fb, fa) in limbs:
-            m, sx, sy = limbs.index((fb, fa)), 1.0, -1.0
-        else:
-            raise ValueError(f"limb {(a, b)} has no mirrored limb {(fa, fb)} among the limbs")
-        index += [2 * m, 2 * m + 1]
-        sign += [sx, sy]
-    return index, sign
 
 
 def pad_width(images: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -113,27 +70,6 @@ def flip_test(heatmaps_of: Callable[[torch.Tensor], torch.Tensor], images: torch
     padded = pad_width(images, stride)
     flipped = flip_back(heatmaps_of(padded.flip(-1)).float(), flip_index, sign)
     return 0.5 * (heatmaps + flipped[..., : heatmaps.shape[-2], : heatmaps.shape[-1]])
-
-
-def reference_scale(scales: Sequence[float]) -> float:
-    """The scale a multi-scale prediction is given at (its input geometry, heatmap grid and
-    person boxes): the listed scale nearest 1 by ratio, the larger of two equally near. It
-    depends on the set of scales, not on their order (the first scale of a list such as the
-    OpenPose release's ``[0.5, 1.0, 1.5, 2.0, 2.5]`` would put every map on the 0.5 grid)."""
-    values = [float(s) for s in scales]
-    if not values or min(values) <= 0:
-        raise ValueError(f"infer.scales must be positive numbers, got {list(scales)}")
-    return min(values, key=lambda s: (round(abs(math.log(s)), 9), -s))
-
-
-def scale_order(scales: Sequence[float]) -> tuple[float, list[float]]:
-    """``(reference, others)``: the reference scale and the remaining scales in increasing order
-    (one occurrence of the reference removed): what the predictors run, in an order that does
-    not depend on the list's, so that the averaged maps do not either."""
-    ref = reference_scale(scales)
-    others = sorted(float(s) for s in scales)
-    others.remove(ref)
-    return ref, others
 
 
 def to_grid_of(heatmaps: torch.Tensor, ratio: float, size: tuple[int, int]) -> torch.Tensor:

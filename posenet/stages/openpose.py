@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from posenet.codecs import KeypointHeatmapCodec
 from posenet.codecs.heatmap import with_background
+from posenet.codecs.paf import PafCodec
 from posenet.config import build
 from posenet.data.targets import keypoint_persons
 from posenet.data.transforms import transform_points
@@ -50,18 +51,19 @@ class PafEvaluator(ImageEvaluator):
     reported_metrics = KEYPOINT_METRICS[:6] + ("decode_ms", "network_ms")
 
     def __init__(self, predictor, persons, mode: str = "end-to-end", max_images: int = 0, progress: bool = True,
-                 log=print):
+                 log=print, limb_width: float = 1.0):
         if mode not in MODES:
             raise ConfigError(f"unknown mode {mode!r} for the openpose family; choose one of {', '.join(MODES)}")
         super().__init__(persons, max_images, progress, log)
         self.predictor, self.mode = predictor, mode
+        self.limb_width = float(limb_width)  # the PAF targets' (the ground truth's maps of the ablations)
 
     @classmethod
     def from_config(cls, cfg: DictConfig, predictor, mode: str = "end-to-end", progress: bool = True,
                     log=print) -> "PafEvaluator":
         """``eval.max_images`` → the evaluator of ``predictor`` on ``data.val_split`` in ``mode``."""
         return cls(predictor, build.coco_split(cfg.data, cfg.data.val_split), mode, max_images=cfg.eval.max_images,
-                   progress=progress, log=log)
+                   progress=progress, log=log, limb_width=cfg.openpose.limb_width)
 
     def protocol(self) -> str:
         source = {"end-to-end": "the network", "gt-maps": "ground-truth targets instead of the network",
@@ -130,7 +132,8 @@ class PafEvaluator(ImageEvaluator):
             kps[..., :2] = transform_points(matrix, kps[..., :2].reshape(-1, 2)).reshape(len(kps), K, 2)
         parts = predictor.parts.encode(kps)
         heat = with_background(KeypointHeatmapCodec(hw, stride=predictor.stride, sigma=predictor.sigma).encode(parts))
-        pafs = predictor.paf_codec(hw).encode(parts)
+        pafs = PafCodec(hw, predictor.parts.layout.skeleton, stride=predictor.stride,
+                        limb_width=self.limb_width).encode(parts)
         maps = torch.from_numpy(np.concatenate([heat, pafs]).astype(np.float32))
         return maps, matrix, hw, size
 
