@@ -1,7 +1,5 @@
-"""The model families and what each script does for them (``model.family``).
-
-``train_keypoint.py``, ``val_keypoint.py``, ``infer.py``, ``video.py`` and ``benchmark.py``
-ask the config's family (``of(cfg)``) instead of branching on names:
+"""The model families (``model.family``): each is one object that names what every script does
+for it, so that nothing else branches on a family's name (ultralytics' task map is the model).
 
 =============  =====================================  ====================================
 family         stages (train_*.py)                    validation modes (val_keypoint.py)
@@ -12,12 +10,20 @@ openpose       keypoint (the PAF network)             auto (= end-to-end), gt-ma
                                                       branch ablations (``openpose.MODES``)
 =============  =====================================  ====================================
 
-``load_predictor`` gives a checkpoint's predictor whatever its family (what ``infer.py`` and
-``video.py`` load). To add a family: subclass :class:`Family` and register it in ``FAMILIES``
-(``@FAMILIES.register("name")``), which ``model.family`` then names.
+A family names its network builder and loader (``network``, ``load_network``), its targets
+(``targets``: the keypoint dataset's keywords), its predictor (``predictor``: the
+MultiPoseNet one holds the grouping ``infer.grouping`` names, the OpenPose one the "paf"
+grouping), its end-to-end evaluator (``evaluator``, also that of its ONNX exports), its
+export graph (``export_graph``, ``posenet.deploy.export.FamilyGraph``), its stages and modes,
+its quickstart (``quickstart``), its decode benchmark (``decode_benchmark``), its overfit proof's
+metrics and aims, and the generated blocks of the docs its tables go to (``block``).
 
-The families sit above the stages, inference and deployment they tie together: nothing below
-imports this module.
+``of(cfg)`` is the config's family; ``load_predictor`` gives a checkpoint's predictor whatever
+its family (what ``infer.py`` and ``video.py`` load). To add a family: subclass :class:`Family`
+and register it (``@FAMILIES.register("name")``), which ``model.family`` then names.
+
+The families sit above the stages, inference, deployment and quickstart they tie together; the
+benchmarks, ``cli.py`` and the scripts sit above them and ask them.
 """
 from __future__ import annotations
 
@@ -26,7 +32,11 @@ from typing import Sequence
 
 from omegaconf import DictConfig
 
+from posenet import quickstart
 from posenet.config import build
+from posenet.deploy import onnx_predictor
+from posenet.deploy.export import FamilyGraph, MultiPoseNetGraph, PafGraph
+from posenet.deploy.onnx_predictor import OnnxPredictor
 from posenet.errors import ConfigError
 from posenet.inference.groupings import GROUPINGS
 from posenet.inference.paf_predictor import PafPredictor
@@ -43,6 +53,16 @@ class Family:
     name = ""  # the registered name
     stages: tuple[str, ...] = ()
     modes: tuple[str, ...] = ()
+    predictor_class: type = object
+    export_graph: type[FamilyGraph] = FamilyGraph
+    # the overfit proof (``benchmark.py overfit``): the metrics it reports, and its aims as a
+    # share of each metric's ceiling (box AP of medium + large persons: as AP)
+    proof_metrics: tuple[str, ...] = ()
+    proof_aims: dict = {}
+    # the decode benchmark (``benchmark.py decode``): the module of ``posenet.bench`` whose
+    # ``run(cfg, family, ...)`` times this family's decoding (named, not imported: the product
+    # never imports the benchmarks)
+    decode_benchmark = ""
 
     def check_stage(self, stage: str) -> None:
         """A clear error when this family has no ``stage``."""
@@ -53,7 +73,52 @@ class Family:
         if mode not in self.modes:
             raise ConfigError(f"--mode {mode} is not one of model.family {self.name}'s: {', '.join(self.modes)}")
 
-    def train(self, cfg: DictConfig, out_dir=None, resume: bool = False) -> list[dict]:
+    def block(self, kind: str) -> str:
+        """The generated block of the docs that this family's ``kind`` table ("quickstart",
+        "overfit", "decode") goes to: ``kind``, or ``kind-<family>`` for the families after the
+        first."""
+        return f"{kind}-{self.name}"
+
+    # ------------------------------------------------------------------ models and inference
+
+    def network(self, cfg: DictConfig):
+        """A freshly initialised network of the first (keypoint) stage: what train_keypoint.py
+        trains (the training and memory benchmarks build it too)."""
+        raise NotImplementedError
+
+    def network_name(self, cfg: DictConfig) -> str:
+        """How tables name the first stage's network."""
+        return "keypoint"
+
+    def targets(self, cfg: DictConfig) -> dict:
+        """The keypoint dataset's keywords for this family's targets (``build.keypoint_dataset``)."""
+        return {}
+
+    def load_network(self, cfg: DictConfig, checkpoint, device: str = "cpu"):
+        """The network of ``checkpoint`` under ``cfg``, in eval mode on ``device``."""
+        raise NotImplementedError
+
+    def predictor(self, cfg: DictConfig, checkpoint, device: str = "cpu"):
+        """The predictor of ``checkpoint`` (what infer.py and video.py run)."""
+        return self.predictor_class.from_config(cfg, checkpoint, device)
+
+    def evaluator(self, cfg: DictConfig, predictor, log=print):
+        """The end-to-end evaluator of ``predictor`` (a PyTorch or an ONNX one) on
+        ``data.val_split``."""
+        raise NotImplementedError
+
+    def validate_export(self, cfg: DictConfig, path, overrides: Sequence[str] = (), log=print):
+        """COCO keypoint AP of the ONNX export at ``path`` on ``cfg``'s ``data.val_split``, end
+        to end: (metrics, evaluator, record), as ``validate``. ``overrides``: ``infer.*`` ones;
+        ConfigError when the export is of another family."""
+        predictor = OnnxPredictor(path, overrides)
+        if predictor.family != self.name:
+            raise ConfigError(f"the export is a {predictor.family} model, the config's model.family {self.name}")
+        return onnx_predictor.validate(self.evaluator(cfg, predictor, log=log), path, log=log)
+
+    # ------------------------------------------------------------------ training and validation
+
+    def train(self, cfg: DictConfig, out_dir=None, resume: bool = False, log=print) -> list[dict]:
         """Train the first (keypoint) stage: what train_keypoint.py runs."""
         raise NotImplementedError
 
@@ -68,19 +133,16 @@ class Family:
         """``validate``'s (metrics, evaluator) for a mode of ``modes``."""
         raise NotImplementedError
 
-    def predictor(self, cfg: DictConfig, checkpoint, device: str = "cpu"):
-        """The predictor of ``checkpoint`` (what infer.py and video.py run)."""
-        raise NotImplementedError
-
     def run_stages(self, cfg: DictConfig, out_dir, log=print) -> dict:
         """Every stage trained (resuming what is done) and evaluated beside its ceiling: what
         the overfitting benchmark runs. ``{"metrics": {..., "images"}, "rows": [(what, metric,
         metrics, protocol), ...], "seconds": {...}}`` and more (see each family's function)."""
         raise NotImplementedError
 
-    def keypoint_model(self, cfg: DictConfig):
-        """A freshly initialised model of the first (keypoint) stage: what train_keypoint.py
-        trains (the training benchmark times it)."""
+    # ------------------------------------------------------------------ the quickstart and benchmarks
+
+    def quickstart(self, cfg: DictConfig, log=print) -> dict:
+        """The quickstart on the synthetic world (``make demo``)."""
         raise NotImplementedError
 
 
@@ -88,9 +150,27 @@ class Family:
 class MultiPoseNetFamily(Family):
     stages = ("keypoint", "detection", "prn")
     modes = ("auto", "keypoint-stage", *end_to_end.MODES)
+    predictor_class = Predictor
+    export_graph = MultiPoseNetGraph
+    decode_benchmark = "decode"
+    proof_metrics = ("keypoint_ap_gt_boxes", "keypoint_ap_gt_boxes_ceiling", "box_ap", "box_ap_medium_large",
+                     "end_to_end_ap", "end_to_end_ap_ceiling", "images", "minutes")
+    proof_aims = {"keypoint_ap_gt_boxes": 0.9, "box_ap_medium_large": 0.9, "end_to_end_ap": 0.8}
 
-    def train(self, cfg, out_dir=None, resume=False):
-        return keypoint.train(cfg, out_dir=out_dir, resume=resume)
+    def block(self, kind):
+        return kind  # the first family's blocks carry the bare names
+
+    def network(self, cfg):
+        return build.posenet_model(cfg, len(cfg.data.keypoints.names))
+
+    def load_network(self, cfg, checkpoint, device="cpu"):
+        return build.posenet_from_checkpoint(cfg, checkpoint, device)
+
+    def evaluator(self, cfg, predictor, log=print):
+        return end_to_end.EndToEndEvaluator.from_config(cfg, predictor, "end-to-end", log=log)
+
+    def train(self, cfg, out_dir=None, resume=False, log=print):
+        return keypoint.train(cfg, out_dir=out_dir, resume=resume, log=log)
 
     def evaluate(self, cfg, checkpoint, mode, device, log):
         if mode == "auto":
@@ -103,35 +183,49 @@ class MultiPoseNetFamily(Family):
             return keypoint.validate(cfg, checkpoint, device=device, log=log)
         return end_to_end.validate(cfg, checkpoint, mode, device=device, log=log)
 
-    def predictor(self, cfg, checkpoint, device="cpu"):
-        return Predictor.from_config(cfg, checkpoint, device)
-
     def run_stages(self, cfg, out_dir, log=print):
         return pipeline.run_stages(cfg, out_dir, log)
 
-    def keypoint_model(self, cfg):
-        return build.posenet_model(cfg, len(cfg.data.keypoints.names))
+    def quickstart(self, cfg, log=print):
+        return quickstart.run_multiposenet(cfg, log)
 
 
 @FAMILIES.register("openpose")
 class OpenPoseFamily(Family):
     stages = ("keypoint",)
     modes = ("auto", *openpose.MODES)
+    predictor_class = PafPredictor
+    export_graph = PafGraph
+    decode_benchmark = "paf_decode"
+    proof_metrics = ("end_to_end_ap", "end_to_end_ap_ceiling", "images", "minutes")
+    proof_aims = {"end_to_end_ap": 0.9}
 
-    def train(self, cfg, out_dir=None, resume=False):
-        return openpose.train(cfg, out_dir=out_dir, resume=resume)
+    def network(self, cfg):
+        return build.paf_network(cfg)
+
+    def network_name(self, cfg):
+        return f"keypoint (openpose {cfg.openpose.network})"
+
+    def targets(self, cfg):
+        return build.paf_targets(cfg)
+
+    def load_network(self, cfg, checkpoint, device="cpu"):
+        return build.paf_network_from_checkpoint(cfg, checkpoint, device)
+
+    def evaluator(self, cfg, predictor, log=print):
+        return openpose.PafEvaluator.from_config(cfg, predictor, log=log)
+
+    def train(self, cfg, out_dir=None, resume=False, log=print):
+        return openpose.train(cfg, out_dir=out_dir, resume=resume, log=log)
 
     def evaluate(self, cfg, checkpoint, mode, device, log):
         return openpose.validate(cfg, checkpoint, "end-to-end" if mode == "auto" else mode, device=device, log=log)
 
-    def predictor(self, cfg, checkpoint, device="cpu"):
-        return PafPredictor.from_config(cfg, checkpoint, device)
-
     def run_stages(self, cfg, out_dir, log=print):
         return openpose.run_stages(cfg, out_dir, log)
 
-    def keypoint_model(self, cfg):
-        return build.paf_network(cfg)
+    def quickstart(self, cfg, log=print):
+        return quickstart.run_openpose(cfg, log)
 
 
 def of(cfg: DictConfig) -> Family:

@@ -62,11 +62,6 @@ def ensure_synthetic_dataset(cfg: DictConfig, log=print) -> Path:
     return root
 
 
-def run(cfg: DictConfig, log=print) -> dict:
-    """The quickstart of the config's model family (``model.family``)."""
-    return RUNS[cfg.model.family](cfg, log)
-
-
 def _prepare(cfg: DictConfig, log) -> tuple[Path, dict]:
     """Save the config, make or reuse the dataset, print what its splits hold."""
     out_dir = Path(cfg.output_dir)
@@ -104,7 +99,7 @@ def run_openpose(cfg: DictConfig, log=print) -> dict:
     stage = openpose.run_stages(cfg, out_dir, log)
     seconds, checkpoint, result, top = stage["seconds"], stage["checkpoint"], stage["end_to_end"], stage["ceiling"]
     start = time.perf_counter()
-    predictor = PafPredictor.from_config(cfg, build.model_from_checkpoint(cfg, checkpoint))
+    predictor = PafPredictor.from_config(cfg, build.paf_network_from_checkpoint(cfg, checkpoint))
     pictures = _infer_folders(cfg, predictor, out_dir, log)
     seconds["infer"] = time.perf_counter() - start
     table = family_table(cfg, result, top, stage["protocol"], multiposenet_beside(cfg, log))
@@ -195,8 +190,6 @@ def run_multiposenet(cfg: DictConfig, log=print) -> dict:
     return {"datasets": summaries, "metrics": stages["metrics"], "ablations": records, "seconds": seconds,
             "pictures": pictures}
 
-
-RUNS = {"multiposenet": run_multiposenet, "openpose": run_openpose}
 
 
 def results_table(rows, metrics: dict | None = None) -> str:

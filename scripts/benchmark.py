@@ -20,6 +20,7 @@ To add a benchmark, write ``add_<name>_parser(subparsers)`` that registers its o
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
@@ -168,46 +169,19 @@ def add_data_parser(subparsers) -> None:
 # --------------------------------------------------------------------------- decode
 
 
-def _decode_multiposenet(args: argparse.Namespace) -> int:
-    from posenet.config import load_config
-    from posenet.bench.decode import benchmark_decode, format_decode_table
-
-    cfg = load_config(args.config, args.overrides)
-    repeats = {} if args.repeats is None else {"repeats": args.repeats}
-    result = benchmark_decode(cfg, input_size=args.input_size or 480, people=args.people, checkpoint=args.checkpoint,
-                              threads=args.threads, prn_widths=args.prn_widths, **repeats)
-    _emit(format_decode_table(result), args)
-    return 0
-
-
-def _decode_openpose(args: argparse.Namespace) -> int:
-    """Peaks + PAF grouping on perfect targets and, with an openpose config (--config), its
-    network on a random image; README section 'decode-openpose'."""
-    from posenet.config import load_config
-    from posenet.bench.paf_decode import benchmark_paf_decode, format_paf_decode_table, time_paf_network
-
-    repeats = {} if args.repeats is None else {"repeats": args.repeats}
-    size = args.input_size or 368
-    cfg = load_config(args.config, args.overrides)
-    result = benchmark_paf_decode(people=args.people, input_size=size, threads=args.threads,
-                                  sampling=cfg.openpose.paf_sampling, **repeats)
-    if cfg.model.family == "openpose":
-        result["network"] = time_paf_network(cfg, size, checkpoint=args.checkpoint, threads=args.threads)
-    _emit(format_paf_decode_table(result), args, section="decode-openpose")
-    return 0
-
-
-# the decode benchmark of each model family (--family)
-DECODE_FAMILIES = {"multiposenet": _decode_multiposenet, "openpose": _decode_openpose}
-
-
 def run_decode(args: argparse.Namespace) -> int:
-    family = args.family
-    if family is None:  # the config's model family
-        from posenet.config import load_config
+    """The decode benchmark of the model family (--family, default the config's): each family
+    names its own (``Family.decode_benchmark``)."""
+    from posenet import families
+    from posenet.config import load_config
 
-        family = load_config(args.config, args.overrides).model.family
-    return DECODE_FAMILIES[family](args)
+    cfg = load_config(args.config, args.overrides)
+    family = families.FAMILIES[args.family]() if args.family else families.of(cfg)
+    bench = importlib.import_module(f"posenet.bench.{family.decode_benchmark}")
+    table = bench.run(cfg, family, input_size=args.input_size, people=args.people, checkpoint=args.checkpoint,
+                      threads=args.threads, repeats=args.repeats, prn_widths=args.prn_widths)
+    _emit(table, args, section=family.block("decode"))
+    return 0
 
 
 def add_decode_parser(subparsers) -> None:
@@ -218,8 +192,8 @@ def add_decode_parser(subparsers) -> None:
         "PRN/greedy grouping, mapping back) on a crowded scene. OpenPose (--family openpose): peaks and PAF "
         "grouping on the perfect targets of separated people. Per image, on the CPU.",
     )
-    p.add_argument("--family", choices=sorted(DECODE_FAMILIES),
-                   help="model family whose decoding is timed (default: the config's model.family)")
+    p.add_argument("--family", metavar="NAME",
+                   help="model family whose decoding is timed: multiposenet or openpose (default: the config's model.family)")
     p.add_argument("--config", default=os.path.join(os.path.dirname(README), "configs", "synthetic_small.yaml"))
     p.add_argument("--checkpoint", help="weights to time (default: random initialisation)")
     p.add_argument("--input-size", type=int, help="square input side (default: 480; openpose: 368)")
@@ -309,11 +283,11 @@ def run_overfit(args: argparse.Namespace) -> int:
     if not args.resume:
         for stage in families.of(cfg).stages:
             shutil.rmtree(out / stage, ignore_errors=True)
-    result = overfit.run(cfg, out)
+    family = families.of(cfg)
+    result = overfit.run(cfg, family, out)
     machine = _machine_line()
     # each family's table has its own block in docs/results.md
-    section = "overfit" if cfg.model.family == "multiposenet" else f"overfit-{cfg.model.family}"
-    _emit(overfit.format_table(result, cfg, machine), args, section=section)
+    _emit(overfit.format_table(result, cfg, family, machine), args, section=family.block("overfit"))
     if args.metrics_out:
         write_json_atomic(args.metrics_out, result["metrics"], indent=2)
         print(f"metrics written to {args.metrics_out}")
@@ -351,6 +325,7 @@ def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from posenet.config import load_config
+    from posenet import families
     from posenet.bench.training import benchmark_training, format_training_table
     from posenet.bench.common import machine_info
 
@@ -359,7 +334,7 @@ def run_train(args: argparse.Namespace) -> int:
         from posenet.quickstart import ensure_synthetic_dataset
 
         ensure_synthetic_dataset(cfg)  # the quickstart's data, made as make demo makes it
-    result = benchmark_training(cfg, steps=args.steps, warmup=args.warmup, threads=args.threads)
+    result = benchmark_training(cfg, families.of(cfg), steps=args.steps, warmup=args.warmup, threads=args.threads)
     info = machine_info("cpu")
     info.pop("torch threads", None)
     _emit(format_training_table(result, cfg, os.path.relpath(args.config, REPO), info), args)
@@ -388,10 +363,11 @@ def add_train_parser(subparsers) -> None:
 
 def run_learning(args: argparse.Namespace) -> int:
     from posenet.config import load_config
+    from posenet import families
     from posenet.bench import learning_curve
 
     cfg = load_config(args.config, args.overrides)
-    result = learning_curve.run(cfg, args.budget_minutes, args.out, worlds=args.worlds)
+    result = learning_curve.run(cfg, families.of(cfg), args.budget_minutes, args.out, worlds=args.worlds)
     machine = _machine_line()
     command = (f"python scripts/benchmark.py learning --config {os.path.relpath(args.config, REPO)} "
                f"--budget-minutes {args.budget_minutes:g}" + "".join(f" {o}" for o in args.overrides))
@@ -435,6 +411,7 @@ def run_memory(args: argparse.Namespace) -> int:
     import torch
 
     from posenet.config import load_config
+    from posenet import families
     from posenet.bench.memory import benchmark_memory, format_memory_table
     from posenet.bench.common import machine_info
 
@@ -443,7 +420,7 @@ def run_memory(args: argparse.Namespace) -> int:
         return 2
     torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.overrides)
-    result = benchmark_memory(cfg, batch=args.batch, skip=args.skip, device=args.device)
+    result = benchmark_memory(cfg, families.of(cfg), batch=args.batch, skip=args.skip, device=args.device)
     command = " ".join(["python scripts/benchmark.py memory", f"--config {os.path.relpath(args.config, REPO)}",
                         *([f"--batch {args.batch}"] if args.batch else []),
                         *(f"--skip {name}" for name in dict.fromkeys(args.skip)),

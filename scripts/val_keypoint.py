@@ -36,7 +36,7 @@ def main():
     parser.add_argument("--onnx", help="the exported model.onnx (its model.json beside it); --runtime onnx")
     modes = dict.fromkeys(m for family in families.FAMILIES.values() for m in family.modes)
     parser.add_argument("--mode", default="auto", choices=list(modes), help="what is evaluated (see above)")
-    parser.add_argument("--grouping", choices=sorted(GROUPINGS),
+    parser.add_argument("--grouping", choices=sorted(g for g in GROUPINGS if not GROUPINGS[g].bottom_up),
                         help="MultiPoseNet: how keypoints join boxes (default: infer.grouping)")
     parser.add_argument("--flip", action="store_true", help="average with the mirrored image's maps")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -48,13 +48,11 @@ def main():
     if args.grouping:
         cfg.infer.grouping = args.grouping
     if args.runtime == "onnx":
-        from posenet.deploy import onnx_predictor
-
         if not args.onnx or args.checkpoint or args.grouping or args.mode not in ("auto", "end-to-end"):
             raise ConfigError("--runtime onnx takes --onnx MODEL.onnx and evaluates end to end with the export's "
                               "grouping (no --checkpoint, --grouping or other --mode)")
         overrides = [o for o in args.overrides if o.startswith("infer.")] + (["infer.flip=true"] if args.flip else [])
-        metrics, evaluator, record = onnx_predictor.validate(cfg, args.onnx, overrides)
+        metrics, evaluator, record = families.of(cfg).validate_export(cfg, args.onnx, overrides)
     else:
         if args.onnx or not (args.checkpoint or args.mode == "gt-maps"):
             raise ConfigError("--runtime torch takes --checkpoint (for an export: --runtime onnx --onnx MODEL.onnx; "

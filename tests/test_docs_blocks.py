@@ -42,10 +42,14 @@ def _names_the_scripts_write():
                    and node.args and isinstance(node.args[0], ast.Constant)}
     sections = set(re.findall(r'section="([a-z0-9-]+)"', source))
     assert 'f"nms-{device_type}"' in source  # `nms --device cuda` writes its own block
-    assert 'else f"overfit-{cfg.model.family}"' in source  # each family's overfit table has its block
-    demo = (REPO / "scripts" / "demo.py").read_text()
-    assert '"quickstart" if cfg.model.family == "multiposenet" else f"quickstart-{cfg.model.family}"' in demo
-    return subcommands | sections | {"nms-cuda", "quickstart", "quickstart-openpose", "overfit-openpose"}
+    # each family's quickstart, overfit and decode tables have their blocks (``Family.block``): the
+    # bare name for MultiPoseNet, "<kind>-openpose" for the OpenPose family
+    assert 'family.block("overfit")' in source and 'family.block("decode")' in source
+    assert 'family.block("quickstart")' in (REPO / "scripts" / "demo.py").read_text()
+    families = (REPO / "posenet" / "families.py").read_text()
+    assert 'return f"{kind}-{self.name}"' in families and "return kind  # the first family's" in families
+    per_family = {f"{kind}{suffix}" for kind in ("quickstart", "overfit", "decode") for suffix in ("", "-openpose")}
+    return subcommands | sections | {"nms-cuda"} | per_family
 
 
 def test_every_block_the_scripts_write_is_listed():

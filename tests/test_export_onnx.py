@@ -22,10 +22,11 @@ import pytest
 from omegaconf import OmegaConf
 import torch
 
+from posenet import families
 from posenet.config import build, load_config, save_config
 from posenet.deploy import export as E
 from posenet.inference.groupings import PafFieldGrouping
-from posenet.deploy.onnx_predictor import OnnxPredictor, apply_overrides, layout_of, read_metadata, validate
+from posenet.deploy.onnx_predictor import OnnxPredictor, apply_overrides, layout_of, read_metadata
 from posenet.errors import ConfigError, PosenetError
 from posenet.inference.paf_predictor import PafPredictor
 from posenet.inference.predictor import Predictor
@@ -206,7 +207,7 @@ def test_validation_through_the_export_scores_what_the_checkpoint_scores(multipo
     cfg, _, checkpoint, out, _ = multiposenet
     silent = lambda line: None  # noqa: E731
     torch_metrics, torch_eval = end_to_end.validate(cfg, checkpoint, log=silent)
-    onnx_metrics, onnx_eval, record = validate(cfg, out, log=silent)
+    onnx_metrics, onnx_eval, record = families.of(cfg).validate_export(cfg, out, log=silent)
     assert abs(torch_metrics["AP"] - onnx_metrics["AP"]) <= 1e-3 and abs(torch_metrics["AR"] - onnx_metrics["AR"]) <= 1e-3
     # random weights score near 0: the results themselves are the non-trivial comparison
     a, b = torch_eval.last_results, onnx_eval.last_results
@@ -341,7 +342,7 @@ def test_openpose_export_gives_the_pytorch_predictors_people(openpose):
     from posenet.stages import openpose as stage
 
     torch_metrics, torch_eval = stage.validate(cfg, out.parent.parent / "run" / "best.pt", log=silent)
-    onnx_metrics, onnx_eval, record = validate(cfg, out, log=silent)
+    onnx_metrics, onnx_eval, record = families.of(cfg).validate_export(cfg, out, log=silent)
     # the split's own images: resampled by each runtime its own way (see _val_images)
     assert abs(torch_metrics["AP"] - onnx_metrics["AP"]) <= 1e-3
     assert len(torch_eval.last_results) > 0 and len(onnx_eval.last_results) > 0
@@ -350,7 +351,7 @@ def test_openpose_export_gives_the_pytorch_predictors_people(openpose):
 
 def test_family_mismatch_is_a_clear_error(openpose, multiposenet):
     with pytest.raises(ConfigError, match="the export is a openpose model"):
-        validate(multiposenet[0], openpose[3])
+        families.of(multiposenet[0]).validate_export(multiposenet[0], openpose[3])
 
 
 # ----------------------------------------------------------------------------- fixed size

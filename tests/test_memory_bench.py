@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from posenet import families
 from posenet.bench import memory as mb
 from posenet.config import load_config
 
@@ -34,8 +35,8 @@ def tiny(*extra, config="synthetic_small.yaml", base=TINY):
 def test_stages_linear_in_batch_and_frozen_trunk(samples_root):
     cfg = mb.sample_config(tiny(), samples_root)
     rows = {}
-    for stage in mb.stages_of(cfg):
-        setup = mb.stage_setup(cfg, stage)
+    for stage in families.of(cfg).stages:
+        setup = mb.stage_setup(cfg, families.of(cfg), stage)
         samples = mb.draw_samples(setup["dataset"], 3)
         saved = mb.measure_activations(setup, samples, (1, 2, 3))
         per_image, constant = saved[2] - saved[1], 2 * saved[1] - saved[2]
@@ -75,7 +76,7 @@ def test_doubling_the_input_side_quadruples_activations(samples_root):
     per_image = []
     for size in (64, 128):
         cfg = mb.sample_config(tiny(f"keypoint.input_size={size}"), samples_root)
-        setup = mb.stage_setup(cfg, "keypoint")
+        setup = mb.stage_setup(cfg, families.of(cfg), "keypoint")
         assert setup["input"] == f"{size}×{size}"
         saved = mb.measure_activations(setup, mb.draw_samples(setup["dataset"], 2))
         per_image.append(saved[2] - saved[1])
@@ -84,7 +85,7 @@ def test_doubling_the_input_side_quadruples_activations(samples_root):
 
 def test_openpose_one_stage(samples_root):
     cfg = mb.sample_config(tiny(config="openpose_synthetic_small.yaml", base=TINY_OPENPOSE), samples_root)
-    result = mb.benchmark_memory(cfg, skip=["bf16"], batch=4, data_root=samples_root, log=lambda *_: None)
+    result = mb.benchmark_memory(cfg, families.of(cfg), skip=["bf16"], batch=4, data_root=samples_root, log=lambda *_: None)
     (row,) = result["rows"]
     assert row["name"] == "keypoint (openpose hourglass)" and row["input"] == "128×128"
     act = row["activations"]["fp32"]
@@ -131,7 +132,7 @@ def test_table_says_how_bf16_was_counted():
 @pytest.mark.cuda
 def test_cuda_measures_the_peak_beside_the_estimate(samples_root):
     cfg = mb.sample_config(tiny(), samples_root)
-    result = mb.benchmark_memory(cfg, device="cuda", stages=["keypoint"], data_root=samples_root,
+    result = mb.benchmark_memory(cfg, families.of(cfg), device="cuda", stages=["keypoint"], data_root=samples_root,
                                  log=lambda *_: None)
     (row,) = result["rows"]
     for precision in ("fp32", "bf16"):

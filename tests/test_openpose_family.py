@@ -43,7 +43,7 @@ def test_dataset_gives_the_family_targets_on_the_network_grid(tiny_synthetic):
     for network, stride in (("shufflenetv2", 8), ("hourglass", 4)):
         cfg = config(f"data.root={tiny_synthetic}", f"openpose.network={network}", "keypoint.input_size=96",
                      "keypoint.augment=true")
-        sample = build.keypoint_dataset(cfg, "train2017", train=True)[0][1]
+        sample = build.keypoint_dataset(cfg, "train2017", train=True, **build.paf_targets(cfg))[0][1]
         cells = 96 // stride
         assert sample["heatmaps"].shape == (19, cells, cells)
         assert sample["pafs"].shape == (38, cells, cells)
@@ -69,7 +69,7 @@ def quickstart_world(tmp_path_factory):
 def test_the_targets_decode_back_to_the_people(quickstart_world):
     """Round trip: annotations -> dataset targets -> peaks + PAF grouping -> the same people."""
     cfg = config(f"data.root={quickstart_world}", "keypoint.val_input_size=320", "infer.input_size=320")
-    dataset = build.keypoint_dataset(cfg, "val2017", train=False)
+    dataset = build.keypoint_dataset(cfg, "val2017", train=False, **build.paf_targets(cfg))
     predictor = PafPredictor.from_config(cfg, build.paf_network(cfg))
     errors = []
     for index in range(len(dataset)):
@@ -168,7 +168,7 @@ def test_a_multiposenet_checkpoint_in_an_openpose_config_is_one_clear_error(tiny
     path = tmp_path / "multiposenet.pt"
     save_atomic({"model": model.state_dict()}, path)
     with pytest.raises(PosenetError) as error:
-        build.model_from_checkpoint(config(), path)
+        build.paf_network_from_checkpoint(config(), path)
     assert len(str(error.value).splitlines()) == 1
 
 
@@ -176,7 +176,7 @@ def test_the_training_benchmark_times_the_family_network(tiny_synthetic, tmp_pat
     from posenet.bench.training import time_training
 
     cfg = config(*tiny_openpose(tiny_synthetic, tmp_path))
-    result = time_training(cfg, steps=2, warmup=1)
+    result = time_training(cfg, families.of(cfg), steps=2, warmup=1)
     assert result["samples_per_s"] > 0 and result["steps"] == 2 and result["batch_size"] == 4
 
 

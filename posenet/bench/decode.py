@@ -72,7 +72,7 @@ def benchmark_decode(cfg: DictConfig, input_size: int = 480, people: int = 20, c
     rows = {}
 
     widths = list(dict.fromkeys([int(cfg.prn.hidden)] + [int(w) for w in (prn_widths or [1024])]))
-    runs = [(g, None) for g in GROUPINGS if g != "prn"]
+    runs = [(g, None) for g in GROUPINGS if g != "prn" and not GROUPINGS[g].bottom_up]  # the box groupings
     runs = [("prn", (w, precision)) for w in widths for precision in PRECISIONS] + runs
     for grouping, prn_run in runs:
         if prn_run is None:
@@ -129,4 +129,12 @@ def format_decode_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["benchmark_decode", "crowd_network_output", "crowd_scene", "format_decode_table"]
+def run(cfg: DictConfig, family, *, input_size: int | None = None, people: int = 20, checkpoint=None,
+        threads: int = 1, repeats: int | None = None, prn_widths=None) -> str:
+    """``benchmark.py decode`` for MultiPoseNet (``family``): the table of ``benchmark_decode``."""
+    result = benchmark_decode(cfg, input_size=input_size or 480, people=people, checkpoint=checkpoint,
+                              threads=threads, prn_widths=prn_widths, **({} if repeats is None else {"repeats": repeats}))
+    return format_decode_table(result)
+
+
+__all__ = ["benchmark_decode", "crowd_network_output", "crowd_scene", "format_decode_table", "run"]

@@ -22,7 +22,6 @@ from posenet.bench.training import time_training
 from posenet.config import build
 from posenet.config.schema import SyntheticConfig
 from posenet.quickstart import ensure_synthetic_dataset
-from posenet.stages import keypoint
 from posenet.stages.keypoint import KeypointEvaluator
 from posenet.utils.io import write_json_atomic
 
@@ -44,19 +43,20 @@ def world_configs(cfg: DictConfig) -> dict[str, DictConfig]:
     }
 
 
-def run_world(cfg: DictConfig, budget_minutes: float, out_dir: Path, points: int = 6, log=print) -> dict:
-    """Train ``cfg``'s keypoint stage for about ``budget_minutes``; returns the curve."""
+def run_world(cfg: DictConfig, family, budget_minutes: float, out_dir: Path, points: int = 6, log=print) -> dict:
+    """Train ``cfg``'s keypoint stage (the network of ``family``, a ``posenet.families.Family``)
+    for about ``budget_minutes``; returns the curve."""
 
     ensure_synthetic_dataset(cfg, log)
     train_size = len(build.coco_split(cfg.data, cfg.data.train_split))
-    speed = time_training(cfg, steps=4, warmup=2)["samples_per_s"]
+    speed = time_training(cfg, family, steps=4, warmup=2)["samples_per_s"]
     epochs = max(1, int(budget_minutes * 60 * speed / train_size))
     eval_every = max(1, math.ceil(epochs / points))
     run_cfg = OmegaConf.merge(cfg, {"train": {"epochs": epochs, "eval_every": eval_every}})
     log(f"learning curve: {cfg.name}: {epochs} epochs of {train_size} images "
         f"(measured {speed:.1f} samples/s), validation every {eval_every} epochs")
     start = time.perf_counter()
-    history = keypoint.train(run_cfg, out_dir=out_dir, resume=False, log=log)
+    history = family.train(run_cfg, out_dir=out_dir, resume=False, log=log)
     minutes, curve = 0.0, []
     for record in history:
         minutes += (record["time_s"] + record.get("eval_s", 0.0)) / 60.0
@@ -68,12 +68,13 @@ def run_world(cfg: DictConfig, budget_minutes: float, out_dir: Path, points: int
             "protocol": KeypointEvaluator.from_config(run_cfg, progress=False).protocol()}
 
 
-def run(cfg: DictConfig, budget_minutes: float, out_dir: str | Path, worlds=("quickstart", "hard"),
+def run(cfg: DictConfig, family, budget_minutes: float, out_dir: str | Path, worlds=("quickstart", "hard"),
         log=print) -> dict:
+    """The learning curve of ``family``'s first stage in each of ``worlds`` (``world_configs``)."""
 
     configs = world_configs(cfg)
     out_dir = Path(out_dir)
-    result = {world: run_world(configs[world], budget_minutes, out_dir / world, log=log) for world in worlds}
+    result = {world: run_world(configs[world], family, budget_minutes, out_dir / world, log=log) for world in worlds}
     write_json_atomic(out_dir / "curves.json", result, indent=2)  # to re-plot or compare later
     return result
 

@@ -36,8 +36,8 @@ import torch
 import torch.utils._pytree as pytree
 from omegaconf import DictConfig, OmegaConf
 from torch.utils._python_dispatch import TorchDispatchMode
+from torchvision.ops import FrozenBatchNorm2d
 
-from posenet import families
 from posenet.config import build
 from posenet.config.build import trainer_options
 from posenet.data.dataset import collate
@@ -90,32 +90,24 @@ def sample_config(cfg: DictConfig, data_root: str | Path) -> DictConfig:
 # --------------------------------------------------------------------------- stages
 
 
-def stages_of(cfg: DictConfig) -> tuple[str, ...]:
-    """The training stages of ``cfg``'s model family."""
-
-    return families.of(cfg).stages
-
-
-def stage_setup(cfg: DictConfig, stage: str) -> dict:
-    """The model of ``stage`` built, frozen and set as that stage's training does, its training
-    dataset and collate function, its config (with the stage's overrides) and a description of
-    its input. ``cfg`` must read an existing dataset (``sample_config``)."""
+def stage_setup(cfg: DictConfig, family, stage: str) -> dict:
+    """The model of ``family``'s ``stage`` (``family`` a ``posenet.families.Family``) built,
+    frozen and set as that stage's training does, its training dataset and collate function, its
+    config (with the stage's overrides) and a description of its input. ``cfg`` must read an
+    existing dataset (``sample_config``)."""
     from torch.utils.data import default_collate
 
-    families.of(cfg).check_stage(stage)
+    family.check_stage(stage)
     num_keypoints = len(cfg.data.keypoints.names)
     k = cfg.keypoint
     size = int(k.input_size if k.augment else k.val_input_size)  # what keypoint_dataset crops to
     image_input = f"{size}×{size}"
     seed_everything(cfg.seed)
-    if cfg.model.family == "openpose":
-        model = build.paf_network(cfg)
-        stage_cfg, dataset, collate_fn = cfg, build.keypoint_dataset(cfg, cfg.data.train_split, train=True), collate
-        name = f"keypoint (openpose {cfg.openpose.network})"
-    elif stage == "keypoint":
-        model = build.posenet_model(cfg, num_keypoints)
-        stage_cfg, dataset, collate_fn = cfg, build.keypoint_dataset(cfg, cfg.data.train_split, train=True), collate
-        name = "keypoint"
+    if stage == "keypoint":  # the first stage: the family's network
+        model = family.network(cfg)
+        dataset = build.keypoint_dataset(cfg, cfg.data.train_split, train=True, **family.targets(cfg))
+        stage_cfg, collate_fn = cfg, collate
+        name = family.network_name(cfg)
     elif stage == "detection":
 
         stage_cfg = build.stage_config(cfg, "detection")
@@ -288,9 +280,10 @@ def stage_row(setup: dict, samples: list, precisions: Sequence[str], batch: int 
     return row
 
 
-def benchmark_memory(cfg: DictConfig, batch: int | None = None, skip: Sequence[str] = (), device: str = "cpu",
+def benchmark_memory(cfg: DictConfig, family, batch: int | None = None, skip: Sequence[str] = (), device: str = "cpu",
                      stages: Sequence[str] | None = None, data_root: str | Path | None = None, log=print) -> dict:
-    """A row per training stage of ``cfg``'s family (or ``stages``); ``skip`` may hold "bf16".
+    """A row per training stage of ``family`` (a ``posenet.families.Family``; or ``stages``);
+    ``skip`` may hold "bf16".
     ``data_root``: an existing synthetic (or COCO 2017-layout) dataset to draw the samples
     from (default: four synthetic images written to a temporary folder)."""
     device = torch.device(device)
@@ -299,20 +292,21 @@ def benchmark_memory(cfg: DictConfig, batch: int | None = None, skip: Sequence[s
     with tempfile.TemporaryDirectory(prefix="posenet-memory-") as tmp:
         root = Path(data_root) if data_root is not None else write_samples(Path(tmp) / "data", seed=cfg.seed)
         run_cfg = sample_config(cfg, root)
-        rows = []
-        for stage in stages or stages_of(run_cfg):
+        rows, frozen_bn = [], False
+        for stage in stages or family.stages:
             log(f"benchmark memory: {stage} stage ({', '.join(precisions)})")
-            setup = stage_setup(run_cfg, stage)
+            setup = stage_setup(run_cfg, family, stage)
             setup["model"].to(device)
             if setup["cfg"].train.channels_last:
                 setup["model"].to(memory_format=torch.channels_last)
             samples = draw_samples(setup["dataset"], max(2, int(batch or setup["cfg"].train.batch_size))
                                    if device.type == "cuda" else 2, seed=cfg.seed)
             rows.append(stage_row(setup, samples, precisions, batch, device))
+            frozen_bn |= any(isinstance(m, FrozenBatchNorm2d) for m in setup["model"].modules())
             del setup, samples
     return {"rows": rows, "precisions": precisions, "device": str(device), "seconds": time.perf_counter() - start,
             "channels_last": bool(cfg.train.channels_last),
-            "frozen_bn": cfg.model.family == "multiposenet" and bool(cfg.model.frozen_bn)}
+            "frozen_bn": frozen_bn}
 
 
 # --------------------------------------------------------------------------- table
@@ -386,4 +380,4 @@ def format_memory_table(result: dict, info: dict, command: str) -> str:
 
 
 __all__ = ["benchmark_memory", "format_memory_table", "measure_activations", "parameter_bytes", "sample_config",
-           "saved_bytes", "stage_setup", "stages_of", "write_samples"]
+           "saved_bytes", "stage_setup", "write_samples"]

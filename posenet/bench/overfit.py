@@ -22,47 +22,33 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from posenet import families
 from posenet.config import save_config
 from posenet.inference.scales_and_flip import side_words
 from posenet.stages.pipeline import format_ap
 from posenet.utils.io import write_json_atomic
 
-# the metrics of each family's proof (what --metrics-out writes)
-METRIC_KEYS = {
-    "multiposenet": ("keypoint_ap_gt_boxes", "keypoint_ap_gt_boxes_ceiling", "box_ap", "box_ap_medium_large",
-                     "end_to_end_ap", "end_to_end_ap_ceiling", "images", "minutes"),
-    "openpose": ("end_to_end_ap", "end_to_end_ap_ceiling", "images", "minutes"),
-}
-# each family's aims: a share of the metric's ceiling (box AP of medium + large: as AP)
-TARGETS = {
-    "multiposenet": {"keypoint_ap_gt_boxes": 0.9, "box_ap_medium_large": 0.9, "end_to_end_ap": 0.8},
-    "openpose": {"end_to_end_ap": 0.9},
-}
-
-
-def run(cfg: DictConfig, out_dir: str | Path | None = None, log=print) -> dict:
-    """Train and evaluate every stage of ``cfg`` on its ``data.first_images`` images; returns
-    ``{"metrics": {METRIC_KEYS[family]...}, "rows": [(what, metric, metrics, protocol), ...],
-    "seconds": {...}}``."""
+def run(cfg: DictConfig, family, out_dir: str | Path | None = None, log=print) -> dict:
+    """Train and evaluate every stage of ``cfg``'s ``family`` (a ``posenet.families.Family``)
+    on its ``data.first_images`` images; returns ``{"metrics": {family.proof_metrics...},
+    "rows": [(what, metric, metrics, protocol), ...], "seconds": {...}}``."""
     if cfg.data.train_split != cfg.data.val_split:
         log(f"note: training on {cfg.data.train_split} and evaluating on {cfg.data.val_split}: "
             "this measures generalisation, not memorisation")
     out_dir = Path(out_dir or cfg.output_dir)
     save_config(cfg, out_dir)
     start = time.perf_counter()
-    result = families.of(cfg).run_stages(cfg, out_dir, log)
+    result = family.run_stages(cfg, out_dir, log)
     result["seconds"]["total"] = time.perf_counter() - start
     result["metrics"]["minutes"] = result["seconds"]["total"] / 60.0
     write_json_atomic(out_dir / "overfit_metrics.json", {**result["metrics"], "seconds": result["seconds"]}, indent=2)
-    metrics = {k: result["metrics"][k] for k in METRIC_KEYS[cfg.model.family]}
+    metrics = {k: result["metrics"][k] for k in family.proof_metrics}
     return {"metrics": metrics, "rows": result["rows"], "seconds": result["seconds"]}
 
 
-def format_table(result: dict, cfg: DictConfig, machine: str) -> str:
-    """The README's table: each metric beside its ceiling, the ratio, and the protocol."""
+def format_table(result: dict, cfg: DictConfig, family, machine: str) -> str:
+    """The README's table: each metric beside its ceiling, the ratio against ``family``'s aims,
+    and the protocol."""
     m, s = result["metrics"], result["seconds"]
-    family = cfg.model.family
     command = f"python scripts/benchmark.py overfit --images {m['images']}"
     if cfg.name != "overfit_coco_mini":
         command += f" --config configs/{cfg.name}.yaml"
@@ -77,9 +63,9 @@ def format_table(result: dict, cfg: DictConfig, machine: str) -> str:
         cells = [metrics.get(k, float("nan")) for k in ("AP", "AP50", "AP75", "APM", "APL")]
         ml = metrics.get("APML")
         lines.append(f"| {what} | " + " | ".join(format_ap(v) for v in cells) + f" | {format_ap(ml) if ml is not None else ''} |")
-    target = TARGETS[family]
+    target = family.proof_aims
     lines.append("")
-    if family == "multiposenet":
+    if "keypoint_ap_gt_boxes" in m:  # the stages of a family with person boxes
         lines += [
             f"- keypoint AP (GT boxes) {m['keypoint_ap_gt_boxes']:.3f} = "
             f"{_ratio(m['keypoint_ap_gt_boxes'], m['keypoint_ap_gt_boxes_ceiling'])} of its ceiling "
@@ -103,4 +89,4 @@ def _ratio(value: float, ceiling: float) -> str:
     return f"{value / ceiling:.2f}" if ceiling > 0 else "n/a"
 
 
-__all__ = ["METRIC_KEYS", "format_table", "run"]
+__all__ = ["format_table", "run"]

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 from posenet.bench.common import Timing, machine_info, time_call
 from posenet.codecs import KeypointHeatmapCodec
@@ -131,7 +132,7 @@ def time_paf_network(cfg, input_size: int, checkpoint=None, threads: int = 1, re
     cfg = OmegaConf.merge(cfg, {"infer": {"input_size": input_size, "scales": [1.0], "flip": False},
                                 "model": {"pretrained": "none"}})
     torch.manual_seed(0)
-    model = build.model_from_checkpoint(cfg, checkpoint) if checkpoint else build.paf_network(cfg)
+    model = build.paf_network_from_checkpoint(cfg, checkpoint) if checkpoint else build.paf_network(cfg)
     predictor = PafPredictor.from_config(cfg, model)
     image = np.random.default_rng(0).integers(0, 255, (input_size, input_size, 3), dtype=np.uint8)
     timing = time_call(lambda: predictor.network(image), warmup=2, repeats=repeats, budget_s=30)
@@ -178,5 +179,17 @@ def format_paf_decode_table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run(cfg: DictConfig, family, *, input_size: int | None = None, people: int = 20, checkpoint=None,
+        threads: int = 1, repeats: int | None = None, prn_widths=None) -> str:
+    """``benchmark.py decode`` for the OpenPose family (``family``): peaks + PAF grouping on
+    perfect targets and, when ``cfg`` is a config of that family, its network on a random image."""
+    size = input_size or 368
+    result = benchmark_paf_decode(people=people, input_size=size, threads=threads, sampling=cfg.openpose.paf_sampling,
+                                  **({} if repeats is None else {"repeats": repeats}))
+    if cfg.model.family == family.name:
+        result["network"] = time_paf_network(cfg, size, checkpoint=checkpoint, threads=threads)
+    return format_paf_decode_table(result)
+
+
 __all__ = ["benchmark_paf_decode", "format_paf_decode_table", "grid_shape", "recovered_people", "time_paf_network",
-           "separated_people", "time_in_rounds"]
+           "run", "separated_people", "time_in_rounds"]

@@ -16,7 +16,6 @@ from typing import Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from posenet import families
 from posenet.config import build
 from posenet.data.dataset import collate
 from posenet.engine.loader import seed_everything
@@ -44,17 +43,17 @@ def _variants(cfg: DictConfig, threads: Sequence[int]) -> list[tuple[str, dict, 
     return rows
 
 
-def time_training(cfg: DictConfig, steps: int = 10, warmup: int = 3, threads: int | None = None) -> dict:
-    """Samples per second of ``steps`` training steps of ``cfg``'s keypoint stage (after
-    ``warmup`` steps), data loading included."""
+def time_training(cfg: DictConfig, family, steps: int = 10, warmup: int = 3, threads: int | None = None) -> dict:
+    """Samples per second of ``steps`` training steps of ``cfg``'s keypoint stage (the network
+    of ``family``, a ``posenet.families.Family``; after ``warmup`` steps), data loading included."""
 
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
+        train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True, **family.targets(cfg))
         seed_everything(cfg.seed)
-        model = families.of(cfg).keypoint_model(cfg)
+        model = family.network(cfg)
         with tempfile.TemporaryDirectory() as out:
             trainer = build.trainer(OmegaConf.merge(cfg, {"train": {"epochs": 1}}), model=model, train_dataset=train_set,
                                     collate_fn=collate, out_dir=out, tensorboard=False, progress=False)
@@ -87,20 +86,21 @@ def _batches(trainer):
         epoch += 1
 
 
-def benchmark_training(cfg: DictConfig, steps: int = 10, warmup: int = 3, threads: Sequence[int] = (1,),
+def benchmark_training(cfg: DictConfig, family, steps: int = 10, warmup: int = 3, threads: Sequence[int] = (1,),
                        log=print) -> dict:
-    """Every variant of ``cfg`` (see ``VARIANTS``); returns rows and the quickstart's speed-up."""
+    """Every variant of ``cfg`` (see ``VARIANTS``) training ``family``'s network; returns rows and
+    the quickstart's speed-up."""
     native = native_bf16("cpu")
     # The process's first training steps pay one-off costs (allocator, oneDNN primitive caches,
     # worker start-up) that would land on the first row: an untimed run of the baseline first.
-    time_training(OmegaConf.merge(cfg, {"train": dict(VARIANTS[0][1])}), steps=2, warmup=warmup)
+    time_training(OmegaConf.merge(cfg, {"train": dict(VARIANTS[0][1])}), family, steps=2, warmup=warmup)
     rows = []
     for name, overrides, n_threads in _variants(cfg, threads):
         variant = OmegaConf.merge(cfg, {"train": overrides}) if overrides else cfg
         slow = variant.train.amp == "bf16" and not native
         n, w = (2, 1) if slow else (steps, warmup)  # emulated bf16 is ~25x slower: a glimpse is enough
         log(f"benchmark train: {name} ({n} steps after {w} warm-up steps)")
-        result = time_training(variant, steps=n, warmup=w, threads=n_threads)
+        result = time_training(variant, family, steps=n, warmup=w, threads=n_threads)
         rows.append({"name": name, **result, "note": "bf16 not native on this CPU" if slow else ""})
     base = rows[0]["samples_per_s"]
     for row in rows:

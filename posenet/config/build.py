@@ -142,7 +142,7 @@ _PART_NAMES = {"detection": "detection branch", "prn": "PRN"}
 
 def checkpoint_state(checkpoint) -> dict:
     """The model weights stored in ``checkpoint`` (a clear error for an unreadable file, and for
-    a file of the OpenPose release, which only ``model_from_checkpoint`` reads)."""
+    a file of the OpenPose release, which only ``paf_network_from_checkpoint`` reads)."""
 
     stored = ckpt.load_checkpoint(checkpoint)
     if is_release_state(stored):
@@ -178,22 +178,35 @@ def release_model(cfg: DictConfig, state, source):
     return model
 
 
-def model_from_checkpoint(cfg: DictConfig, checkpoint, device="cpu", require: tuple = (), state=None):
-    """The model of ``cfg`` with every part ``checkpoint`` holds (one checkpoint format across
-    stages), its weights loaded, in eval mode on ``device``. A part in ``require`` that the
-    checkpoint lacks is one clear error saying which stage makes it. A file of the OpenPose
-    release (``pose_model.pth`` / ``pose_model_scratch.pth``) loads into an openpose vgg19
-    config's network (``release_model``; any other config is one clear error naming it)."""
+def _stored_state(cfg: DictConfig, checkpoint, state, release_ok: bool) -> dict:
+    stored = ckpt.load_checkpoint(checkpoint) if state is None else state
+    if is_release_state(stored) and not release_ok:
+        raise ConfigError(release_config_error(checkpoint, cfg))
+    return stored
+
+
+def paf_network_from_checkpoint(cfg: DictConfig, checkpoint, device="cpu", state=None):
+    """The PAF network of ``cfg`` with the weights of ``checkpoint`` (a training checkpoint, or
+    a file of the OpenPose release, ``pose_model.pth`` / ``pose_model_scratch.pth``, which loads
+    into an openpose vgg19 config's network: ``release_model``), in eval mode on ``device``."""
     from omegaconf import OmegaConf
 
-    stored = ckpt.load_checkpoint(checkpoint) if state is None else state
+    stored = _stored_state(cfg, checkpoint, state, release_ok=True)
     if is_release_state(stored):
         return release_model(cfg, stored, checkpoint).to(device).eval()
-    state = dict(ckpt.model_state_of(stored))
-    if cfg.model.family == "openpose":
-        model = paf_network(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}))
-        ckpt.load_model_state(model, state, checkpoint)
-        return model.to(device).eval()
+    model = paf_network(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}))
+    ckpt.load_model_state(model, dict(ckpt.model_state_of(stored)), checkpoint)
+    return model.to(device).eval()
+
+
+def posenet_from_checkpoint(cfg: DictConfig, checkpoint, device="cpu", require: tuple = (), state=None):
+    """The MultiPoseNet model of ``cfg`` with every part ``checkpoint`` holds (one checkpoint
+    format across stages), its weights loaded, in eval mode on ``device``. A part in
+    ``require`` that the checkpoint lacks is one clear error saying which stage makes it; a file
+    of the OpenPose release is one clear error naming the config it needs."""
+    from omegaconf import OmegaConf
+
+    state = dict(ckpt.model_state_of(_stored_state(cfg, checkpoint, state, release_ok=False)))
     parts = PoseNet.parts_in(state)
     for part in require:
         if part not in parts:
@@ -233,18 +246,23 @@ def detection_options(cfg: DictConfig) -> dict:
                 nms_threshold=d.nms_threshold, max_detections=d.max_detections)
 
 
-def keypoint_dataset(cfg: DictConfig, split: str, train: bool):
-    """``data`` + ``keypoint`` → :class:`posenet.data.dataset.CocoKeypointDataset` of a split."""
+def paf_targets(cfg: DictConfig) -> dict:
+    """``openpose`` → the ``keypoint_dataset`` keywords of the OpenPose family's targets: the
+    network's parts on its grid, a background channel and the PAFs."""
+    return dict(stride=paf_network_class(cfg).output_stride, parts=openpose_parts(cfg), background=True,
+                paf_limb_width=cfg.openpose.limb_width)
+
+
+def keypoint_dataset(cfg: DictConfig, split: str, train: bool, **targets):
+    """``data`` + ``keypoint`` → :class:`posenet.data.dataset.CocoKeypointDataset` of a split;
+    ``targets``: a model family's other targets (``paf_targets``; default MultiPoseNet's
+    keypoint heatmaps and segmentation)."""
 
     k = cfg.keypoint
     layout = keypoint_layout(cfg.data.keypoints)
     persons = same_keypoints(coco_split(cfg.data, split), layout)
     augment = train and k.augment  # keypoint.augment false: train on the validation inputs
     size = k.input_size if augment else k.val_input_size
-    family = {}
-    if cfg.model.family == "openpose":  # OpenPose's parts, a background channel and PAFs
-        family = dict(stride=paf_network_class(cfg).output_stride, parts=openpose_parts(cfg), background=True,
-                      paf_limb_width=cfg.openpose.limb_width)
     return CocoKeypointDataset(
         persons,
         input_size=(size, size),
@@ -257,7 +275,7 @@ def keypoint_dataset(cfg: DictConfig, split: str, train: bool):
         flip_prob=k.flip_prob,
         person_fraction=k.person_fraction,
         zoom_limits=tuple(k.zoom_limits),
-        **family,
+        **targets,
     )
 
 

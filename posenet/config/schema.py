@@ -279,8 +279,9 @@ class InferConfig:
     # their centres before grouping.
     box_threshold: float = 0.3
     box_scale: float = 1.0
-    # A registered grouping (posenet.inference.groupings.GROUPINGS: "prn", "greedy"); an unknown
-    # name is refused by the registry, naming the registered ones.
+    # MultiPoseNet's grouping of peaks into boxes, one of posenet.inference.groupings.GROUPINGS
+    # ("prn", "greedy"; the OpenPose family always groups with "paf"); an unknown name is refused
+    # by the registry, naming the registered ones.
     grouping: str = "prn"
     # Keypoints below this score do not count towards the pose score.
     keypoint_threshold: float = 0.05

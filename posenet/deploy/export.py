@@ -74,6 +74,11 @@ class FamilyGraph(nn.Module):
     require: tuple[str, ...] = ()
     caffe = False  # the input preprocessing: "caffe" (BGR, x / 256 - 0.5) or ImageNet's
 
+    @classmethod
+    def load_model(cls, cfg: DictConfig, checkpoint):
+        """The network of ``checkpoint`` under ``cfg``, with the parts the export needs."""
+        raise NotImplementedError
+
     def geometry(self, predictor) -> tuple[int, int]:
         """(the smallest input side, the heatmap stride)."""
         raise NotImplementedError
@@ -124,6 +129,10 @@ class MultiPoseNetGraph(FamilyGraph):
         cls_logits = [head.cls_logits(head.cls_tower(f)) for f in levels]
         box_deltas = [head.box_deltas(head.box_tower(f)) for f in levels]
         return (heatmaps, *cls_logits, *box_deltas)
+
+    @classmethod
+    def load_model(cls, cfg, checkpoint):
+        return build.posenet_from_checkpoint(cfg, checkpoint, require=cls.require)
 
     def geometry(self, predictor) -> tuple[int, int]:
         return 32, int(self.model.output_stride)
@@ -194,6 +203,10 @@ class PafGraph(FamilyGraph):
         pafs, heatmaps = self.model._stage_outputs(x)[-1]
         return heatmaps, pafs
 
+    @classmethod
+    def load_model(cls, cfg, checkpoint):
+        return build.paf_network_from_checkpoint(cfg, checkpoint)
+
     def geometry(self, predictor) -> tuple[int, int]:
         return int(predictor.stride), int(predictor.stride)
 
@@ -221,15 +234,21 @@ def family_of(model) -> str:
     raise ConfigError(f"cannot export a {type(model).__name__}: not a model of the families {', '.join(FAMILIES)}")
 
 
+def graph_class(family: str) -> type[FamilyGraph]:
+    """The ``FamilyGraph`` of the model family named ``family``."""
+    for graph in GRAPHS:
+        if graph.family == family:
+            return graph
+    raise ConfigError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
+
+
 def graph_of(model, family: str | None = None) -> FamilyGraph:
     """The export graph of ``model`` (its family's ``FamilyGraph``), in eval mode; ``family``,
     when given, must be the model's."""
-    if family is not None and family not in FAMILIES:
-        raise ConfigError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
     own = family_of(model)
-    if family is not None and own != family:
+    if family is not None and graph_class(family).family != own:
         raise ConfigError(f"the model is a {own} model, not a {family} one")
-    return next(graph for graph in GRAPHS if graph.family == own)(model).eval()
+    return graph_class(own)(model).eval()
 
 
 def round_up(value: int, divisor: int) -> int:
@@ -554,12 +573,10 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     if not checkpoint.is_file():
         raise ConfigError(f"checkpoint not found: {checkpoint}")
     cfg = build.run_config(checkpoint, config, overrides)
-    family = cfg.model.family
-    require = next(graph.require for graph in GRAPHS if graph.family == family)
-    model = build.model_from_checkpoint(cfg, checkpoint, require=require)
+    model = graph_class(cfg.model.family).load_model(cfg, checkpoint)
     return export(cfg, model, out, input_size=input_size, dynamic=dynamic, opset=opset, compare=compare, log=log)
 
 
 __all__ = ["FORMAT", "INPUT_NAME", "MultiPoseNetGraph", "PafGraph", "check_onnx", "compare_onnxruntime", "export",
-           "export_checkpoint", "export_onnx", "family_of", "flatten_level", "graph_of", "metadata", "prn_arrays", "save_prn",
+           "export_checkpoint", "export_onnx", "family_of", "flatten_level", "graph_class", "graph_of", "metadata", "prn_arrays", "save_prn",
            "ship_decoder", "with_input_size"]

@@ -27,8 +27,6 @@ from posenet.inference.groupings import GROUPINGS, PafFieldGrouping
 from posenet.inference.predictor import Prediction, as_rgb, draw_prediction
 from posenet.inference.scales_and_flip import INPUT_SIDES
 from posenet.portable.model import FORMAT, PoseModel, paf_options
-from posenet.stages.end_to_end import EndToEndEvaluator
-from posenet.stages.openpose import PafEvaluator
 
 # The metadata's ``infer`` keys an override may set, and their types; ``infer.grouping`` is
 # the export's (the PRN's weights are written only for it) and ``input_size`` of a fixed-size
@@ -164,23 +162,11 @@ class OnnxPredictor:
         return draw_prediction(rgb, prediction, self.layout, self.keypoint_threshold, self.picture_box_threshold)
 
 
-def evaluator(cfg, predictor: OnnxPredictor, log=print):
-    """The end-to-end evaluator of ``cfg``'s family (``data.val_split``, ``eval.max_images``)
-    running ``predictor``; ConfigError when the export is of another family."""
+def validate(validation, path, log=print):
+    """Run ``validation``, an end-to-end evaluator of an ``OnnxPredictor`` of the export at
+    ``path`` (``Family.validate_export`` makes it): (metrics, evaluator, record), as
+    ``Family.validate``."""
 
-    family = cfg.model.family
-    if family != predictor.family:
-        raise ConfigError(f"the export is a {predictor.family} model, the config's model.family {family}")
-    if family == "multiposenet":
-        return EndToEndEvaluator.from_config(cfg, predictor, "end-to-end", log=log)
-    return PafEvaluator.from_config(cfg, predictor, log=log)
-
-
-def validate(cfg, path, overrides: Sequence[str] = (), log=print):
-    """COCO keypoint AP of the export at ``path`` on ``cfg``'s ``data.val_split``, end to end:
-    (metrics, evaluator, record), as ``Family.validate``. ``overrides``: ``infer.*`` ones."""
-
-    validation = evaluator(cfg, OnnxPredictor(path, overrides), log=log)
     log(f"protocol: {validation.protocol()}; export {path}")
     metrics = validation()
     log(format_metrics(metrics))
@@ -188,5 +174,5 @@ def validate(cfg, path, overrides: Sequence[str] = (), log=print):
     return metrics, validation, validation.metrics_record(metrics, path)
 
 
-__all__ = ["OVERRIDABLE", "OnnxPredictor", "apply_overrides", "evaluator", "layout_of", "metadata_path",
+__all__ = ["OVERRIDABLE", "OnnxPredictor", "apply_overrides", "layout_of", "metadata_path",
            "read_metadata", "validate"]

@@ -95,7 +95,7 @@ class PafPredictor:
         or a checkpoint file (or a file of the OpenPose release) loaded into the network of
         ``cfg``."""
         if isinstance(model, (str, os.PathLike)):
-            model = build.model_from_checkpoint(cfg, model, device)
+            model = build.paf_network_from_checkpoint(cfg, model, device)
         inf = cfg.infer
         return cls(
             model,

@@ -149,7 +149,7 @@ class Predictor:
         (detection branch, PRN). ``grouping``: a registered grouping's name (default:
         ``infer.grouping``)."""
         if isinstance(model, (str, os.PathLike)):
-            model = build.model_from_checkpoint(cfg, model)
+            model = build.posenet_from_checkpoint(cfg, model)
         inf = cfg.infer
         return cls(
             model,

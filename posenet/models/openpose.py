@@ -16,7 +16,7 @@ Layer table (the release's; all convolutions followed by ReLU except each branch
 converted from Caffe, and ``pose_model_scratch.pth``, the same keys under ``module.``); the
 input preprocessing goes with the weights and is stored in the model (and so in checkpoints).
 Such a file is ``model.pretrained`` or, recognised by ``is_release_state``, a checkpoint of its
-own (``config.build.model_from_checkpoint``).
+own (``config.build.paf_network_from_checkpoint``).
 
 ``PafNetwork`` is what the family's networks share (preprocessing, padding and cropping, the
 outputs and the loss); the other trunks are in ``paf_networks.py``.

@@ -127,7 +127,7 @@ def train(cfg: DictConfig, init: str | Path | None = None, out_dir: str | Path |
 
 def load_model(cfg: DictConfig, checkpoint: str | Path, device="cpu"):
     """The full model (detection branch required) with the weights of ``checkpoint``."""
-    return build.model_from_checkpoint(cfg, checkpoint, device, require=("detection",))
+    return build.posenet_from_checkpoint(cfg, checkpoint, device, require=("detection",))
 
 
 def validate(cfg: DictConfig, checkpoint: str | Path, device: str = "cpu", log=print):

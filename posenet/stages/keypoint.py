@@ -151,7 +151,7 @@ def train(cfg: DictConfig, out_dir: str | Path | None = None, resume: bool = Fal
 def load_model(cfg: DictConfig, checkpoint: str | Path, device="cpu"):
     """The model of ``cfg`` with the weights of ``checkpoint``, of any stage (a clear error if
     they do not fit)."""
-    return build.model_from_checkpoint(cfg, checkpoint, device)
+    return build.posenet_from_checkpoint(cfg, checkpoint, device)
 
 
 def validate(cfg: DictConfig, checkpoint: str | Path, device: str = "cpu", log=print) -> tuple[dict, KeypointEvaluator]:

@@ -151,7 +151,7 @@ def visualize(model, batch, losses=None, max_images: int = 4) -> dict:
 def train(cfg: DictConfig, out_dir: str | Path | None = None, resume: bool = False, log=print) -> list[dict]:
     """Train the PAF network of ``cfg``; returns the per-epoch records."""
 
-    train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True)
+    train_set = build.keypoint_dataset(cfg, cfg.data.train_split, train=True, **build.paf_targets(cfg))
     model = seeded(cfg, lambda: build.paf_network(cfg))
     validation = PafEvaluator.from_config(cfg, PafPredictor.from_config(cfg, model), log=log)
     log(f"openpose ({cfg.openpose.network}): {len(train_set)} training images, "
@@ -165,7 +165,7 @@ def validate(cfg: DictConfig, checkpoint, mode: str = "end-to-end", device: str 
     if mode == "gt-maps":
         model = build.paf_network(build_config_without_weights(cfg))
     else:
-        model = build.model_from_checkpoint(cfg, checkpoint, device)
+        model = build.paf_network_from_checkpoint(cfg, checkpoint, device)
     validation = PafEvaluator.from_config(cfg, PafPredictor.from_config(cfg, model, device), mode, log=log)
     log(f"protocol: {validation.protocol()}; "
         + ("the ground truth's maps, no network" if mode == "gt-maps" else f"checkpoint {checkpoint}"))

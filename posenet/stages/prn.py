@@ -131,7 +131,7 @@ def train(cfg: DictConfig, init: str | Path | None = None, out_dir: str | Path |
 
 def load_model(cfg: DictConfig, checkpoint: str | Path, device="cpu"):
     """The full model (detection branch when the checkpoint has one) with a trained PRN."""
-    return build.model_from_checkpoint(cfg, checkpoint, device, require=("prn",))
+    return build.posenet_from_checkpoint(cfg, checkpoint, device, require=("prn",))
 
 
 __all__ = ["PrnEvaluator", "load_model", "prepare_model", "train"]
