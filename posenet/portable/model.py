@@ -10,21 +10,17 @@ import time
 import numpy as np
 
 from .boxes import detect
-from .geometry import FLIP_FILL, INPUT_SIDES, flip_back, input_geometry, invert, paf_flip_index, scale_order, to_grid_of, transform_points, warp_image
+from .geometry import (FLIP_FILL, INPUT_SIDES, flip_back, input_geometry, invert, paf_flip_index, scale_order,
+                       to_grid_of, transform_points, warp_image)
 from .paf import PafGrouping, people_boxes
 from .peaks import heatmap_peaks
 from .prn import PoseResidualMLP, most_central_assign, pose_scores, prn_assign
 
-
+# The metadata this decoder reads: its format and version, the model families and the groupings
+# of MultiPoseNet exports it decodes.
 FORMAT = "posenet-onnx"
-
-
 VERSION = 1
-
-
 FAMILIES = ("multiposenet", "openpose")
-
-
 GROUPINGS = ("prn", "greedy")
 
 

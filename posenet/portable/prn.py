@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from .matching import best_first_matching
-from .prn_grid import add_blurred_cells, blur_matrix, box_grid, box_matrix, grid_margin, grid_to_image, scatter_cells, separable
+from .prn_grid import (add_blurred_cells, blur_matrix, box_grid, box_matrix, grid_margin, grid_to_image, scatter_cells,
+                       separable)
 
 
 # What a peak writes into its PRN input cell (``prn_assign``'s ``peak_input``).
