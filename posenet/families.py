@@ -10,7 +10,7 @@ openpose       keypoint (the PAF network)             auto (= end-to-end), gt-ma
                                                       branch ablations (``openpose.MODES``)
 =============  =====================================  ====================================
 
-A family names its network builder and loader (``network``, ``load_network``), its targets
+A family names its network builder (``network``), its targets
 (``targets``: the keypoint dataset's keywords), its predictor (``predictor``: the
 MultiPoseNet one holds the grouping ``infer.grouping`` names, the OpenPose one the "paf"
 grouping), its end-to-end evaluator (``evaluator``, also that of its ONNX exports), its
@@ -39,8 +39,6 @@ from posenet.deploy.export import FamilyGraph, MultiPoseNetGraph, PafGraph
 from posenet.deploy.onnx_predictor import OnnxPredictor
 from posenet.errors import ConfigError
 from posenet.inference.groupings import GROUPINGS
-from posenet.inference.paf_predictor import PafPredictor
-from posenet.inference.predictor import Predictor
 from posenet.models import PoseNet
 from posenet.stages import end_to_end, keypoint, openpose, pipeline
 from posenet.utils.registry import Registry
@@ -53,8 +51,7 @@ class Family:
     name = ""  # the registered name
     stages: tuple[str, ...] = ()
     modes: tuple[str, ...] = ()
-    predictor_class: type = object
-    export_graph: type[FamilyGraph] = FamilyGraph
+    export_graph: type[FamilyGraph] = FamilyGraph  # it names the family's predictor class too
     # the overfit proof (``benchmark.py overfit``): the metrics it reports, and its aims as a
     # share of each metric's ceiling (box AP of medium + large persons: as AP)
     proof_metrics: tuple[str, ...] = ()
@@ -94,9 +91,10 @@ class Family:
         """The keypoint dataset's keywords for this family's targets (``build.keypoint_dataset``)."""
         return {}
 
-    def load_network(self, cfg: DictConfig, checkpoint, device: str = "cpu"):
-        """The network of ``checkpoint`` under ``cfg``, in eval mode on ``device``."""
-        raise NotImplementedError
+    @property
+    def predictor_class(self) -> type:
+        """The family's predictor (``Predictor``, ``PafPredictor``): its export graph's."""
+        return self.export_graph.predictor_class
 
     def predictor(self, cfg: DictConfig, checkpoint, device: str = "cpu"):
         """The predictor of ``checkpoint`` (what infer.py and video.py run)."""
@@ -150,7 +148,6 @@ class Family:
 class MultiPoseNetFamily(Family):
     stages = ("keypoint", "detection", "prn")
     modes = ("auto", "keypoint-stage", *end_to_end.MODES)
-    predictor_class = Predictor
     export_graph = MultiPoseNetGraph
     decode_benchmark = "decode"
     proof_metrics = ("keypoint_ap_gt_boxes", "keypoint_ap_gt_boxes_ceiling", "box_ap", "box_ap_medium_large",
@@ -162,9 +159,6 @@ class MultiPoseNetFamily(Family):
 
     def network(self, cfg):
         return build.posenet_model(cfg, len(cfg.data.keypoints.names))
-
-    def load_network(self, cfg, checkpoint, device="cpu"):
-        return build.posenet_from_checkpoint(cfg, checkpoint, device)
 
     def evaluator(self, cfg, predictor, log=print):
         return end_to_end.EndToEndEvaluator.from_config(cfg, predictor, "end-to-end", log=log)
@@ -194,7 +188,6 @@ class MultiPoseNetFamily(Family):
 class OpenPoseFamily(Family):
     stages = ("keypoint",)
     modes = ("auto", *openpose.MODES)
-    predictor_class = PafPredictor
     export_graph = PafGraph
     decode_benchmark = "paf_decode"
     proof_metrics = ("end_to_end_ap", "end_to_end_ap_ceiling", "images", "minutes")
@@ -208,9 +201,6 @@ class OpenPoseFamily(Family):
 
     def targets(self, cfg):
         return build.paf_targets(cfg)
-
-    def load_network(self, cfg, checkpoint, device="cpu"):
-        return build.paf_network_from_checkpoint(cfg, checkpoint, device)
 
     def evaluator(self, cfg, predictor, log=print):
         return openpose.PafEvaluator.from_config(cfg, predictor, log=log)

@@ -33,6 +33,7 @@ import numpy as np
 from posenet.portable.prn_grid import (GRIDS, blur, blur_adjoint, blur_matrix, blur_radius, box_grid, check_grid,
                                       gaussian_matrix, grid_margin, grid_to_image, image_to_grid, point_cells,
                                       scatter_cells)
+from posenet.portable.prn import as_peaks
 
 
 # ----------------------------------------------------------------------------- grids
@@ -52,11 +53,7 @@ def peak_cells(boxes, peaks_xy, peaks_type, peaks_score=None, num_keypoints: int
                height: int = 56, width: int = 36, grid: str = "enlarged") -> np.ndarray:
     """The PRN input grids before their blur, (B, K, H, W) float32: each peak's score (None: 1)
     at its cell of its type's channel in every box it lies in; arguments as ``encode_peaks``."""
-    xy = np.asarray(peaks_xy, dtype=np.float64).reshape(-1, 2)
-    types = np.asarray(peaks_type, dtype=np.int64).reshape(-1)
-    values = np.ones(len(xy), np.float32) if peaks_score is None else np.asarray(peaks_score, np.float32).reshape(-1)
-    if not (len(types) == len(values) == len(xy)):
-        raise ValueError(f"{len(xy)} peaks, {len(types)} types and {len(values)} scores")
+    xy, types, values = as_peaks(peaks_xy, peaks_type, peaks_score)
     if len(types) and (types.min() < 0 or types.max() >= num_keypoints):
         raise ValueError(f"peak types must lie in 0..{num_keypoints - 1}")
     return _scatter(boxes, xy, types, values, num_keypoints, margin, height, width, grid)[0]

@@ -140,13 +140,14 @@ _MISSING_PART = {
 _PART_NAMES = {"detection": "detection branch", "prn": "PRN"}
 
 
-def checkpoint_state(checkpoint) -> dict:
+def checkpoint_state(checkpoint, cfg: DictConfig | None = None) -> dict:
     """The model weights stored in ``checkpoint`` (a clear error for an unreadable file, and for
-    a file of the OpenPose release, which only ``paf_network_from_checkpoint`` reads)."""
+    a file of the OpenPose release, which only ``paf_network_from_checkpoint`` reads; ``cfg``:
+    the config it was given with, which the error names)."""
 
     stored = ckpt.load_checkpoint(checkpoint)
     if is_release_state(stored):
-        raise ConfigError(release_config_error(checkpoint))
+        raise ConfigError(release_config_error(checkpoint, cfg))
     return dict(ckpt.model_state_of(stored))
 
 
@@ -178,20 +179,13 @@ def release_model(cfg: DictConfig, state, source):
     return model
 
 
-def _stored_state(cfg: DictConfig, checkpoint, state, release_ok: bool) -> dict:
-    stored = ckpt.load_checkpoint(checkpoint) if state is None else state
-    if is_release_state(stored) and not release_ok:
-        raise ConfigError(release_config_error(checkpoint, cfg))
-    return stored
-
-
-def paf_network_from_checkpoint(cfg: DictConfig, checkpoint, device="cpu", state=None):
+def paf_network_from_checkpoint(cfg: DictConfig, checkpoint, device="cpu"):
     """The PAF network of ``cfg`` with the weights of ``checkpoint`` (a training checkpoint, or
     a file of the OpenPose release, ``pose_model.pth`` / ``pose_model_scratch.pth``, which loads
     into an openpose vgg19 config's network: ``release_model``), in eval mode on ``device``."""
     from omegaconf import OmegaConf
 
-    stored = _stored_state(cfg, checkpoint, state, release_ok=True)
+    stored = ckpt.load_checkpoint(checkpoint)
     if is_release_state(stored):
         return release_model(cfg, stored, checkpoint).to(device).eval()
     model = paf_network(OmegaConf.merge(cfg, {"model": {"pretrained": "none"}}))
@@ -199,14 +193,14 @@ def paf_network_from_checkpoint(cfg: DictConfig, checkpoint, device="cpu", state
     return model.to(device).eval()
 
 
-def posenet_from_checkpoint(cfg: DictConfig, checkpoint, device="cpu", require: tuple = (), state=None):
+def posenet_from_checkpoint(cfg: DictConfig, checkpoint, device="cpu", require: tuple = ()):
     """The MultiPoseNet model of ``cfg`` with every part ``checkpoint`` holds (one checkpoint
     format across stages), its weights loaded, in eval mode on ``device``. A part in
     ``require`` that the checkpoint lacks is one clear error saying which stage makes it; a file
     of the OpenPose release is one clear error naming the config it needs."""
     from omegaconf import OmegaConf
 
-    state = dict(ckpt.model_state_of(_stored_state(cfg, checkpoint, state, release_ok=False)))
+    state = checkpoint_state(checkpoint, cfg)
     parts = PoseNet.parts_in(state)
     for part in require:
         if part not in parts:

@@ -46,7 +46,8 @@ class PafPredictor:
     (``from_config`` reads them from a config).
 
     ``parts`` maps the network's parts to the dataset's keypoints; ``grouping`` is a bottom-up
-    grouping of ``posenet.inference.groupings`` (``PafFieldGrouping``, "paf"); ``scales`` are relative to ``input_size`` (the ``input_side`` at scale 1:
+    grouping of ``posenet.inference.groupings`` (``PafFieldGrouping``, "paf"); ``scales`` are
+    relative to ``input_size`` (the ``input_side`` at scale 1:
     "longer", "height" as the CMU release or "shorter" as its PyTorch port);
     ``sigma`` is the training heatmaps' Gaussian (input pixels), which the sub-pixel refinement
     assumes; pictures draw the people whose score reaches ``picture_box_threshold``.

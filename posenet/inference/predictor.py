@@ -38,12 +38,12 @@ from posenet.data.transforms import invert, transform_points, warp_image
 from posenet.errors import ConfigError, DataError
 from posenet.inference.groupings import grouping_from_config
 from posenet.inference.prn_grouping import pose_scores
+from posenet.inference.scales_and_flip import (check_input_side, flip_test, input_geometry, scale_order, side_words,
+                                               to_grid_of)
 from posenet.models.fuse import fold_batchnorm, foldable_pairs
 from posenet.ops import nms
 from posenet.portable.model import as_rgb as rgb_array, timed
 from posenet.vis import draw_boxes, draw_skeleton, heatmap_overlay, paf_overlay, person_color
-from posenet.inference.scales_and_flip import (check_input_side, flip_test, input_geometry, scale_order, side_words,
-    to_grid_of)
 
 
 @dataclass
