@@ -12,7 +12,12 @@ heatmaps from the plain eager fp32 row:
 * bf16 autocast over BN folded + channels_last (a short run; on a CPU without AVX512-BF16/AMX
   it runs on slow reference kernels, and the table says so);
 * ``torch.compile`` of BN folded + channels_last (its compile time is stated; ``skip``-able);
-* onnxruntime (CPU) on ``posenet.deploy.export.export_onnx``'s graph, when that module is there.
+* onnxruntime (CPU) on ``posenet.deploy.export.export_onnx``'s graph;
+* onnxruntime on the int8 graph of ``posenet.deploy.quantize.quantize_graph`` (what
+  ``export_onnx.py --int8`` writes: QDQ, int8 per-channel weights, uint8 activations, the
+  output layers in float32), calibrated on a few random images. With random weights its
+  heatmap difference says nothing about accuracy: the int8 exports' AP is measured on trained
+  models (docs/deployment.md).
 
 The fp32 rows are timed in interleaved rounds (``interleaved_timing``), so that a busy machine
 slows them alike.
@@ -41,11 +46,13 @@ from posenet.bench.decode import crowd_network_output
 from posenet.codecs.prn_grid import blur, box_grid, image_to_grid
 from posenet.config import build
 from posenet.deploy.export import export_onnx
+from posenet.deploy.quantize import quantize_graph
 from posenet.engine.precision import native_bf16
 from posenet.inference.predictor import Predictor
 from posenet.models.fuse import BATCH_NORMS, fold_batchnorm
 
-VARIANTS = ("eager", "folded", "channels_last", "folded+channels_last", "bf16", "compile", "onnxruntime")
+VARIANTS = ("eager", "folded", "channels_last", "folded+channels_last", "bf16", "compile", "onnxruntime",
+            "onnxruntime-int8")
 LABELS = {
     "eager": "eager fp32 (the port's way)",
     "folded": "BN folded",
@@ -54,7 +61,10 @@ LABELS = {
     "bf16": "bf16 autocast",
     "compile": "torch.compile",
     "onnxruntime": "onnxruntime",
+    "onnxruntime-int8": "onnxruntime int8",
 }
+# images the int8 row's activations are calibrated on (random, like the weights)
+CALIBRATION_IMAGES = 8
 # fp32 rows whose heatmaps differ from eager fp32 by less than this (relative to the largest
 # heatmap value) count as equal outputs
 EQUAL_RTOL = 1e-4
@@ -164,11 +174,11 @@ def benchmark_network(cfg: DictConfig, input_size: int = 480, threads: int = 2, 
         calls["compile"]()
         rows["compile"] = NetworkRow("compile", notes=[f"of {LABELS[BASE]}",
                                                        f"first call (compiling) {time.perf_counter() - start:.0f} s"])
-    if "onnxruntime" not in skip:
-        ort = _onnxruntime_call(fold_batchnorm(model), image, detect_options, log)
-        if ort is not None:
-            calls["onnxruntime"], notes = ort
-            rows["onnxruntime"] = NetworkRow("onnxruntime", notes=notes)
+    for name in ("onnxruntime", "onnxruntime-int8"):
+        if name not in skip:
+            calls[name], notes = _onnxruntime_call(fold_batchnorm(model), image, detect_options, log,
+                                                   int8=name.endswith("int8"))
+            rows[name] = NetworkRow(name, notes=notes, fp32=not name.endswith("int8"))
     reference = calls["eager"]()
     for name, call in calls.items():
         rows[name].max_abs_diff = float((call() - reference).abs().max())
@@ -212,21 +222,31 @@ def benchmark_network(cfg: DictConfig, input_size: int = 480, threads: int = 2, 
             "config": cfg.name}
 
 
-def _onnxruntime_call(model, image, detect_options, log):
+def _onnxruntime_call(model, image, detect_options, log, int8: bool = False):
     """(call, notes) of onnxruntime (CPU) on ``posenet.deploy.export.export_onnx``'s graph of
-    ``model``: the graph's raw per-level maps flattened and post-processed by the same
-    ``PoseNet.detect``, so the row times what the others time."""
+    ``model`` (with ``int8``, its int8 graph calibrated on ``CALIBRATION_IMAGES`` random images):
+    the graph's raw per-level maps flattened and post-processed by the same ``PoseNet.detect``,
+    so the row times what the others time."""
     import tempfile
 
     import onnxruntime as ort
 
-    log("network: onnxruntime (exporting) ...")
+    log(f"network: onnxruntime{' int8' if int8 else ''} (exporting) ...")
     head = model.detection_head
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/model.onnx"
         start = time.perf_counter()
         names = export_onnx(model, path, family="multiposenet", input_size=int(image.shape[-1]))
-        export_s = time.perf_counter() - start
+        notes = ["CPUExecutionProvider", "graph of the BN-folded model", f"export {time.perf_counter() - start:.0f} s"]
+        if int8:
+            rng = np.random.default_rng(1)
+            feeds = [{"image": rng.integers(0, 255, tuple(image.shape), dtype=np.uint8).astype(np.float32)}
+                     for _ in range(CALIBRATION_IMAGES)]
+            start = time.perf_counter()
+            quantize_graph(path, f"{tmp}/model.int8.onnx", feeds)
+            path = f"{tmp}/model.int8.onnx"
+            notes += [f"int8 (QDQ; output layers float32), calibrated on {CALIBRATION_IMAGES} random images in "
+                      f"{time.perf_counter() - start:.0f} s; random weights: the difference says nothing of accuracy"]
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -246,7 +266,7 @@ def _onnxruntime_call(model, image, detect_options, log):
         model.detect({"detection": raw}, [hw], **detect_options)
         return outputs[0]
 
-    return call, ["CPUExecutionProvider", "graph of the BN-folded model", f"export {export_s:.0f} s"]
+    return call, notes
 
 
 @torch.no_grad()
@@ -342,6 +362,10 @@ def format_network_table(result: dict, command: str, load_note: str = "") -> str
             default_total = 1e3 * rows[BASE].timing.median_s + ours_decode
             lines[-1] += (f" With the PyTorch predictors' default ({LABELS[BASE]}): {default_total:.0f} ms, "
                           f"**{port_total / default_total:.2f}×**.")
+        if "onnxruntime-int8" in rows:
+            int8_total = 1e3 * rows["onnxruntime-int8"].timing.median_s + ours_decode
+            lines[-1] += (f" With the int8 network (onnxruntime int8, `export_onnx.py --int8`; AP beside float32 in "
+                          f"docs/deployment.md): {int8_total:.0f} ms, **{port_total / int8_total:.2f}×**.")
     return "\n".join(lines) + "\n"
 
 

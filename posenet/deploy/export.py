@@ -42,7 +42,9 @@ from torch import nn
 
 from posenet import portable
 from posenet.config import build
+from posenet.deploy import quantize
 from posenet.errors import ConfigError, PosenetError
+from posenet.inference.folder import list_images
 from posenet.inference.paf_predictor import PafPredictor
 from posenet.inference.predictor import Predictor
 from posenet.models import PoseNet
@@ -564,17 +566,35 @@ def export(cfg: DictConfig, model, out: str | os.PathLike, *, input_size: int | 
 
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, config=None,
                       overrides: Sequence[str] = (), input_size: int | None = None, dynamic: bool = False,
-                      opset: int = 18, compare: bool = True, log=print) -> dict:
+                      opset: int = 18, compare: bool = True, int8: bool = False, calibration_images: int = 64,
+                      calibration_dir: str | os.PathLike | None = None, calibration_method: str = "minmax",
+                      log=print) -> dict:
     """``export`` of a checkpoint with its run's config (``config``, default the
     ``config.yaml`` beside it, plus ``overrides``); a MultiPoseNet checkpoint must hold the
-    detection branch (and a PRN for ``infer.grouping=prn``)."""
+    detection branch (and a PRN for ``infer.grouping=prn``). With ``int8``, also the int8
+    export beside it (``posenet.deploy.quantize``), calibrated on ``calibration_images`` images
+    of the run's training split, or on the images of ``calibration_dir``; the summary's
+    "int8" entry says what was written and how far its maps are from the float graph's."""
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise ConfigError(f"checkpoint not found: {checkpoint}")
     cfg = build.run_config(checkpoint, config, overrides)
+    if int8:  # the calibration images first: a missing folder is one line before minutes of export
+        if calibration_dir is not None:
+            images = list_images(calibration_dir)[:calibration_images]
+            if not images:
+                raise ConfigError(f"no images in the calibration folder {calibration_dir}")
+            source = f"{len(images)} images of {Path(calibration_dir).name}"
+        else:
+            images, source = quantize.training_images(cfg, calibration_images)
     model = graph_class(cfg.model.family).load_model(cfg, checkpoint)
-    return export(cfg, model, out, input_size=input_size, dynamic=dynamic, opset=opset, compare=compare, log=log)
+    summary = export(cfg, model, out, input_size=input_size, dynamic=dynamic, opset=opset, compare=compare, log=log)
+    if int8:
+        log(f"int8: calibrating on {source} ...")
+        summary["int8"] = quantize.quantize_export(summary["files"]["metadata"], images, method=calibration_method,
+                                                   source=source, log=log)
+    return summary
 
 
 __all__ = ["FORMAT", "INPUT_NAME", "MultiPoseNetGraph", "PafGraph", "check_onnx", "compare_onnxruntime", "export",

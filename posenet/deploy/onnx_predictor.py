@@ -140,6 +140,8 @@ class OnnxPredictor:
         grouping = f"grouping {self.grouping.name}"
         size = self.meta["input"]["size"]
         graph = f"fixed {size[0]}x{size[1]}" if size else "dynamic"
+        if self.meta.get("quantization"):
+            graph += ", int8"
         return (f"onnxruntime ({self.meta.get('onnx', 'model.onnx')}, {graph} graph), {grouping}, longer side "
                 f"{self.input_size} px, scales {scales}, flip {'on' if self.flip else 'off'}")
 
