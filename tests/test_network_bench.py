@@ -56,10 +56,15 @@ def test_a_tiny_run_and_its_table(repo_root):
     result = benchmark_network(cfg, input_size=64, threads=1, people=4, repeats=1,
                                skip=("bf16", "compile", "onnxruntime"), log=lambda line: None)
     rows = result["rows"]
-    assert list(rows) == ["eager", "folded", "channels_last", "folded+channels_last"]
+    assert list(rows) == ["eager", "folded", "channels_last", "folded+channels_last", "onnxruntime-int8"]
     assert rows["eager"].max_abs_diff == 0.0
-    assert all(r.max_abs_diff <= 1e-4 * result["scale"] for r in rows.values())
+    fp32 = [r for r in rows.values() if r.fp32]
+    assert len(fp32) == 4 and all(r.max_abs_diff <= 1e-4 * result["scale"] for r in fp32)
+    assert not rows["onnxruntime-int8"].fp32 and 0 < rows["onnxruntime-int8"].max_abs_diff
     assert set(result["decoding"]) == {"ours", "port"}
     table = format_network_table(result, "python scripts/benchmark.py network")
-    assert fastest_equal(result) in rows
+    assert fastest_equal(result) in rows and fastest_equal(result) != "onnxruntime-int8"
     assert "| eager fp32 (the port's way) |" in table and "faster at equal backbone" in table
+    int8_row = next(line for line in table.splitlines() if line.startswith("| onnxruntime int8 |"))
+    assert "equal outputs" not in int8_row and "calibrated on 8 random images" in int8_row
+    assert "With the int8 network" in table
