@@ -3,8 +3,11 @@ import pytest
 import torch
 
 from _codec_helpers import highest_peak
+from posenet.bench.decode import crowd_scene
 from posenet.codecs import KeypointHeatmapCodec
 from posenet.data.keypoints import COCO_PERSON
+from posenet.ops.peaks import has_compiled_peaks, peak_cells
+from posenet.portable import peaks as portable_peaks
 
 K = COCO_PERSON.num_keypoints
 
@@ -197,6 +200,107 @@ def test_invalid_arguments():
         KeypointHeatmapCodec((64,))
     with pytest.raises(ValueError):
         KeypointHeatmapCodec((64, 64)).decode(torch.zeros(64, 64))
+
+
+def _peak_cells_by_hand(heat, threshold, max_peaks):
+    """The definition, one map and one cell at a time: at or above the threshold, no NaN and
+    nothing higher among the neighbours on the map; best first, equal values by index."""
+    *lead, H, W = heat.shape
+    maps = heat.reshape(-1, H, W)
+    M = min(max_peaks, H * W)
+    index, values = np.full((len(maps), M), -1), np.zeros((len(maps), M), np.float32)
+    for c, m in enumerate(maps):
+        found = []
+        for y in range(H):
+            for x in range(W):
+                around = m[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2]
+                if m[y, x] >= np.float32(threshold) and not np.isnan(around).any() and (around <= m[y, x]).all():
+                    found.append((-m[y, x], y * W + x))
+        for i, (v, cell) in enumerate(sorted(found)[:M]):
+            index[c, i], values[c, i] = cell, -v
+    return index.reshape(*lead, M), values.reshape(*lead, M)
+
+
+def _peak_maps(seed):
+    """Maps that stress the peak rule: noise, plateaus and ties (a few levels), NaN and
+    infinities, one-cell-wide and one-cell-high maps."""
+    rng = np.random.default_rng(seed)
+    for shape in ((3, 9, 11), (2, 1, 7), (2, 6, 1), (1, 1, 1), (2, 2, 3, 4), (1, 16, 16)):
+        yield rng.random(shape, dtype=np.float32)
+        yield rng.integers(0, 3, shape).astype(np.float32) / 2
+        special = rng.random(shape, dtype=np.float32)
+        special.reshape(-1)[rng.random(special.size) < 0.15] = np.nan
+        special.reshape(-1)[rng.random(special.size) < 0.1] = np.inf
+        special.reshape(-1)[rng.random(special.size) < 0.1] = -np.inf
+        yield special
+        yield np.zeros(shape, np.float32)
+
+
+def test_peak_cells_follow_the_definition_compiled_and_in_numpy():
+    """The portable numpy peak finder and the compiled one (posenet._C, when built) find the
+    same cells as the definition, in the same order, on random, plateau, tie, NaN and edge maps,
+    at several thresholds and max_peaks."""
+    finders = [lambda h, t, m: peak_cells(torch.from_numpy(h), t, m, compiled=False)]
+    if has_compiled_peaks():
+        finders.append(lambda h, t, m: peak_cells(torch.from_numpy(h), t, m, compiled=True))
+    checked = 0
+    for heat in _peak_maps(0):
+        for threshold, max_peaks in ((0.0, 100), (0.5, 3), (-np.inf, 1), (0.7000000001, 1000), (2.0, 5), (0.5, 0)):
+            index, values = portable_peaks.peak_cells(heat, threshold, max_peaks)
+            want = _peak_cells_by_hand(heat, threshold, max_peaks)
+            np.testing.assert_array_equal(index, want[0])
+            np.testing.assert_array_equal(values, want[1])
+            for find in finders:
+                got = find(heat, threshold, max_peaks)
+                np.testing.assert_array_equal(got[0].numpy(), want[0])
+                np.testing.assert_array_equal(got[1].numpy(), want[1])
+            checked += (index >= 0).sum()
+    assert checked > 500
+
+
+@pytest.mark.skipif(not has_compiled_peaks(), reason="the compiled extension (posenet._C) is not built")
+def test_compiled_peak_cells_equal_numpy_on_network_like_maps():
+    """Noisy crowds at every instruction set of the compiled kernel; bad input is one clear error."""
+    from posenet import _C
+
+    codec = KeypointHeatmapCodec((480, 480))
+    rng = np.random.default_rng(1)
+    heat = codec.encode(crowd_scene(20, 480)[0])[None] + rng.normal(0, 0.03, (2, K, 120, 120)).astype(np.float32)
+    previous = _C.cpu_isa()
+    try:
+        for isa in ("baseline", "avx2", "avx512"):
+            try:
+                _C.set_cpu_isa(isa)
+            except ValueError:  # this CPU lacks it
+                continue
+            for threshold, max_peaks in ((0.05, 20), (0.0, 500), (0.3, 2)):
+                want = portable_peaks.peak_cells(heat, threshold, max_peaks)
+                got = peak_cells(torch.from_numpy(heat), threshold, max_peaks, compiled=True)
+                assert (want[0] >= 0).sum() > 40
+                np.testing.assert_array_equal(got[0].numpy(), want[0])
+                np.testing.assert_array_equal(got[1].numpy(), want[1])
+    finally:
+        _C.set_cpu_isa(previous)
+    with pytest.raises(TypeError, match="float32"):
+        torch.ops.posenet.peak_cells(torch.zeros(3, 3, dtype=torch.float64), 0.1, 2)
+    with pytest.raises(ValueError, match="max_peaks"):
+        torch.ops.posenet.peak_cells(torch.zeros(3, 3), 0.1, -1)
+    with pytest.raises(ValueError, match="H, W"):
+        torch.ops.posenet.peak_cells(torch.zeros(3), 0.1, 2)
+
+
+def test_decode_on_the_cpu_is_the_portable_decoders_peaks():
+    """On the CPU the codec's peaks are the portable decoder's (``heatmap_peaks``), bit for bit."""
+    codec = KeypointHeatmapCodec((480, 480))
+    heat = codec.encode(crowd_scene(20, 480, seed=2)[0])
+    heat += np.random.default_rng(2).normal(0, 0.01, heat.shape).astype(np.float32)
+    peaks = codec.decode(torch.from_numpy(heat))
+    coords, scores, valid = portable_peaks.heatmap_peaks(heat, codec.stride, codec.sigma, codec.peak_threshold,
+                                                         codec.max_peaks)
+    assert valid.sum() > 300
+    np.testing.assert_array_equal(peaks.valid.numpy(), valid)
+    np.testing.assert_array_equal(peaks.scores.numpy(), scores)
+    np.testing.assert_array_equal(peaks.coords.numpy(), coords)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -177,7 +177,6 @@ def test_int8_logits_and_pair_scores_are_within_the_documented_error():
     within 1% of the channel's largest logit of the float64 ones, so the window sums are within
     exp(2 * that) of theirs; float32 within rounding."""
     from posenet.inference import prn_fast
-    from posenet.inference.prn_grouping import folded_first_layer
 
     for kind in ("structured", "random"):
         prn = _prn(kind, 0)
@@ -190,7 +189,7 @@ def test_int8_logits_and_pair_scores_are_within_the_documented_error():
         needed = np.zeros((len(boxes), K), dtype=bool)
         needed[b, types[p]] = True
         with torch.no_grad():
-            hidden = prn_fast.hidden_activations(prn, flat, values, len(boxes), folded_first_layer(prn, 1.0, "cpu"))
+            hidden = prn_fast.hidden_activations(prn, flat, values, len(boxes), 1.0)
             for int8, bound in ((True, INT8_LOGIT_ERROR), (False, 1e-5)):
                 out = prn_fast.ChannelOutputs(prn, hidden, needed, flat, values, 1.0,
                                               prn_fast.output_layer(prn, int8))
@@ -311,3 +310,68 @@ def test_fast_paths_follow_the_dense_path_with_peak_input_one(precision):
         assert (sc > 0).sum() == assigned.sum()
         agree = (np.abs(kp - ref_kp).max(-1) < 1e-6) | ~assigned
         assert agree.mean() > 0.99, agree.mean()
+
+
+@pytest.mark.parametrize("grid", ["enlarged", "reference"])
+def test_hidden_activations_are_the_first_layers_in_the_order_index_add_takes(grid):
+    """The fast path's first layer sums a grid's folded rows after the bias (one embedding_bag
+    where the cells hold 1): the same floats as the bias plus each row in turn (``index_add_``),
+    and the dense layers on the blurred grids to within rounding."""
+    from posenet.inference import prn_fast
+
+    prn = _prn("random", 4, hidden=48)
+    boxes, xy, types, scores = _scene(4, people=8)
+    codec = PrnGridCodec(MARGIN, H, W, grid=grid)
+    cell, inside = codec.point_cells(codec.affine(boxes), xy)
+    for values in (np.ones(len(xy)), scores):
+        flat, cells = prn_fast.peak_entries(cell, inside, types, values, K, H, W)
+        with torch.no_grad():
+            got = prn_fast.hidden_activations(prn, flat, cells, len(boxes), 1.0, grid)
+            folded = prn_fast.folded_first_layer(prn, 1.0, "cpu", grid)
+            b, i = np.divmod(flat, K * H * W)
+            rows = folded[torch.from_numpy(i)] * torch.from_numpy(cells)[:, None]
+            first = prn.first_layer.bias.detach().expand(len(boxes), -1).clone()
+            first.index_add_(0, torch.from_numpy(b), rows)
+            assert torch.equal(got, prn.mlp[1:-2](first))
+            grids = torch.from_numpy(codec.encode(boxes, xy, types, values if values is scores else None, K))
+            torch.testing.assert_close(got, prn.mlp[:-2](grids.flatten(1)), rtol=1e-4, atol=1e-3)
+        assert len(flat) > 100 and (np.bincount(b, minlength=len(boxes)) > 0).all()
+
+
+def test_timed_parts_split_the_fast_path_and_cost_nothing_outside():
+    from posenet.inference.prn_fast import PARTS, timed_parts
+
+    prn = _prn("structured", 0)
+    boxes, xy, types, scores = _scene(0)
+    some = types > 1  # no peak of types 0 and 1: those keypoints fall back
+    xy, types, scores = xy[some], types[some], scores[some]
+    plain = prn_assign(prn, boxes, xy, types, scores, K)
+    assert (plain[1][:, :2] == 0).all() and (plain[1] > 0).any()
+    with timed_parts() as times:
+        timed = prn_assign(prn, boxes, xy, types, scores, K)
+        once = dict(times)
+        prn_assign(prn, boxes, xy, types, scores, K)
+    assert set(times) == set(PARTS) and all(once[part] > 0 for part in PARTS), once
+    assert all(times[part] > once[part] for part in PARTS)  # summed over the calls in the block
+    np.testing.assert_array_equal(timed[0], plain[0])
+    np.testing.assert_array_equal(timed[1], plain[1])
+    after = dict(times)
+    prn_assign(prn, boxes, xy, types, scores, K)
+    assert times == after  # the block is over: nothing more is added
+
+
+def test_the_decode_benchmark_splits_the_default_decoding():
+    """``decode_parts``: every part of one crowd's decoding is timed, the PRN's int8 path."""
+    from posenet.bench.decode import SPLIT, crowd_network_output, decode_parts
+    from posenet.inference.predictor import Predictor
+
+    cfg = load_config(REPO / "configs/synthetic_small.yaml",
+                      ["model.pretrained=none", "model.fpn_channels=16", "model.subnet_channels=16",
+                       "model.fuse_channels=16", "detection.fpn_channels=16", "prn.hidden=32"])
+    torch.manual_seed(0)
+    predictor = Predictor.from_config(cfg, build.posenet_model(cfg, K, detection=True, prn=True))
+    assert grouping_from_config(cfg, "prn").precision == "int8"
+    parts = decode_parts(predictor, crowd_network_output(predictor, 12, 256), repeats=3, warmup=1)
+    assert parts["runs"] == 3 and set(SPLIT) <= set(parts)
+    assert all(parts[part] > 0 for part in SPLIT if part != "rest") and parts["total"] > parts["products"]
+    assert 0 < parts["cpu"] <= 1.05 * parts["total"] + 0.1

@@ -1,6 +1,7 @@
 // Operator schemas of the posenet library. Kernels are registered per backend in
-// nms_cpu.cpp and nms_cuda.cu; loading the shared object (import posenet._C, or
-// torch.ops.load_library) runs these static registrations.
+// nms_cpu.cpp and nms_cuda.cu (peaks_cpu.cpp defines and registers posenet::peak_cells itself);
+// loading the shared object (import posenet._C, or torch.ops.load_library) runs these static
+// registrations.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -97,10 +98,10 @@ static PyObject* set_cpu_isa(PyObject*, PyObject* arg) {
 
 static PyMethodDef posenet_c_methods[] = {
     {"cpu_isa", cpu_isa, METH_NOARGS,
-     "Instruction set of the CPU NMS kernel's inner loop: avx512, avx2 or baseline."},
+     "Instruction set of the CPU kernels' inner loops (NMS, peak cells): avx512, avx2 or baseline."},
     {"set_cpu_isa", set_cpu_isa, METH_O,
-     "set_cpu_isa(name) -> previous name: run the CPU NMS kernel's inner loop in a narrower "
-     "instruction set (baseline, avx2, avx512; ValueError if this CPU lacks it)."},
+     "set_cpu_isa(name) -> previous name: run the CPU kernels' inner loops (NMS, peak cells) in a "
+     "narrower instruction set (baseline, avx2, avx512; ValueError if this CPU lacks it)."},
     {nullptr, nullptr, 0, nullptr}};
 
 static struct PyModuleDef posenet_c_module = {

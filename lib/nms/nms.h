@@ -15,7 +15,8 @@
 namespace posenet {
 namespace ops {
 
-// The instruction set the CPU kernel's inner loop runs in: "avx512", "avx2" or "baseline".
+// The instruction set the CPU kernels' inner loops (NMS, peak cells) run in: "avx512", "avx2" or
+// "baseline".
 const char* cpu_isa();
 // Run the inner loop in `name` from now on; false (and no change) if the name is unknown or
 // the CPU lacks that instruction set.

@@ -4,9 +4,14 @@ back) per image, measured separately (``scripts/benchmark.py decode``).
 Decoding is timed on a scene of ``people`` persons whose heatmaps are the codec's encoding of
 real-looking poses (COCO-17 skeletons placed side by side with overlaps) and whose boxes are
 their boxes, so the peak count and the overlap are those of a crowded image whatever the
-weights; the network is timed on a random image of the stated size.
+weights; the network is timed on a random image of the stated size. The default PRN path
+(int8) is also split into its parts (``decode_parts``: the peaks, then the parts the fast path
+reports, ``posenet.inference.prn_fast.timed_parts``) at each PRN width.
 """
 from __future__ import annotations
+
+import statistics
+import time
 
 import numpy as np
 import torch
@@ -16,7 +21,10 @@ from posenet.bench.common import machine_info, time_call
 from posenet.config import build
 from posenet.inference.groupings import GROUPINGS, grouping_from_config
 from posenet.inference.predictor import NetworkOutput, Predictor
-from posenet.inference.prn_fast import PRECISIONS
+from posenet.inference.prn_fast import PARTS, PRECISIONS, timed_parts
+
+# The columns of the split (``decode_parts``): the peaks, the fast path's parts, what is left.
+SPLIT = ("peaks",) + PARTS + ("rest",)
 
 # A standing person (COCO-17 order) in a unit box, x and y in [0, 1].
 _POSE = np.array([
@@ -69,7 +77,7 @@ def benchmark_decode(cfg: DictConfig, input_size: int = 480, people: int = 20, c
     network = time_call(lambda: predictor.network(image), warmup=2, repeats=repeats, budget_s=20)
 
     net = crowd_network_output(predictor, people, input_size)
-    rows = {}
+    rows, parts = {}, {}
 
     widths = list(dict.fromkeys([int(cfg.prn.hidden)] + [int(w) for w in (prn_widths or [1024])]))
     runs = [(g, None) for g in GROUPINGS if g != "prn" and not GROUPINGS[g].bottom_up]  # the box groupings
@@ -97,10 +105,39 @@ def benchmark_decode(cfg: DictConfig, input_size: int = 480, people: int = 20, c
         people_found, _ = decode()
         rows[name] = {"timing": time_call(decode, warmup=3, repeats=repeats * 3, budget_s=10),
                       "peaks": int(timed.peaks(net)[0].shape[0]), "people": len(people_found)}
-    return {"network": network, "decode": rows, "input_size": input_size, "people": people, "threads": threads,
+        if prn_run is not None and prn_run[1] == "int8":
+            parts[prn_run[0]] = decode_parts(timed, net, repeats=repeats * 3)
+    return {"network": network, "decode": rows, "parts": parts, "input_size": input_size, "people": people,
+            "threads": threads,
             "model": f"ResNet-{cfg.model.backbone_depth}, FPN {cfg.model.fpn_channels}, detection FPN "
                      f"{cfg.detection.fpn_channels}, PRN hidden {cfg.prn.hidden}",
             "weights": str(checkpoint) if checkpoint else "random initialisation"}
+
+
+def decode_parts(predictor: Predictor, net: NetworkOutput, repeats: int = 90, warmup: int = 3,
+                 budget_s: float = 10.0) -> dict:
+    """Median milliseconds of each part of decoding ``net`` (``SPLIT``): the peaks
+    (``Predictor.peaks``), the PRN fast path's ``PARTS`` within ``Predictor.group``, and the rest
+    of it (the grouping's preamble, mapping back, pose scores); ``total`` the median of the
+    whole, ``cpu`` that of the thread's CPU time over the whole (below ``total`` where other
+    processes took the core). Each median is taken over the same calls; the parts need not add
+    up to the total."""
+    samples = []
+    spent = 0.0
+    while len(samples) < warmup + repeats and (len(samples) < warmup + 5 or spent < budget_s):
+        cpu = time.thread_time()
+        start = time.perf_counter()
+        xy, types, scores = predictor.peaks(net)
+        peaks = time.perf_counter()
+        with timed_parts() as times:
+            predictor.group(xy, types, scores, net.boxes, net.box_scores, net.matrix, net.image_size)
+        end = time.perf_counter()
+        samples.append({"peaks": peaks - start, **times, "rest": end - peaks - sum(times.values()),
+                        "total": end - start, "cpu": time.thread_time() - cpu})
+        spent += end - start
+    samples = samples[warmup:]
+    return {key: 1e3 * statistics.median(s[key] for s in samples) for key in SPLIT + ("total", "cpu")} | {
+        "runs": len(samples)}
 
 
 def format_decode_table(result: dict) -> str:
@@ -126,6 +163,24 @@ def format_decode_table(result: dict) -> str:
     for name, row in result["decode"].items():
         lines.append(f"| decoding, {name} | {1e3 * row['timing'].median_s:.2f} | "
                      f"{row['peaks']} peaks, {row['people']} people, {row['timing'].runs} runs |")
+    if result.get("parts"):
+        lines += [
+            "",
+            "Where the default decoding's time goes (PRN grouping, int8 output layer), median ms per part over the "
+            "same calls: peaks (3×3 maxima and sub-pixel refinement); selection (box grids, peak cells, the "
+            "contested channels); first layer (the folded rows of the peak cells, to the last hidden layer); "
+            "products (the int8 output layer and its ReLU, one product per keypoint type over its needed channels); "
+            "softmax (the residual input's blur patches, softmax); window sums; assignment (best-first matching); "
+            "fallback (the highest cell of unassigned keypoints); rest (the grouping's preamble, mapping back to "
+            "the image, pose scores). CPU: the median thread CPU time of the whole call (below the total where "
+            "other processes shared the core).",
+            "",
+            "| PRN hidden | total | CPU | " + " | ".join(SPLIT) + " | runs |",
+            "|---:|---:|---:|" + "---:|" * len(SPLIT) + "---:|",
+        ]
+        for width, part in result["parts"].items():
+            lines.append(f"| {width} | {part['total']:.2f} | {part['cpu']:.2f} | "
+                         + " | ".join(f"{part[k]:.2f}" for k in SPLIT) + f" | {part['runs']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -137,4 +192,5 @@ def run(cfg: DictConfig, family, *, input_size: int | None = None, people: int =
     return format_decode_table(result)
 
 
-__all__ = ["benchmark_decode", "crowd_network_output", "crowd_scene", "format_decode_table", "run"]
+__all__ = ["SPLIT", "benchmark_decode", "crowd_network_output", "crowd_scene", "decode_parts", "format_decode_table",
+           "run"]

@@ -24,6 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from posenet.ops.peaks import peak_cells
+from posenet.portable.peaks import refine_peaks
+
 
 def max_filter_3x3(heat: torch.Tensor) -> torch.Tensor:
     """3x3 maximum filter (stride 1, same size) as two separable passes.
@@ -173,18 +176,30 @@ class KeypointHeatmapCodec:
 
         A peak is a cell equal to the maximum of its 3x3 neighbourhood and at least
         ``threshold``. Coordinates are refined to sub-cell precision and returned in input
-        pixels. Runs on the heatmaps' device; no loops over images, keypoints or peaks.
+        pixels. On the CPU the cells are ``posenet.ops.peaks.peak_cells`` (compiled, or the
+        portable decoder's numpy; equal values by index) and the "quadratic" refinement is the
+        portable decoder's (``posenet.portable.peaks.refine_peaks``), so both decoders find the
+        same peaks; elsewhere torch ops on the heatmaps' device. No loops over images,
+        keypoints or peaks.
         """
         threshold = self.peak_threshold if threshold is None else float(threshold)
         max_peaks = self.max_peaks if max_peaks is None else int(max_peaks)
         heat, single = self._as_batch(heatmaps)
         N, K, H, W = heat.shape
-        is_peak = (heat == max_filter_3x3(heat)) & (heat >= threshold)
-        ranked = torch.where(is_peak, heat, torch.full_like(heat, -math.inf))
-        scores, index = ranked.flatten(2).topk(min(max_peaks, H * W), dim=2)
-        valid = torch.isfinite(scores)
-        scores = torch.where(valid, scores, torch.zeros_like(scores))
-        coords = self.refine_at(heat, index)
+        if heat.device.type == "cpu":
+            index, scores = peak_cells(heat, threshold, max_peaks)
+            valid = index >= 0
+            if self.refine == "quadratic":
+                coords = torch.from_numpy(refine_peaks(heat.detach().numpy(), index.numpy(), self.stride, self.sigma))
+            else:
+                coords = self.refine_at(heat, index.clamp_min(0))
+        else:
+            is_peak = (heat == max_filter_3x3(heat)) & (heat >= threshold)
+            ranked = torch.where(is_peak, heat, torch.full_like(heat, -math.inf))
+            scores, index = ranked.flatten(2).topk(min(max_peaks, H * W), dim=2)
+            valid = torch.isfinite(scores)
+            scores = torch.where(valid, scores, torch.zeros_like(scores))
+            coords = self.refine_at(heat, index)
         peaks = Peaks(coords, scores, valid)
         return Peaks(*(t[0] for t in peaks)) if single else peaks
 

@@ -43,17 +43,55 @@ directly, and compute an unassigned keypoint's channel for its highest cell.
 """
 from __future__ import annotations
 
+import contextlib
+import time
 import warnings
 import weakref
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from posenet.codecs.prn_grid import blur_matrix, blur_radius
+from posenet.codecs.prn_grid import blur_adjoint
+from posenet.portable.prn_grid import blurred_cells
 
 PRECISIONS = ("int8", "float32", "exact")
 
+# The parts of the fast path that ``timed_parts`` reports, in order.
+PARTS = ("selection", "first layer", "products", "softmax", "window sums", "assignment", "fallback")
+
 _OUTPUT: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+_FOLDED: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
+_TIMES: list = []  # the dicts of the active ``timed_parts`` blocks
+
+
+@contextlib.contextmanager
+def timed_parts():
+    """Within the block, the fast path adds the wall time (seconds) of each of its ``PARTS``
+    into the yielded dict, summed over its calls (for the decode benchmark's split; outside
+    such a block the clock is not read)."""
+    times = dict.fromkeys(PARTS, 0.0)
+    _TIMES.append(times)
+    try:
+        yield times
+    finally:
+        _TIMES.remove(times)
+
+
+class Laps:
+    """``lap(part)``: the time since the previous lap goes to ``part`` of the active
+    ``timed_parts`` blocks; a no-op outside them."""
+
+    def __init__(self):
+        self.active = bool(_TIMES)
+        self.last = time.perf_counter() if self.active else 0.0
+
+    def __call__(self, part: str) -> None:
+        if self.active:
+            now = time.perf_counter()
+            for times in _TIMES:
+                times[part] += now - self.last
+            self.last = now
 
 
 def int8_available(device) -> bool:
@@ -85,11 +123,12 @@ class OutputLayer:
                 self.blocks.append((w.contiguous(), b.contiguous()))
 
     def __call__(self, h: torch.Tensor, k: int) -> torch.Tensor:
-        """The pre-ReLU outputs of channel ``k`` for hidden activations ``h`` (n, hidden), (n, H*W)."""
+        """The outputs of channel ``k``, after the layer's ReLU (fused into fbgemm's output stage
+        in int8), for hidden activations ``h`` (n, hidden): (n, H*W) float32."""
         if self.int8:
-            return torch.ops.quantized.linear_dynamic(h.contiguous(), self.blocks[k], True)
+            return torch.ops.quantized.linear_relu_dynamic.default(h.contiguous(), self.blocks[k], True)
         w, b = self.blocks[k]
-        return torch.addmm(b, h, w.t())
+        return torch.addmm(b, h, w.t()).relu_()
 
 
 def output_layer(prn, int8: bool) -> OutputLayer:
@@ -101,6 +140,36 @@ def output_layer(prn, int8: bool) -> OutputLayer:
     if int8 not in cached or cached[int8][0] != key:
         cached[int8] = (key, OutputLayer(linear, prn.num_keypoints, int8))
     return cached[int8][1]
+
+
+def _folded(prn, sigma: float, device, grid: str) -> torch.Tensor:
+    """(K*H*W + 1, hidden): ``folded_first_layer``'s rows, then the first layer's bias."""
+    weight, bias = prn.first_layer.weight, prn.first_layer.bias
+    key = (float(sigma), grid, str(device), weight.data_ptr(), weight._version, bias.data_ptr(), bias._version)
+    cached = _FOLDED.get(prn)
+    if cached is None or cached[0] != key:
+        K, H, W = prn.grid_shape
+        blurred = blur_adjoint(weight.detach().float().cpu().numpy().reshape(-1, H, W), sigma, grid)
+        rows = torch.from_numpy(blurred.reshape(weight.shape[0], K * H * W).T)
+        folded = torch.cat([rows, bias.detach().float().cpu()[None]]).to(device)
+        cached = _FOLDED[prn] = (key, folded, folded[:-1])
+    return cached[1]
+
+
+def folded_first_layer(prn, sigma: float, device, grid: str = "enlarged") -> torch.Tensor:
+    """The PRN's first weight matrix with the input blur folded in, (K*H*W, hidden) on ``device``.
+
+    The input blur is linear and separable (matrices G of ``grid``), so the first layer of a
+    blurred grid equals the weights through the blur's adjoint applied to the unblurred peak
+    cells: ``W1 vec(G_h S G_w^T) = (G_h^T W1 G_w) vec(S)`` per channel (``blur_adjoint``; for
+    the symmetric "enlarged" blur, the blurred weights). An image's grids hold a few peak
+    cells each among K*H*W = 34272 inputs, so the first layer becomes a sum of a few rows
+    instead of a dense product. Kept per network while its weights are unchanged (one more
+    copy of the first layer in memory, its bias as one more row: ``hidden_activations`` sums
+    a grid's rows after it in one ``embedding_bag``).
+    """
+    _folded(prn, sigma, device, grid)
+    return _FOLDED[prn][2]
 
 
 def peak_entries(cell: np.ndarray, inside: np.ndarray, types: np.ndarray, scores: np.ndarray,
@@ -120,41 +189,21 @@ def peak_entries(cell: np.ndarray, inside: np.ndarray, types: np.ndarray, scores
 def contested(inside: np.ndarray, types: np.ndarray, num_keypoints: int) -> np.ndarray:
     """(B, P) the candidate pairs whose score can change the matching: the box has another
     candidate of the type, or the peak lies in another box."""
-    per_peak = inside.sum(0)
-    per_channel = np.zeros((inside.shape[0], num_keypoints), dtype=np.int64)
+    B = inside.shape[0]
     b, p = np.nonzero(inside)
-    np.add.at(per_channel, (b, types[p]), 1)
-    return inside & ((per_peak[None] > 1) | (per_channel[:, types] > 1))
-
-
-def _add_patches(logits: torch.Tensor, rows: np.ndarray, flat: np.ndarray, values: np.ndarray, height: int,
-                 width: int, sigma: float, grid: str = "enlarged") -> None:
-    """Add the blurred input (the residual) to the computed channels' logits (C, H*W) in
-    place: every peak cell's Gaussian patch, the column of the grid's blur matrices
-    (``blur_matrix``) at its cell, within the blur's reach; ``rows`` is the channel row of each
-    entry (-1: not computed)."""
-    keep = rows >= 0
-    if not keep.any():
-        return
-    rows, cell, values = rows[keep], flat[keep] % (height * width), values[keep]
-    i, j = np.divmod(cell, width)
-    r = blur_radius(sigma, grid)
-    d = np.arange(-r, r + 1)
-    y, x = i[:, None, None] + d[None, :, None], j[:, None, None] + d[None, None, :]
-    ok = (y >= 0) & (y < height) & (x >= 0) & (x < width)
-    gh, gw = blur_matrix(height, sigma, grid), blur_matrix(width, sigma, grid)
-    weight = (values[:, None, None] * gh[y.clip(0, height - 1), i[:, None, None]]
-              * gw[x.clip(0, width - 1), j[:, None, None]])
-    index = rows[:, None, None] * (height * width) + y * width + x
-    logits.view(-1).index_add_(0, torch.from_numpy(index[ok]), torch.from_numpy(weight[ok].astype(np.float32)))
+    per_channel = np.bincount(b * num_keypoints + types[p], minlength=B * num_keypoints).reshape(B, num_keypoints)
+    return inside & ((inside.sum(0) > 1)[None] | (per_channel[:, types] > 1))
 
 
 class ChannelOutputs:
     """PRN probabilities of selected (box, type) channels, (C, H, W) rows in ``rows`` (B, K)
-    (-1: not computed)."""
+    (-1: not computed). The hidden rows are gathered once; each type's channels are one product
+    over a contiguous block of them; the residual input (each peak cell's blur patch,
+    ``blurred_cells``) is added to the computed channels only."""
 
     def __init__(self, prn, hidden: torch.Tensor, needed: np.ndarray, flat: np.ndarray, values: np.ndarray,
-                 sigma: float, layer: OutputLayer, grid: str = "enlarged"):
+                 sigma: float, layer: OutputLayer, grid: str = "enlarged", laps=None):
+        lap = laps or Laps()
         K, H, W = prn.grid_shape
         B = needed.shape[0]
         if prn.softmax == "global":
@@ -162,12 +211,18 @@ class ChannelOutputs:
         self.rows = np.full((B, K), -1, dtype=np.int64)
         k, b = np.nonzero(needed.T)  # type-major: each type's product fills consecutive rows
         self.rows[b, k] = np.arange(len(b))
-        types, starts = np.unique(k, return_index=True)
-        blocks = [layer(hidden[torch.from_numpy(b[i:j])], int(t))
-                  for t, i, j in zip(types, starts, list(starts[1:]) + [len(b)])]
-        logits = torch.cat(blocks).float().relu_() if blocks else torch.zeros(0, H * W)
+        ends = np.cumsum(np.bincount(k, minlength=K)).tolist()
+        selected = hidden.index_select(0, torch.from_numpy(b))
+        blocks = [layer(selected[start:end], t) for t, (start, end) in enumerate(zip([0] + ends[:-1], ends))
+                  if end > start]
+        logits = (torch.cat(blocks) if len(blocks) > 1 else blocks[0]) if blocks else torch.zeros(0, H * W)
+        lap("products")
         entry_b, entry_k = np.divmod(flat // (H * W), K)
-        _add_patches(logits, self.rows[entry_b, entry_k], flat, values, H, W, sigma, grid)
+        rows = self.rows[entry_b, entry_k]
+        keep = rows >= 0
+        if keep.any():  # the residual input
+            index, weight = blurred_cells(rows[keep] * (H * W) + flat[keep] % (H * W), values[keep], H, W, sigma, grid)
+            logits.view(-1).index_add_(0, torch.from_numpy(index), torch.from_numpy(weight))
         if prn.softmax == "global":  # a box's channels are all there: normalise over them
             boxes = np.flatnonzero(needed[:, 0])
             order = torch.from_numpy(self.rows[boxes].reshape(-1))
@@ -176,6 +231,7 @@ class ChannelOutputs:
         else:
             probs = logits.softmax(-1)
         self.probs = probs.reshape(-1, H, W)
+        lap("softmax")
 
     def window_sums(self, b: np.ndarray, k: np.ndarray, rows: np.ndarray, cols: np.ndarray, window: int):
         """Sums of the probabilities over the ``window`` x ``window`` cells (zero outside the
@@ -191,23 +247,35 @@ class ChannelOutputs:
         padded[:, r:r + H, r:r + W] = self.probs.numpy()
         offsets = (np.arange(window)[:, None] * Wp + np.arange(window)[None]).reshape(-1)
         corner = self.rows[b, k] * (Hp * Wp) + rows * Wp + cols  # the window's top-left cell, padded
-        return padded.reshape(-1)[corner[:, None] + offsets[None]].sum(1, dtype=np.float64)
+        return np.take(padded.reshape(-1), corner[:, None] + offsets[None]).sum(1, dtype=np.float64)
 
     def highest_cells(self, b: np.ndarray, k: np.ndarray) -> np.ndarray:
         """The flat index of the highest cell of channels (b, k)."""
         return self.probs.flatten(1)[torch.from_numpy(self.rows[b, k])].argmax(1).numpy()
 
 
-def hidden_activations(prn, flat: np.ndarray, values: np.ndarray, num_boxes: int, folded: torch.Tensor):
+def hidden_activations(prn, flat: np.ndarray, values: np.ndarray, num_boxes: int, sigma: float,
+                       grid: str = "enlarged") -> torch.Tensor:
     """The last hidden layer's activations (B, hidden) from the peak cells (``peak_entries``)
-    and the folded first layer: the inference-mode MLP without its output layer."""
-    size = int(np.prod(prn.grid_shape))
+    and the folded first layer (``folded_first_layer``, on the CPU): the inference-mode MLP
+    without its output layer. Cells of value 1 (``peak_input`` "one") are summed per grid in
+    one ``embedding_bag`` over the folded rows, the bias row first; other values scale their
+    rows first. Both add the bias and then each row in order, as one ``index_add_`` would."""
+    folded = _folded(prn, sigma, "cpu", grid)
+    size = len(folded) - 1
     b, i = np.divmod(flat, size)
-    rows = folded[torch.from_numpy(i)] * torch.from_numpy(values)[:, None]
-    first = prn.first_layer.bias.detach().float().expand(num_boxes, -1).clone()
-    first.index_add_(0, torch.from_numpy(b), rows)
-    return prn.mlp[1:-2](first)
+    if len(values) and (values == 1).all():
+        starts = np.searchsorted(b, np.arange(num_boxes))
+        bags = torch.from_numpy(np.insert(i, starts, size))  # each grid's bag: the bias row, its cells
+        first = F.embedding_bag(bags, folded, torch.from_numpy(starts + np.arange(num_boxes)), mode="sum")
+    else:
+        rows = folded[torch.from_numpy(i)] * torch.from_numpy(values)[:, None]
+        first = folded[size].expand(num_boxes, -1).clone()
+        first.index_add_(0, torch.from_numpy(b), rows)
+    for layer in list(prn.mlp)[1:-2]:  # (slicing the Sequential would build a new module per call)
+        first = layer(first)
+    return first
 
 
-__all__ = ["ChannelOutputs", "OutputLayer", "PRECISIONS", "contested", "hidden_activations", "int8_available",
-           "output_layer", "peak_entries"]
+__all__ = ["ChannelOutputs", "Laps", "OutputLayer", "PARTS", "PRECISIONS", "contested", "folded_first_layer",
+           "hidden_activations", "int8_available", "output_layer", "peak_entries", "timed_parts"]

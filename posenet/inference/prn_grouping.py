@@ -9,19 +9,16 @@ score of an assigned keypoint being its peak's score and that of a keypoint left
 from __future__ import annotations
 
 import contextlib
-import weakref
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from posenet.codecs.prn_grid import PrnGridCodec, blur_adjoint, grid_to_image
+from posenet.codecs.prn_grid import PrnGridCodec, grid_to_image
 from posenet.models.prn import PoseResidualNetwork
-from posenet.inference.prn_fast import (PRECISIONS, ChannelOutputs, contested, hidden_activations,
-                                       int8_available, output_layer, peak_entries)
+from posenet.inference.prn_fast import (PRECISIONS, ChannelOutputs, Laps, contested, folded_first_layer,
+                                       hidden_activations, int8_available, output_layer, peak_entries)
 from posenet.portable.prn import PEAK_INPUTS, as_peaks, assign, most_central_assign, pose_scores
-
-_FOLDED: "weakref.WeakKeyDictionary[PoseResidualNetwork, tuple]" = weakref.WeakKeyDictionary()
 
 
 def window_sums(maps, types: np.ndarray, rows: np.ndarray, cols: np.ndarray, window: int) -> np.ndarray:
@@ -41,29 +38,6 @@ def window_sums(maps, types: np.ndarray, rows: np.ndarray, cols: np.ndarray, win
     return sums.double().cpu().numpy()
 
 
-def folded_first_layer(prn: PoseResidualNetwork, sigma: float, device, grid: str = "enlarged") -> torch.Tensor:
-    """The PRN's first weight matrix with the input blur folded in, (K*H*W, hidden) on ``device``.
-
-    The input blur is linear and separable (matrices G of ``grid``), so the first layer of a
-    blurred grid equals the weights through the blur's adjoint applied to the unblurred peak
-    cells: ``W1 vec(G_h S G_w^T) = (G_h^T W1 G_w) vec(S)`` per channel (``blur_adjoint``; for
-    the symmetric "enlarged" blur, the blurred weights). An image's grids hold a few peak
-    cells each among K*H*W = 34272 inputs, so the first layer becomes a sum of a few rows
-    instead of a dense product. Kept per network while its weights are unchanged (one more
-    copy of the first layer in memory).
-    """
-    weight = prn.first_layer.weight
-    key = (float(sigma), grid, str(device), weight.data_ptr(), weight._version)
-    cached = _FOLDED.get(prn)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    K, H, W = prn.grid_shape
-    blurred = blur_adjoint(weight.detach().float().cpu().numpy().reshape(-1, H, W), sigma, grid)
-    folded = torch.from_numpy(blurred.reshape(weight.shape[0], K * H * W).T.copy()).to(device)
-    _FOLDED[prn] = (key, folded)
-    return folded
-
-
 def _first_layer(prn: PoseResidualNetwork, cells: np.ndarray, codec: PrnGridCodec, device) -> torch.Tensor:
     """The first linear layer's output (B, hidden) for the blurred ``cells`` (B, K, H, W)."""
     index = np.flatnonzero(cells)
@@ -76,7 +50,11 @@ def _first_layer(prn: PoseResidualNetwork, cells: np.ndarray, codec: PrnGridCode
 
 @contextlib.contextmanager
 def _eval_mode(module):
-    """``module`` in eval mode (no dropout) for the block, its own mode restored after."""
+    """``module`` in eval mode (no dropout) for the block, its own mode restored after (a
+    module already in eval mode throughout is left alone: switching walks every submodule)."""
+    if not any(m.training for m in module.modules()):
+        yield module
+        return
     was_training = module.training
     module.eval()
     try:
@@ -159,6 +137,7 @@ def prn_assign(prn, boxes, peaks_xy, peaks_type, peaks_score, num_keypoints: int
 def _fast_assign(prn, codec: PrnGridCodec, boxes, xy, types, scores, K: int, window: int, min_score: float,
                  int8: bool, values: np.ndarray, factor: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """``prn_assign``'s fast path (``posenet.inference.prn_fast``), same arguments and result."""
+    lap = Laps()
     H, W = codec.height, codec.width
     B, P = len(boxes), len(xy)
     if P and (types.min() < 0 or types.max() >= K):
@@ -166,39 +145,45 @@ def _fast_assign(prn, codec: PrnGridCodec, boxes, xy, types, scores, K: int, win
     affine = codec.affine(boxes)
     cell, inside = codec.point_cells(affine, xy)  # (B, P, 2), (B, P)
     flat, values = peak_entries(cell, inside, types, values, K, H, W)
-    hidden = hidden_activations(prn, flat, values, B, folded_first_layer(prn, codec.input_sigma, "cpu", codec.grid))
-    layer = output_layer(prn, int8)
     scored = contested(inside, types, K) if min_score <= 0 else inside
+    taken = inside & ~scored  # alone in its component of the matching: taken whatever its score
     needed = np.ones((B, K), dtype=bool)  # channels without a candidate: their fallback, in the same products
-    b, p = np.nonzero(inside & ~scored)
+    b, p = np.nonzero(taken)
     needed[b, types[p]] = False
     b, p = np.nonzero(scored)
     needed[b, types[p]] = True
-    out = ChannelOutputs(prn, hidden, needed, flat, values, codec.input_sigma, layer, codec.grid)
+    lap("selection")
+    hidden = hidden_activations(prn, flat, values, B, codec.input_sigma, codec.grid)
+    lap("first layer")
+    layer = output_layer(prn, int8)
+    out = ChannelOutputs(prn, hidden, needed, flat, values, codec.input_sigma, layer, codec.grid, lap)
     pair = np.full((B, P), -np.inf)
     if len(b):
         sums = out.window_sums(b, types[p], cell[b, p, 1], cell[b, p, 0], window)
         if factor is not None:
             sums = sums * factor[p].astype(sums.dtype)
         pair[b, p] = np.where(sums > min_score, sums, -np.inf)
-    pair[inside & ~scored] = 1.0  # alone in its component of the matching: taken whatever its score
+    pair[taken] = 1.0
+    lap("window sums")
     peak = assign(pair, types, K) if P else np.full((B, K), -1, dtype=np.int64)
     found = peak >= 0
     keypoints, result = np.zeros((B, K, 2)), np.zeros((B, K))
     keypoints[found] = xy[peak[found]]
     result[found] = scores[peak[found]]
+    lap("assignment")
     b, k = np.nonzero(~found)  # fallback: the centre of the channel's highest cell
     if len(b):
-        extra = np.zeros((B, K), dtype=bool)
-        extra[b, k] = out.rows[b, k] < 0
         best = np.empty(len(b), dtype=np.int64)
         have = out.rows[b, k] >= 0
         best[have] = out.highest_cells(b[have], k[have])
-        if extra.any():
-            more = ChannelOutputs(prn, hidden, extra, flat, values, codec.input_sigma, layer, codec.grid)
+        if not have.all():
+            extra = np.zeros((B, K), dtype=bool)
+            extra[b[~have], k[~have]] = True
+            more = ChannelOutputs(prn, hidden, extra, flat, values, codec.input_sigma, layer, codec.grid, lap)
             best[~have] = more.highest_cells(b[~have], k[~have])
         centre = np.stack([best % W, best // W], -1) + 0.5
         keypoints[b, k] = grid_to_image(affine[b], centre[:, None])[:, 0]
+    lap("fallback")
     return keypoints, result
 
 

@@ -188,21 +188,53 @@ def box_matrix(n: int, window: int) -> np.ndarray:
     return (np.abs(d) <= window // 2).astype(np.float32)
 
 
+@lru_cache(maxsize=16)
+def _patch_tables(height: int, width: int, sigma: float, grid: str):
+    """For each cell of a ``height`` x ``width`` grid (rows of flat cell index), its blur patch
+    (``blurred_cells``): the flat indices of the n x n cells it reaches (n = 2 * blur_radius + 1,
+    row by row; those off the grid hold anything) and whether they lie in the grid, (H*W, n*n);
+    the blur matrices' weights along each axis, (H*W, n) float32, and their products (the patch
+    of a cell of value 1), (H*W, n*n). Read-only and shared."""
+    d = np.arange(-blur_radius(sigma, grid), blur_radius(sigma, grid) + 1)
+    i, j = np.divmod(np.arange(height * width), width)
+    rows, cols = i[:, None] + d, j[:, None] + d
+    wy = blur_matrix(height, sigma, grid)[rows.clip(0, height - 1), i[:, None]]
+    wx = blur_matrix(width, sigma, grid)[cols.clip(0, width - 1), j[:, None]]
+    n = len(d)
+    index = (rows[:, :, None] * width + cols[:, None, :]).reshape(-1, n * n)
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
+    inside = inside.reshape(-1, n * n)
+    ones = (np.float32(1.0) * wy[:, :, None] * wx[:, None, :]).reshape(-1, n * n)
+    tables = index, inside, wy, wx, ones
+    for t in tables:
+        t.flags.writeable = False
+    return tables
+
+
+def blurred_cells(flat: np.ndarray, values: np.ndarray, height: int, width: int, sigma: float,
+                  grid: str = "enlarged") -> tuple[np.ndarray, np.ndarray]:
+    """The blur (``blur``) of grids that are zero but for ``values`` at the flat indices
+    ``flat`` into (N, H, W): the flat indices into (N, H, W) that each set cell's patch (the
+    columns of the blur matrices at its cell) reaches inside its grid and the blurred values
+    there (value x row weight x column weight, float32), patch by patch, each patch row by
+    row."""
+    flat = np.asarray(flat, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float32)
+    index, inside, wy, wx, ones = _patch_tables(int(height), int(width), float(sigma), grid)
+    channel, cell = np.divmod(flat, height * width)
+    ok = inside[cell]
+    where = index[cell]
+    where += (channel * (height * width))[:, None]
+    if (values == 1).all():
+        weight = ones[cell]
+    else:
+        weight = ((values[:, None, None] * wy[cell][:, :, None]) * wx[cell][:, None, :]).reshape(len(flat), -1)
+    return where[ok], weight[ok]
+
+
 def add_blurred_cells(out: np.ndarray, flat: np.ndarray, values: np.ndarray, height: int, width: int,
                       sigma: float, grid: str = "enlarged") -> None:
     """Add to ``out`` (N, K*H*W) the blur (``blur``) of grids that are zero but for ``values`` at
-    the flat indices ``flat`` into (N, K, H, W): one small patch per set cell, the columns of
-    the blur matrices at its cell."""
-    if not len(flat):
-        return
-    radius = blur_radius(sigma, grid)
-    d = np.arange(-radius, radius + 1)
-    gh, gw = blur_matrix(height, sigma, grid), blur_matrix(width, sigma, grid)
-    channel, rest = np.divmod(flat, height * width)
-    r, c = np.divmod(rest, width)
-    rows, cols = r[:, None] + d, c[:, None] + d  # (n, 2R + 1)
-    ok = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-    index = (channel[:, None, None] * height + rows[:, :, None]) * width + cols[:, None, :]
-    weight = (gh[rows.clip(0, height - 1), r[:, None]][:, :, None] * gw[cols.clip(0, width - 1), c[:, None]][:, None, :]
-              * values.astype(np.float32)[:, None, None])
-    np.add.at(out.reshape(-1), index[ok], weight[ok])
+    the flat indices ``flat`` into (N, K, H, W) (``blurred_cells``)."""
+    if len(flat):
+        np.add.at(out.reshape(-1), *blurred_cells(flat, values, height, width, sigma, grid))
