@@ -7,10 +7,11 @@ Protocol:
   ``DataLoader`` with ``workers`` processes, batches of ``batch_size``, JPEG decode and every
   target included. The first ``workers`` batches, which carry the workers' start-up, are
   excluded from the steady rate; the overall rate, start-up included, is reported too.
-* split: the same samples loaded one by one in this process with OpenCV on one thread (one
-  worker's view), time per sample in decoding, augmenting (drawing the matrix, warping and
-  reordering the image) and building the targets (masks, keypoints, heatmaps, boxes), plus the
-  collate per sample.
+* split: the same samples loaded one by one in this process with OpenCV and torch on one
+  thread (one worker's view, :func:`profile_split`), time per sample in decoding, augmenting
+  (drawing the matrix, warping and reordering the image) and building the targets (masks,
+  keypoints, heatmaps, boxes; the masks and the heatmaps also apart), plus the collate per
+  sample.
 """
 from __future__ import annotations
 
@@ -39,6 +40,42 @@ def _keys(indices: list[int], num_samples: int, seed: int) -> list[tuple[int, in
         keys.extend((epoch, indices[i]) for i in order)
         epoch += 1
     return keys[:num_samples]
+
+
+def profile_split(dataset: CocoKeypointDataset, keys: list[tuple[int, int]], seed: int, batch_size: int) -> dict:
+    """One worker's view of loading ``keys`` (epoch, index): the samples loaded one by one in
+    this process, seeded as the engine seeds them, with OpenCV and torch on one thread as in a
+    loader worker, collated ``batch_size`` at a time. ms per sample in total and per stage
+    (``dataset.timings``): decode, augment, targets and, of the targets, masks and heatmaps."""
+    threads, torch_threads = cv2.getNumThreads(), torch.get_num_threads()
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    saved_timings, dataset.timings = dataset.timings, {}
+    samples, total, collate_s, collated = [], 0.0, 0.0, 0
+    saved = np.random.get_state()
+    try:
+        for epoch, index in keys:
+            np.random.seed(derive_seed(seed, epoch, index) & 0xFFFFFFFF)
+            t = time.perf_counter()
+            samples.append(dataset[index])
+            total += time.perf_counter() - t
+            if len(samples) == batch_size:
+                t = time.perf_counter()
+                collate(samples)
+                collate_s += time.perf_counter() - t
+                collated += len(samples)
+                samples = []
+        timings = dataset.timings
+    finally:
+        np.random.set_state(saved)
+        cv2.setNumThreads(threads)
+        torch.set_num_threads(torch_threads)
+        dataset.timings = saved_timings
+    n = max(len(keys), 1)
+    out = {f"{k}_ms": 1e3 * timings.get(k, 0.0) / n for k in ("decode", "augment", "targets", "masks", "heatmaps")}
+    out.update(profile_samples=len(keys), sample_ms=1e3 * total / n,
+               collate_ms=1e3 * collate_s / collated if collated else float("nan"))
+    return out
 
 
 def benchmark_data(
@@ -98,29 +135,9 @@ def benchmark_data(
         steady = float("nan")
 
     # --- per-stage split, one process, one OpenCV thread
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
     n_profile = min(profile_samples or len(indices), num_samples)
     profiled = CocoKeypointDataset(persons, input_size=input_size, train=train, **dataset_kwargs)
-    profiled.timings = {}
-    samples, total, collate_s = [], 0.0, 0.0
-    saved = np.random.get_state()
-    try:
-        for epoch, index in keys[:n_profile]:
-            np.random.seed(derive_seed(seed, epoch, index) & 0xFFFFFFFF)
-            t = time.perf_counter()
-            samples.append(profiled[index])
-            total += time.perf_counter() - t
-            if len(samples) == batch_size:
-                t = time.perf_counter()
-                collate(samples)
-                collate_s += time.perf_counter() - t
-                samples = []
-    finally:
-        np.random.set_state(saved)
-        cv2.setNumThreads(threads)
-    ms = {k: 1e3 * v / n_profile for k, v in profiled.timings.items()}
-    collated = (n_profile // batch_size) * batch_size
+    stages = profile_split(profiled, keys[:n_profile], seed, batch_size)
 
     return {
         "root": str(Path(root)),
@@ -137,17 +154,26 @@ def benchmark_data(
         "samples_per_s": steady,
         "samples_per_s_with_startup": sum(sizes) / (end - start),
         "wall_s": end - start,
-        "profile_samples": n_profile,
-        "decode_ms": ms.get("decode", 0.0),
-        "augment_ms": ms.get("augment", 0.0),
-        "targets_ms": ms.get("targets", 0.0),
-        "sample_ms": 1e3 * total / n_profile,
-        "collate_ms": 1e3 * collate_s / collated if collated else float("nan"),
+        **stages,
         "cpu": f"{cpu_model()} ({os.cpu_count()} logical cores)",
         "torch": torch.__version__,
         "opencv": cv2.__version__,
         "numpy": np.__version__,
     }
+
+
+def split_rows(r: dict) -> list[str]:
+    """The table rows of :func:`profile_split`'s stages (without its total)."""
+    rows = [
+        f"| &nbsp;&nbsp;decode | {r['decode_ms']:.2f} ms |",
+        f"| &nbsp;&nbsp;augment (matrix, image warp) | {r['augment_ms']:.2f} ms |",
+        f"| &nbsp;&nbsp;targets (masks, keypoints, heatmaps, boxes) | {r['targets_ms']:.2f} ms |",
+    ]
+    if "masks_ms" in r:
+        rows += [f"| &nbsp;&nbsp;&nbsp;&nbsp;of which masks (regions rasterised, decoded, warped to the grid) "
+                 f"| {r['masks_ms']:.2f} ms |",
+                 f"| &nbsp;&nbsp;&nbsp;&nbsp;of which heatmaps | {r['heatmaps_ms']:.2f} ms |"]
+    return rows + [f"| collate, per sample | {r['collate_ms']:.2f} ms |"]
 
 
 def format_data_benchmark(result: dict) -> str:
@@ -173,8 +199,7 @@ def format_data_benchmark(result: dict) -> str:
         f"| one process, 1 OpenCV thread: ms/sample | {r['sample_ms']:.2f} (= {per_worker:.0f} samples/s per core) |",
         f"| &nbsp;&nbsp;decode | {r['decode_ms']:.2f} ms |",
         f"| &nbsp;&nbsp;augment (matrix, image warp) | {r['augment_ms']:.2f} ms |",
-        f"| &nbsp;&nbsp;targets (masks, keypoints, heatmaps, boxes) | {r['targets_ms']:.2f} ms |",
-        f"| collate, per sample | {r['collate_ms']:.2f} ms |",
+        *split_rows(r),
         "",
         f"Machine: {r['cpu']}; torch {r['torch']}, OpenCV {r['opencv']}, numpy {r['numpy']}. "
         f"Split measured over {r['profile_samples']} samples.",

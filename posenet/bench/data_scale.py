@@ -16,6 +16,10 @@ Protocol (``benchmark.py data --scale``):
   points from the end of a warm-up (25 batches: the workers' heaps and buffers grow to their
   working size there, whatever the annotations' layout) and after the last batch (the
   workers still alive). Samples per second exclude the first ``workers`` batches (start-up).
+* split: the first ``profile_samples`` of those samples loaded again one by one in this
+  process, one worker's view (:func:`~posenet.bench.data_loading.profile_split`): ms per
+  sample in decoding, augmenting and building the targets (the masks and the heatmaps apart),
+  and the collate.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from posenet.bench.common import cpu_model
-from posenet.bench.data_loading import _keys
+from posenet.bench.data_loading import _keys, profile_split, split_rows
 from posenet.config import build, load_config
 from posenet.data.dataset import collate
 from posenet.engine.loader import SeededDataset, SkippingCollate, WorkerSeeder
@@ -85,6 +89,7 @@ def benchmark_data_scale(
     seed: int = 0,
     points: int = 5,
     warmup_batches: int = 25,
+    profile_samples: int = 200,
     scale_dir: str | os.PathLike | None = None,
     images: int = COCO_TRAIN_IMAGES,
     keypoint_persons: int = COCO_TRAIN_KEYPOINT_PERSONS,
@@ -96,8 +101,11 @@ def benchmark_data_scale(
 
     ``num_samples`` None: the whole epoch. ``points``: memory readings from the end of the
     warm-up (``warmup_batches``: the workers' buffers and heaps reach their working size) to
-    the last batch, besides the one after the first batch. ``scale_dir``: where the file is written or reused (default: a
-    temporary folder, removed afterwards). ``log``: progress lines (None: quiet).
+    the last batch, besides the one after the first batch. ``profile_samples``: the first that
+    many samples loaded again one by one in this process, split into stages
+    (:func:`~posenet.bench.data_loading.profile_split`; 0: not). ``scale_dir``: where the file
+    is written or reused (default: a temporary folder, removed afterwards). ``log``: progress
+    lines (None: quiet).
     """
 
     log = log or (lambda message: None)
@@ -144,6 +152,7 @@ def benchmark_data_scale(
         del iterator
         skip = workers
         steady = (sum(sizes[skip:]) / (arrivals[-1] - arrivals[skip - 1])) if len(arrivals) > skip else float("nan")
+        stages = profile_split(dataset, keys[:min(profile_samples, n)], seed, batch_size) if profile_samples else {}
 
     return {
         "config": str(config),
@@ -163,6 +172,7 @@ def benchmark_data_scale(
         "epoch_samples": len(dataset),
         "wall_s": arrivals[-1] - t0 if arrivals else float("nan"),
         "samples_per_s": steady,
+        **stages,
         "readings": readings,
         "warmup_samples": next((r["samples"] for r in readings if r["batch"] == warm + 1), 0),
         "cpu": f"{cpu_model()} ({os.cpu_count()} logical cores)",
@@ -210,6 +220,12 @@ def format_data_scale(result: dict) -> str:
         f"| worker PSS, last reading against the one after the warm-up ({warm['samples']:,} samples) "
         f"| {growth(warm)} |",
         f"| samples/s (steady) | {r['samples_per_s']:.1f} |",
+    ]
+    if r.get("profile_samples"):
+        per_core = 1e3 / r["sample_ms"] if r["sample_ms"] > 0 else float("nan")
+        lines += [f"| one process, 1 OpenCV and torch thread, first {r['profile_samples']} samples: ms/sample "
+                  f"| {r['sample_ms']:.2f} (= {per_core:.0f} samples/s per core) |", *split_rows(r)]
+    lines += [
         "",
         f"Machine: {r['cpu']}; torch {r['torch']}.",
         "",

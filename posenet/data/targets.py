@@ -13,8 +13,9 @@ grid (``grid_matrix``), so a sample never holds a full-resolution warped mask. A
 without a usable segmentation falls back to its box. The dataset keeps each annotation's
 region unrasterised (:func:`annotation_region`, in ``posenet.data.person_store``'s flat
 arrays) and rasterises it per sample: building both layers costs about 0.5 ms for a COCO
-image with persons (nothing for the half without), while rasterised RLEs of every image would
-add seconds per 10,000 images to the dataset's build.
+image with persons (nothing for the half without; most of it is pycocotools' decode of the
+two full-resolution layers), while rasterised RLEs of every image would add seconds per
+10,000 images to the dataset's build.
 """
 from __future__ import annotations
 
@@ -162,11 +163,20 @@ def decode_regions(ignore: dict | None, persons: dict | None, height: int, width
     """:func:`region_rles`' two RLEs as :func:`region_masks`' (height, width, 2) layers (None for neither)."""
     if ignore is None and persons is None:
         return None
-    out = np.zeros((height, width, 2), dtype=np.uint8)
-    for channel, rle in ((0, ignore), (1, persons)):
-        if rle is not None:
-            out[..., channel] = _decode(rle)
-    out *= 255
+    # pycocotools decodes column-major (a (height, width) array in Fortran order): its transpose
+    # is a C-ordered (width, height) plane, which cv2.transpose turns at memory speed and
+    # cv2.merge interleaves; numpy's strided copy into out[..., channel] took 1.6 times as long.
+    planes = []
+    for rle in (ignore, persons):
+        if rle is None:
+            planes.append(np.zeros((height, width), np.uint8))
+            continue
+        mask = _decode(rle)
+        if mask.shape != (height, width):
+            raise ValueError(f"RLE of size {list(mask.shape)} for an image of {[height, width]}")
+        planes.append(cv2.transpose(mask.T))
+    out = cv2.merge(planes)
+    np.multiply(out, 255, out=out)
     return out
 
 
