@@ -34,7 +34,7 @@ $(VENV)/.deps: requirements.txt
 $(VENV)/.built: $(VENV)/.deps setup.py $(NMS_SRC)
 	$(PIP) --no-build-isolation --no-deps -e .
 	$(COMPILE) posenet
-	$(PY) -c "import posenet.ops as o; assert o.has_compiled_nms(), 'compiled NMS failed to load'"
+	$(PY) -c "import posenet.ops as o; assert o.has_compiled_nms() and o.has_compiled_peaks(), 'the compiled operators failed to load'"
 	touch $@
 
 demo: setup

@@ -1,4 +1,5 @@
-"""Compiled operators of posenet (NMS), with a pure-torch fallback. See posenet.ops.nms."""
+"""Compiled operators of posenet (NMS, heatmap peak cells), each with a fallback. See
+posenet.ops.nms and posenet.ops.peaks."""
 from .nms import (
     BACKEND_ENV,
     batched_nms,
@@ -7,12 +8,15 @@ from .nms import (
     nms,
     set_nms_backend,
 )
+from .peaks import has_compiled_peaks, peak_cells
 
 __all__ = [
     "BACKEND_ENV",
     "batched_nms",
     "get_nms_backend",
     "has_compiled_nms",
+    "has_compiled_peaks",
     "nms",
+    "peak_cells",
     "set_nms_backend",
 ]
