@@ -9,18 +9,35 @@ in sorted order; ``OUT/image_ids.json`` records which file got which id. Whateve
 name but gives no image (empty, truncated, not an image, unreadable, a directory) is skipped
 with one warning line naming it and the reason; if nothing could be read that is an error.
 Inputs are only read; every output is written atomically.
+
+``batch_size`` > 1 runs the images through the network in batches (``Predictor.run_batch``) and
+``workers`` > 0 reads, decodes and prepares them (``InputPlan``: geometry and warped inputs) in
+DataLoader worker processes while the network runs, at any batch size. A batch only ever holds
+images whose inputs have the same size once rounded up to the model's divisor (``batch_key``:
+coco's 640x480 photos make one group, 480x640 another), so no image is padded beyond what the
+model pads it to alone and every image gets the people of one at a time, up to the rounding of
+batched convolutions: padding to a larger common size would change what the network sees near
+an image's border and beyond (``docs/inference.md``). Images wait in a group until it is full;
+at most ``4 * batch_size`` wait (the fullest group then runs) and the groups left at the end run
+as they are. The outputs are those of one at a time, in sorted file order; unreadable files are
+skipped with the same warning line (workers pass the reason on). A predictor without
+``run_batch`` (``OnnxPredictor``: its graph has batch 1) runs one image at a time; workers
+still read the images ahead of it.
 """
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from tqdm import tqdm
 
-from posenet.errors import DataError, PosenetError
-from posenet.inference.predictor import Predictor, as_rgb
+from posenet.data.dataset import install_cv2_fork_guard
+from posenet.errors import ConfigError, DataError, PosenetError
+from posenet.inference.predictor import InputPlan, Predictor, as_rgb, batch_key, size_divisor
 from posenet.utils.io import write_bytes_atomic, write_json_atomic
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -65,11 +82,64 @@ def person_record(person: dict) -> dict:
             "box_score": round(float(person["box_score"]), 5), "score": round(float(person["score"]), 5)}
 
 
+class FolderImages(torch.utils.data.Dataset):
+    """Item ``i``: ``(i, rgb, prepared, problem)`` of the ``i``-th file: the RGB image (None when
+    ``keep_rgb`` is off and it was prepared), its inputs made by ``plan`` (None without a plan),
+    or, for a file that gives no image, None, None and the reason (a worker never raises
+    ``DataError``)."""
+
+    def __init__(self, files: list[Path], plan: InputPlan | None, keep_rgb: bool = True):
+        self.files, self.plan, self.keep_rgb = list(files), plan, keep_rgb
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        try:
+            rgb = as_rgb(self.files[i])
+        except DataError as e:
+            return i, None, None, str(e)
+        prepared = self.plan(rgb) if self.plan is not None else None
+        return i, rgb if self.keep_rgb or prepared is None else None, prepared, None
+
+
+def _as_is(item):
+    return item
+
+
+def folder_items(files: list[Path], plan: InputPlan | None, keep_rgb: bool, workers: int):
+    """``FolderImages`` items in file order: in this process, or from ``workers`` DataLoader
+    worker processes that read ahead."""
+    images = FolderImages(files, plan, keep_rgb)
+    if workers == 0:
+        return (images[i] for i in range(len(images)))
+    install_cv2_fork_guard()  # forked workers start with one OpenCV thread: they share the cores with the network
+    return iter(torch.utils.data.DataLoader(images, batch_size=None, shuffle=False, num_workers=workers,
+                                            collate_fn=_as_is))
+
+
+def check_loader(batch_size: int, workers: int, batches: bool = True) -> None:
+    """ConfigError for a batch size below 1, fewer than 0 workers, or a batch size above 1 for a
+    predictor that runs one image at a time (``batches`` off: an ONNX export)."""
+    if batch_size < 1:
+        raise ConfigError(f"the batch size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise ConfigError(f"the number of loader workers must be 0 or more, got {workers}")
+    if batch_size > 1 and not batches:
+        raise ConfigError(f"batch size {batch_size}: an ONNX export runs one image at a time (its graph has "
+                          "batch 1); loader workers (--workers) still read the images ahead of it")
+
+
 def infer_folder(predictor: Predictor, images: str | os.PathLike, out: str | os.PathLike,
-                 pictures: bool = True, progress: bool = True, log=print) -> dict:
-    """Run ``predictor`` over the folder; returns a summary (counts, mean timings, paths). The
+                 pictures: bool = True, progress: bool = True, log=print, batch_size: int = 1,
+                 workers: int = 0) -> dict:
+    """Run ``predictor`` over the folder; returns a summary (counts, mean timings per image,
+    wall seconds and images per second, the latter also after the first batch, paths). The
     pictures draw the people whose box score reaches ``predictor.picture_box_threshold``; the
-    results files hold them all."""
+    results files hold them all. ``batch_size`` and ``workers``: see the module's note (1 and
+    0: one image at a time, read in this process)."""
+    batches = hasattr(predictor, "run_batch")
+    check_loader(batch_size, workers, batches)
     files = list_images(images)
     if not files:
         raise PosenetError(f"no images in {images} (looked for {', '.join(EXTENSIONS)})")
@@ -78,36 +148,71 @@ def infer_folder(predictor: Predictor, images: str | os.PathLike, out: str | os.
     if pictures:
         (out / "pictures").mkdir(parents=True, exist_ok=True)
     ids = image_ids(files)
-    results, skipped, people, timings = [], [], 0, {"network_ms": [], "decode_ms": []}
-    for path, image_id in zip(tqdm(files, desc="infer", unit="img", disable=not progress), ids):
-        try:
-            rgb = as_rgb(path)
-        except DataError as e:
-            log(f"warning: skipped {e}")
-            skipped.append(str(path))
+    plan = predictor.input_plan if batches and (batch_size > 1 or workers > 0) else None
+    divisor = size_divisor(predictor.model) if plan is not None else None
+    records, skipped, people, timings = {}, [], 0, {"network_ms": [], "decode_ms": []}
+    bar = tqdm(total=len(files), desc="infer", unit="img", disable=not progress)
+    start, first = time.perf_counter(), None
+
+    def finish(items, predictions):
+        nonlocal people, first
+        for (i, rgb, _, _), prediction in zip(items, predictions):
+            path, image_id = files[i], ids[i]
+            for k in timings:
+                timings[k].append(prediction.timing[k])
+            found = [person_record(p) for p in prediction.people]
+            people += len(found)
+            h, w = prediction.image_size
+            write_json_atomic(out / "json" / f"{path.stem}.json",
+                              {"file": str(path), "image_id": image_id, "height": h, "width": w, "people": found,
+                               "timing_ms": {k: round(v, 2) for k, v in prediction.timing.items()}})
+            records[i] = [{"image_id": image_id, "category_id": 1, "keypoints": r["keypoints"], "score": r["score"]}
+                          for r in found]
+            if pictures:
+                for name, picture in predictor.draw(rgb, prediction).items():
+                    write_image_atomic(out / "pictures" / f"{path.stem}_{name}.jpg", _picture_scale(picture))
+        bar.update(len(items))
+        if first is None:
+            first = (time.perf_counter() - start, len(items))
+
+    def run(items):
+        if items[0][2] is None:  # not prepared: one image at a time, as predictor.run does it
+            finish(items, [predictor.run(items[0][1])])
+        else:
+            finish(items, predictor.run_batch([item[2] for item in items]))
+
+    groups: dict[tuple, list] = {}
+    for item in folder_items(files, plan, pictures, workers):
+        i, _, prepared, problem = item
+        if problem is not None:
+            log(f"warning: skipped {problem}")
+            skipped.append(str(files[i]))
+            bar.update(1)
             continue
-        prediction = predictor.run(rgb)
-        for k in timings:
-            timings[k].append(prediction.timing[k])
-        records = [person_record(p) for p in prediction.people]
-        people += len(records)
-        h, w = prediction.image_size
-        write_json_atomic(out / "json" / f"{path.stem}.json",
-                          {"file": str(path), "image_id": image_id, "height": h, "width": w, "people": records,
-                           "timing_ms": {k: round(v, 2) for k, v in prediction.timing.items()}})
-        results += [{"image_id": image_id, "category_id": 1, "keypoints": r["keypoints"], "score": r["score"]}
-                    for r in records]
-        if pictures:
-            for name, picture in predictor.draw(rgb, prediction).items():
-                write_image_atomic(out / "pictures" / f"{path.stem}_{name}.jpg", _picture_scale(picture))
+        if batch_size == 1 or prepared is None:
+            run([item])
+            continue
+        group = groups.setdefault(batch_key(prepared, divisor), [])
+        group.append(item)
+        if len(group) == batch_size:
+            run(groups.pop(batch_key(prepared, divisor)))
+        elif sum(map(len, groups.values())) >= 4 * batch_size:
+            run(groups.pop(max(groups, key=lambda k: len(groups[k]))))
+    for key in list(groups):
+        run(groups.pop(key))
+    bar.close()
+    seconds = time.perf_counter() - start
     if len(skipped) == len(files):
         raise PosenetError(f"none of the {len(files)} image file(s) in {images} could be read")
-    write_json_atomic(out / "results.json", results)
+    write_json_atomic(out / "results.json", [r for i in sorted(records) for r in records[i]])
     write_json_atomic(out / "image_ids.json", {str(p.name): i for p, i in zip(files, ids)})
+    done = len(records)
     summary = {
-        "images": len(files) - len(skipped), "skipped": len(skipped), "people": people,
+        "images": done, "skipped": len(skipped), "people": people,
         "network_ms": float(np.mean(timings["network_ms"])) if timings["network_ms"] else None,
         "decode_ms": float(np.mean(timings["decode_ms"])) if timings["decode_ms"] else None,
+        "seconds": seconds, "images_per_s": done / seconds,
+        "steady_images_per_s": (done - first[1]) / (seconds - first[0]) if done > first[1] else None,
         "results": str(out / "results.json"), "pictures": str(out / "pictures") if pictures else None,
     }
     if skipped:
@@ -120,4 +225,5 @@ def infer_folder(predictor: Predictor, images: str | os.PathLike, out: str | os.
     return summary
 
 
-__all__ = ["EXTENSIONS", "image_ids", "infer_folder", "list_images", "person_record"]
+__all__ = ["EXTENSIONS", "FolderImages", "check_loader", "folder_items", "image_ids", "infer_folder", "list_images",
+           "person_record"]

@@ -31,14 +31,14 @@ from omegaconf import DictConfig
 from posenet.codecs import KeypointHeatmapCodec
 from posenet.config import build
 from posenet.data.keypoints import DerivedLayout
-from posenet.data.transforms import invert, transform_points, warp_image
+from posenet.data.transforms import invert, transform_points
 from posenet.errors import ConfigError
 from posenet.inference.groupings import Grouping, PafFieldGrouping, grouping_from_config
-from posenet.inference.predictor import Prediction, as_rgb, draw_prediction, inference_model
+from posenet.inference.predictor import (InputPlan, Prediction, PreparedImage, as_rgb, batch_maps, check_prepared,
+                                         draw_prediction, inference_model, input_tensors, padding_colour)
 from posenet.portable.model import timed
 from posenet.portable.paf import people_boxes
-from posenet.inference.scales_and_flip import (check_input_side, flip_test, input_geometry, paf_flip_index, scale_order,
-                                        side_words, to_grid_of)
+from posenet.inference.scales_and_flip import check_input_side, input_geometry, paf_flip_index, side_words, to_grid_of
 
 
 class PafPredictor:
@@ -136,43 +136,65 @@ class PafPredictor:
         return self.run(image).people
 
     def run(self, image) -> Prediction:
-        rgb = as_rgb(image)
-        (maps, matrix, input_hw), network_ms = timed(self.network, rgb)
-        people, decode_ms = timed(self.group, maps, matrix, input_hw, rgb.shape[:2])
+        return self.run_batch([image])[0]
+
+    @property
+    def input_plan(self) -> InputPlan:
+        """How this predictor makes an image into its inputs (picklable, for loader workers)."""
+        return InputPlan(self.input_size, self.scales, self.stride, self.input_side)
+
+    def prepare(self, image) -> PreparedImage:
+        """An image (a path, an RGB / gray / RGBA array, or already prepared) as its inputs."""
+        return image if isinstance(image, PreparedImage) else self.input_plan(as_rgb(image))
+
+    def run_batch(self, images: Sequence) -> list[Prediction]:
+        """``run`` of several images (paths, arrays or ``PreparedImage``), one network pass per
+        scale (and one for the mirrored inputs), as ``Predictor.run_batch``: images whose inputs
+        round up to the same multiple of the network's ``input_divisor`` give the people of one
+        at a time; timings as there."""
+        items = [image if isinstance(image, PreparedImage) else as_rgb(image) for image in images]
+        prepared, network_ms = timed(lambda: [self.prepare(item) for item in items])
+        nets, ms = timed(self.network_batch, prepared)
+        network_ms += ms
         P = self.parts.layout.num_keypoints
-        boxes = np.array([p["box"] for p in people]).reshape(-1, 4)
-        scores = np.array([p["score"] for p in people])
-        return Prediction(people, boxes, scores, maps[:P].numpy(), matrix, rgb.shape[:2],
-                          {"network_ms": network_ms, "decode_ms": decode_ms}, stride=self.stride,
-                          pafs=maps[P + 1:].numpy())
+        predictions = []
+        for (maps, matrix, input_hw), p in zip(nets, prepared):
+            people, decode_ms = timed(self.group, maps, matrix, input_hw, p.image_size)
+            boxes = np.array([person["box"] for person in people]).reshape(-1, 4)
+            scores = np.array([person["score"] for person in people])
+            predictions.append(Prediction(people, boxes, scores, maps[:P].numpy(), matrix, p.image_size,
+                                          {"network_ms": network_ms / len(nets), "decode_ms": decode_ms},
+                                          stride=self.stride, pafs=maps[P + 1:].numpy()))
+        return predictions
 
-    def _maps(self, batch: torch.Tensor) -> torch.Tensor:
+    def _maps(self, batch: torch.Tensor):
         out = self.model(batch)
-        return torch.cat([out["heatmaps"], out["pafs"]], dim=1).float()
+        return torch.cat([out["heatmaps"], out["pafs"]], dim=1).float(), out
 
-    @torch.no_grad()
     def network(self, rgb: np.ndarray) -> tuple[torch.Tensor, np.ndarray, tuple[int, int]]:
         """Heatmaps and PAFs (P + 1 + 2L, h, w) averaged over scales and flip on the grid of the
         reference scale (the listed scale nearest 1, ``scales_and_flip.reference_scale``; the order of
-        the scales changes nothing); that scale's image → input matrix and input size."""
-        height, width = rgb.shape[:2]
-        ref, others = scale_order(self.scales)
-        total, matrix, input_hw, ref_s = self._scale_maps(rgb, ref)
-        for scale in others:  # increasing: the sum does not depend on the list's order
-            maps, _, hw, s = self._scale_maps(rgb, scale)
-            total = total + (maps if hw == input_hw else to_grid_of(maps, s / ref_s, total.shape[-2:]))
-        return (total / len(self.scales))[0].cpu(), matrix, input_hw
+        the scales changes nothing); that scale's image -> input matrix and input size."""
+        return self.network_batch([self.input_plan(rgb)])[0]
 
-    def _scale_maps(self, rgb: np.ndarray, scale: float):
-        """(maps (1, C, h, w), image -> input matrix, input (h, w), scale factor) of one scale,
-        flip-averaged with ``flip``."""
-        m, s, hw = self.input_geometry(rgb.shape[:2], scale)
-        batch = torch.from_numpy(warp_image(rgb, m, hw)).permute(2, 0, 1)[None].to(self.device)
-        batch = batch.contiguous(memory_format=self.memory_format)
-        maps = self._maps(batch)
-        if self.flip:
-            maps = flip_test(self._maps, batch, maps, self._flip_index, self.stride, self._flip_sign)
-        return maps, m, hw, s
+    @torch.no_grad()
+    def network_batch(self, prepared) -> list[tuple[torch.Tensor, np.ndarray, tuple[int, int]]]:
+        """``network`` of prepared images, each scale's inputs as one batch."""
+        check_prepared(prepared, self.input_plan)
+        refs = [p.inputs[0] for p in prepared]
+        total = self._scale_maps(prepared, 0)
+        for k in range(1, len(self.scales)):  # increasing: the sum does not depend on the list's order
+            scaled = [p.inputs[k] for p in prepared]
+            total = [t + (m if x.size == ref.size else to_grid_of(m, x.factor / ref.factor, t.shape[-2:]))
+                     for t, m, x, ref in zip(total, self._scale_maps(prepared, k), scaled, refs)]
+        return [((t / len(self.scales))[0].cpu(), ref.matrix, ref.size) for t, ref in zip(total, refs)]
+
+    def _scale_maps(self, prepared, k: int) -> list[torch.Tensor]:
+        """Per image, the (1, C, h, w) maps of scale ``k``, flip-averaged with ``flip``."""
+        maps, _ = batch_maps(self._maps, input_tensors(prepared, k), stride=self.stride,
+                             fill=padding_colour(self.model), device=self.device, memory_format=self.memory_format,
+                             flip=(self._flip_index, self._flip_sign) if self.flip else None)
+        return maps
 
     def input_geometry(self, image_hw: tuple[int, int], scale: float = 1.0):
         """The network input of an image of ``image_hw`` at ``scale``: the image -> input matrix,

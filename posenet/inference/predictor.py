@@ -18,6 +18,19 @@ is most central in). Everything is mapped back to original image pixels.
 A person is {"keypoints": (K, 3) x, y, score, "box": (4,) x1, y1, x2, y2, "box_score",
 "score"}; the pose score is the box score times the mean score of the keypoints above
 ``infer.keypoint_threshold`` (see ``pose_scores``).
+
+Batches (``run_batch``; ``run`` is a batch of one): each image's inputs are made as one image's
+are (``InputPlan``: geometry and warp per scale, what loader workers compute), the inputs of a
+scale are padded at the bottom and right to the batch's largest height and width with the colour
+the network normalises to 0 (``padding_colour``: what the model's own padding to its divisor is)
+and run as one batch (the mirrored inputs of the flip test as a second one), and each image's
+maps are cut back to its own input and decoded alone. Images whose inputs have the same size once
+rounded up to the model's divisor (``batch_key``) give the people of one at a time, up to the
+rounding of batched convolutions. Padding an input further changes what the network computes
+near its right and bottom border and, through the coarse levels, beyond (padded cells are zeros
+only at the input: biases and normalisation make them non-zero further in): a batch of mixed
+keys can find other people (measured in ``docs/inference.md``), so ``infer_folder`` batches only
+images of one key.
 """
 from __future__ import annotations
 
@@ -38,8 +51,9 @@ from posenet.data.transforms import invert, transform_points, warp_image
 from posenet.errors import ConfigError, DataError
 from posenet.inference.groupings import grouping_from_config
 from posenet.inference.prn_grouping import pose_scores
-from posenet.inference.scales_and_flip import (check_input_side, flip_test, input_geometry, scale_order, side_words,
-                                               to_grid_of)
+from posenet.inference.scales_and_flip import (check_input_side, flip_back, input_geometry, pad_width, scale_order,
+                                               side_words, to_grid_of)
+from posenet.models.backbone import IMAGE_MEAN
 from posenet.models.fuse import fold_batchnorm, foldable_pairs
 from posenet.ops import nms
 from posenet.portable.model import as_rgb as rgb_array, timed
@@ -87,6 +101,114 @@ def merge_boxes(found, detect_options: dict) -> tuple[torch.Tensor, torch.Tensor
     keep = nms(boxes, scores, float(detect_options.get("nms_threshold", 0.5)))
     keep = keep[: int(detect_options.get("max_detections", 100))]
     return boxes[keep], scores[keep]
+
+
+@dataclass
+class ScaledInput:
+    """One scale's network input of an image."""
+
+    matrix: np.ndarray             # image pixels -> input pixels
+    factor: float                  # the scale factor of that matrix
+    size: tuple[int, int]          # (height, width) of the input
+    pixels: np.ndarray             # (height, width, 3) uint8 RGB, the warped image
+
+
+@dataclass
+class PreparedImage:
+    """An image made into the network's inputs by an ``InputPlan``: what a loader worker hands
+    over instead of the image itself."""
+
+    image_size: tuple[int, int]            # (height, width) of the image
+    inputs: tuple[ScaledInput, ...]        # the reference scale's first, then the others increasing
+    plan: "InputPlan"
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """How a predictor makes an image into its inputs, as plain values (loader workers run it):
+    per scale of ``scale_order(scales)`` (the reference scale first) the geometry of
+    ``scales_and_flip.input_geometry`` and the image warped through it."""
+
+    input_size: int
+    scales: tuple[float, ...]
+    min_size: int
+    side: str = "longer"
+
+    def __call__(self, rgb: np.ndarray) -> PreparedImage:
+        ref, others = scale_order(self.scales)
+        inputs = []
+        for scale in (ref, *others):
+            m, s, hw = input_geometry(rgb.shape[:2], self.input_size, scale, self.min_size, self.side)
+            inputs.append(ScaledInput(m, s, hw, warp_image(rgb, m, hw)))
+        return PreparedImage(tuple(rgb.shape[:2]), tuple(inputs), self)
+
+
+def size_divisor(model) -> int:
+    """The multiple the model pads its input to (MultiPoseNet's ``size_divisor``, a PAF
+    network's ``input_divisor``; else its output stride)."""
+    return int(getattr(model, "size_divisor", None) or getattr(model, "input_divisor", None) or model.output_stride)
+
+
+def padding_colour(model) -> torch.Tensor:
+    """(3,) float32: the input colour that ``model``'s normalisation takes to exactly 0, which is
+    what the model pads its input with (once normalised): 128 for caffe preprocessing (a PAF
+    network's ``preprocessing``), else ImageNet's mean x 255 computed as the models compute it."""
+    if getattr(model, "preprocessing", "imagenet") == "caffe":
+        return torch.full((3,), 128.0)
+    return torch.tensor(IMAGE_MEAN) * 255.0
+
+
+def batch_key(prepared: PreparedImage, divisor: int) -> tuple:
+    """Images of one key run as one batch exactly as one at a time: every scale's input has the
+    same size once rounded up to ``divisor``, so the padding a batch adds is the padding the
+    model adds to each of them alone."""
+    return tuple((-(-x.size[0] // divisor) * divisor, -(-x.size[1] // divisor) * divisor) for x in prepared.inputs)
+
+
+def padded_batch(images: Sequence[torch.Tensor], fill: torch.Tensor, device, memory_format) -> torch.Tensor:
+    """(N, 3, H, W) of (3, h_i, w_i) images, each at the top left, padded at the bottom and right
+    to the largest H and W with ``fill`` (float32 then; uint8 as given when no image needs it)."""
+    if len({tuple(x.shape) for x in images}) == 1:
+        batch = torch.stack(list(images)).to(device)
+    else:
+        H, W = max(x.shape[-2] for x in images), max(x.shape[-1] for x in images)
+        batch = fill.to(device=device, dtype=torch.float32).view(1, 3, 1, 1).repeat(len(images), 1, H, W)
+        for i, x in enumerate(images):
+            batch[i, :, : x.shape[-2], : x.shape[-1]] = x.to(device)
+    return batch.contiguous(memory_format=memory_format)
+
+
+def batch_maps(maps_of, images: Sequence[torch.Tensor], *, stride: int, fill: torch.Tensor, device, memory_format,
+               flip: tuple | None = None):
+    """Per image, (1, C, ceil(h_i / stride), ceil(w_i / stride)) maps of (3, h_i, w_i) uint8
+    inputs run as one batch (``padded_batch``), and the batch's raw outputs: ``maps_of(batch)``
+    gives (maps (N, C, H', W') float, raw outputs). With ``flip`` = (channel index, signs or None)
+    the maps are averaged with those of the mirrored inputs mapped back: each input padded on
+    the right to a multiple of ``stride`` (``pad_width``) and mirrored, the mirrored inputs run
+    as a second batch and each one's maps mirrored back (``flip_back``) on its own grid, as
+    ``scales_and_flip.flip_test`` does for a batch of one size."""
+    maps, raw = maps_of(padded_batch(images, fill, device, memory_format))
+    sizes = [(-(-x.shape[-2] // stride), -(-x.shape[-1] // stride)) for x in images]
+    out = [maps[i:i + 1, :, :h, :w] for i, (h, w) in enumerate(sizes)]
+    if flip is not None:
+        mirrored = [pad_width(x[None], stride)[0].flip(-1) for x in images]
+        back, _ = maps_of(padded_batch(mirrored, fill, device, memory_format))
+        out = [0.5 * (m + flip_back(back[i:i + 1, :, :h, : x.shape[-1] // stride], *flip)[..., :h, :w])
+               for i, (m, x, (h, w)) in enumerate(zip(out, mirrored, sizes))]
+    return out, raw
+
+
+def input_tensors(prepared: Sequence[PreparedImage], k: int) -> list[torch.Tensor]:
+    """The (3, h, w) uint8 inputs of scale ``k`` (0: the reference scale) of prepared images."""
+    return [torch.from_numpy(p.inputs[k].pixels).permute(2, 0, 1) for p in prepared]
+
+
+def check_prepared(prepared: Sequence[PreparedImage], plan: InputPlan) -> None:
+    if not prepared:
+        raise DataError("an empty batch: give at least one image")
+    for p in prepared:
+        if p.plan != plan:
+            raise ConfigError(f"an image prepared for {p.plan} given to a predictor of {plan}")
 
 
 class Predictor:
@@ -197,51 +319,80 @@ class Predictor:
 
     def run(self, image) -> Prediction:
         """``predict`` with everything else: boxes, heatmaps, geometry and timings."""
-        rgb = as_rgb(image)
-        net, network_ms = timed(self.network, rgb)
-        (people, image_boxes), decode_ms = timed(
-            lambda: self.group(*self.peaks(net), net.boxes, net.box_scores, net.matrix, net.image_size))
-        return Prediction(people, image_boxes, net.box_scores.numpy(), net.heatmaps.numpy(), net.matrix,
-                          net.image_size, {"network_ms": network_ms, "decode_ms": decode_ms})
+        return self.run_batch([image])[0]
 
-    @torch.no_grad()
+    @property
+    def input_plan(self) -> InputPlan:
+        """How this predictor makes an image into its inputs (picklable, for loader workers)."""
+        return InputPlan(self.input_size, self.scales, 32, self.input_side)
+
+    def prepare(self, image) -> PreparedImage:
+        """An image (a path, an RGB / gray / RGBA array, or already prepared) as its inputs."""
+        return image if isinstance(image, PreparedImage) else self.input_plan(as_rgb(image))
+
+    def run_batch(self, images: Sequence) -> list[Prediction]:
+        """``run`` of several images (paths, arrays or ``PreparedImage``) with one network pass
+        per scale (and one for the mirrored inputs): see the module's note for what equals one
+        at a time. Each image's ``network_ms`` is the batch's network time (preparing the
+        images not prepared yet included) divided by the images; ``decode_ms`` is its own."""
+        items = [image if isinstance(image, PreparedImage) else as_rgb(image) for image in images]
+        nets, network_ms = timed(lambda: self.network_batch([self.prepare(item) for item in items]))
+        predictions = []
+        for net in nets:
+            (people, image_boxes), decode_ms = timed(
+                lambda: self.group(*self.peaks(net), net.boxes, net.box_scores, net.matrix, net.image_size))
+            predictions.append(Prediction(people, image_boxes, net.box_scores.numpy(), net.heatmaps.numpy(),
+                                          net.matrix, net.image_size,
+                                          {"network_ms": network_ms / len(nets), "decode_ms": decode_ms}))
+        return predictions
+
     def network(self, rgb: np.ndarray) -> "NetworkOutput":
         """The network part: heatmaps (flip and scales averaged) and the boxes above
         ``infer.box_threshold``, in the network input pixels of the reference scale (the listed
         scale nearest 1, ``scales_and_flip.reference_scale``): the order of ``infer.scales`` changes
         nothing."""
+        return self.network_batch([self.input_plan(rgb)])[0]
+
+    @torch.no_grad()
+    def network_batch(self, prepared: Sequence[PreparedImage]) -> list["NetworkOutput"]:
+        """``network`` of prepared images, each scale's inputs as one batch."""
         if not self.model.has_detection:
             raise ConfigError("inference needs person boxes: this checkpoint has no detection branch "
                               "(train the detection stage: scripts/train_detection.py)")
-        height, width = rgb.shape[:2]
-        ref, others = scale_order(self.scales)
-        heat, matrix, input_hw, ref_s, out = self._heatmaps(rgb, ref)
-        det = self.model.detect(out, [input_hw], **self.detect_options)[0]
-        found = [(det["boxes"].float().cpu(), det["scores"].float().cpu())]
-        for scale in others:  # increasing: the sum does not depend on the list's order
-            h, _, hw, s, out = self._heatmaps(rgb, scale)
-            heat = heat + (h if hw == input_hw else to_grid_of(h, s / ref_s, heat.shape[-2:]))
+        check_prepared(prepared, self.input_plan)
+        refs = [p.inputs[0] for p in prepared]
+        heat, out = self._heatmaps(prepared, 0)
+        found = [[(d["boxes"].float().cpu(), d["scores"].float().cpu())]
+                 for d in self.model.detect(out, [x.size for x in refs], **self.detect_options)]
+        for k in range(1, len(self.scales)):  # increasing: the sum does not depend on the list's order
+            scaled = [p.inputs[k] for p in prepared]
+            maps, out = self._heatmaps(prepared, k)
+            heat = [total + (h if x.size == ref.size else to_grid_of(h, x.factor / ref.factor, total.shape[-2:]))
+                    for total, h, x, ref in zip(heat, maps, scaled, refs)]
             if self.boxes == "all":  # box edges scale exactly with the input (pixel areas onto pixel areas)
-                det = self.model.detect(out, [hw], **self.detect_options)[0]
-                found.append((det["boxes"].float().cpu() * (ref_s / s), det["scores"].float().cpu()))
-        heat = (heat / len(self.scales))[0].cpu()
-        boxes, box_scores = merge_boxes(found, self.detect_options) if len(found) > 1 else found[0]
-        keep = box_scores >= self.box_threshold
-        boxes, box_scores = boxes[keep], box_scores[keep]
-        return NetworkOutput(heat, boxes, box_scores, matrix, input_hw, (height, width))
+                detections = self.model.detect(out, [x.size for x in scaled], **self.detect_options)
+                for boxes, d, x, ref in zip(found, detections, scaled, refs):
+                    boxes.append((d["boxes"].float().cpu() * (ref.factor / x.factor), d["scores"].float().cpu()))
+        outputs = []
+        for total, boxes_found, ref, p in zip(heat, found, refs, prepared):
+            boxes, box_scores = (merge_boxes(boxes_found, self.detect_options) if len(boxes_found) > 1
+                                 else boxes_found[0])
+            keep = box_scores >= self.box_threshold
+            outputs.append(NetworkOutput((total / len(self.scales))[0].cpu(), boxes[keep], box_scores[keep], ref.matrix,
+                                         ref.size, p.image_size))
+        return outputs
 
-    def _heatmaps(self, rgb: np.ndarray, scale: float):
-        """(heatmaps (1, K, h, w), image -> input matrix, input (h, w), scale factor, raw
-        outputs) of one scale, flip-averaged with ``infer.flip``."""
-        m, s, hw = input_geometry(rgb.shape[:2], self.input_size, scale, 32, self.input_side)
-        batch = torch.from_numpy(warp_image(rgb, m, hw)).permute(2, 0, 1)[None].to(self.device)
-        batch = batch.contiguous(memory_format=self.memory_format)
-        out = self.model(batch)
-        h = out["heatmaps"].float()
-        if self.flip:
-            h = flip_test(lambda x: self.model(x)["heatmaps"], batch, h, self.layout.flip_index,
-                          self.model.output_stride)
-        return h, m, hw, s, out
+    def _heatmaps(self, prepared: Sequence[PreparedImage], k: int):
+        """Per image, the (1, K, h, w) heatmaps of scale ``k`` (flip-averaged with
+        ``infer.flip``), and the batch's raw outputs."""
+
+        def heatmaps_of(batch):
+            out = self.model(batch)
+            return out["heatmaps"].float(), out
+
+        return batch_maps(heatmaps_of, input_tensors(prepared, k), stride=self.model.output_stride,
+                          fill=padding_colour(self.model), device=self.device, memory_format=self.memory_format,
+                          flip=(self.layout.flip_index, None) if self.flip else None)
 
     def heatmap_codec(self, input_hw: tuple[int, int]) -> KeypointHeatmapCodec:
         """The codec of the network's heatmaps for an input of ``input_hw`` (height, width), with
@@ -365,4 +516,6 @@ def draw_prediction(rgb: np.ndarray, prediction: Prediction, layout: KeypointLay
     return pictures
 
 
-__all__ = ["NetworkOutput", "Prediction", "Predictor", "as_rgb", "draw_prediction", "grid_to_image", "inference_model"]
+__all__ = ["InputPlan", "NetworkOutput", "Prediction", "PreparedImage", "Predictor", "ScaledInput", "as_rgb",
+           "batch_key", "batch_maps", "draw_prediction", "grid_to_image", "inference_model", "padding_colour",
+           "size_divisor"]
