@@ -31,9 +31,6 @@ def main():
                         help="with --int8: how many images calibrate the activations (default 64, evenly spaced over "
                         "the run's training split)")
     parser.add_argument("--calibration-dir", metavar="DIR", help="with --int8: calibrate on the images of DIR instead")
-    parser.add_argument("--calibration-method", choices=["minmax", "percentile"], default="minmax",
-                        help="with --int8: activation ranges from the extremes (minmax, default) or the 99.99th "
-                        "percentile")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     args = parser.parse_intermixed_args()
 
@@ -41,8 +38,7 @@ def main():
 
     summary = export_checkpoint(args.checkpoint, args.out, config=args.config, overrides=args.overrides,
                                 input_size=args.input_size, dynamic=args.dynamic, opset=args.opset, int8=args.int8,
-                                calibration_images=args.calibration_images, calibration_dir=args.calibration_dir,
-                                calibration_method=args.calibration_method)
+                                calibration_images=args.calibration_images, calibration_dir=args.calibration_dir)
     size = summary["input_size"]
     print(f"{summary['family']} -> {summary['files']['onnx']} "
           f"({'dynamic height and width' if summary['dynamic'] else f'fixed input {size[0]}x{size[1]}'})")

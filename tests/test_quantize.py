@@ -143,8 +143,8 @@ def test_clear_errors(int8_export, tmp_path):
     with pytest.raises(ConfigError, match="no node of that type or name"):
         Q.quantize_graph(out, tmp_path / "x.onnx", [{"image": np.zeros((1, 3, 96, 96), np.float32)}],
                          exclude=["NoSuchOp"])
-    with pytest.raises(ConfigError, match="calibration method"):
-        Q.quantize_graph(out, tmp_path / "x.onnx", [{}], method="entropy")
+    with pytest.raises(ConfigError, match="no calibration inputs"):
+        Q.quantize_graph(out, tmp_path / "x.onnx", [])
     result = run_script("export_onnx.py", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx"),
                         "--int8", "--calibration-dir", str(tmp_path / "missing"), check=False)
     assert result.returncode != 0 and "missing" in result.stderr and len(result.stderr.strip().splitlines()) == 1

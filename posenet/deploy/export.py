@@ -567,7 +567,7 @@ def export(cfg: DictConfig, model, out: str | os.PathLike, *, input_size: int | 
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, config=None,
                       overrides: Sequence[str] = (), input_size: int | None = None, dynamic: bool = False,
                       opset: int = 18, compare: bool = True, int8: bool = False, calibration_images: int = 64,
-                      calibration_dir: str | os.PathLike | None = None, calibration_method: str = "minmax",
+                      calibration_dir: str | os.PathLike | None = None,
                       log=print) -> dict:
     """``export`` of a checkpoint with its run's config (``config``, default the
     ``config.yaml`` beside it, plus ``overrides``); a MultiPoseNet checkpoint must hold the
@@ -592,8 +592,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, *, 
     summary = export(cfg, model, out, input_size=input_size, dynamic=dynamic, opset=opset, compare=compare, log=log)
     if int8:
         log(f"int8: calibrating on {source} ...")
-        summary["int8"] = quantize.quantize_export(summary["files"]["metadata"], images, method=calibration_method,
-                                                   source=source, log=log)
+        summary["int8"] = quantize.quantize_export(summary["files"]["metadata"], images, source=source, log=log)
     return summary
 
 
