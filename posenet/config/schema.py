@@ -352,6 +352,33 @@ class OpenPoseConfig:
 
 
 @dataclass
+class VideoConfig:
+    """People across the frames of a video (scripts/video.py; ``posenet.portable.tracking.Tracker``
+    reads this section in its ``from_config``; docs/video.md)."""
+
+    # A track id per person that persists across frames (off: people coloured by their order).
+    track: bool = True
+    # A track outlives this many frames in a row without a match (then its id ends; ids are
+    # never reused).
+    max_missed: int = 10
+    # A person and a track match at or above this OKS (the layout's sigmas, the track's box as
+    # the area), or, where fewer than min_keypoints keypoints are found in both, at or above
+    # this box IoU; one-to-one, best first.
+    oks_threshold: float = 0.2
+    iou_threshold: float = 0.2
+    min_keypoints: int = 4
+    # Compare a track's pose moved on at its velocity (the mean step of its keypoints between
+    # matches) for the frames since it was seen, not where it was seen.
+    motion: bool = True
+    # One-Euro smoothing of each track's keypoints, after the matching: min_cutoff (Hz) the
+    # cutoff of a still keypoint (lower: less jitter), beta how fast the cutoff rises with
+    # speed (higher: less lag). A keypoint that is not found restarts its filter.
+    smooth: bool = False
+    min_cutoff: float = 1.0
+    beta: float = 0.05
+
+
+@dataclass
 class PosenetConfig:
     name: str = "posenet"
     # Every run writes its outputs, and its resolved config, under this folder.
@@ -367,3 +394,4 @@ class PosenetConfig:
     prn: PrnConfig = field(default_factory=PrnConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     openpose: OpenPoseConfig = field(default_factory=OpenPoseConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)

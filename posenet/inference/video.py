@@ -1,6 +1,8 @@
 """Poses in a video (what ``scripts/video.py`` runs): a camera, a video file or a folder of frames,
-each frame through a predictor and drawn as skeletons with a line of its network and decoding
-times and the frame rate; written as a video (``out``) and/or shown in a window (``show``).
+each frame through a predictor, its people tracked (a track id per person across frames,
+``posenet.portable.tracking``; optionally smoothed) and written as JSON lines (``json``) and/or
+drawn as skeletons, coloured and labelled by track id, with a line of the network and decoding
+times and the frame rate, written as a video (``out``) and/or shown in a window (``show``).
 
 Sources (``open_source``): a string of digits is a camera index, a folder is its jpg/jpeg/png/bmp
 images in sorted order (unreadable ones skipped with a warning line, as ``infer_folder`` does),
@@ -8,35 +10,56 @@ anything else a video file that OpenCV reads. A source that cannot be opened (a 
 camera that does not open, a file OpenCV cannot decode, a folder without images) is one
 PosenetError; the end of the stream ends the run.
 
+The people of a frame are the predictor's whose box score reaches its
+``picture_box_threshold`` (``frame_people``). The JSON file has one line per frame: ``frame``
+(0-based index of the frames read), ``time`` (seconds: index / fps for files and folders, since
+the first frame for a camera) and ``people`` (``person_record``: ``track_id``, ``score``,
+``box_score``, ``box``, ``keypoints``); nothing is drawn when it is the only output.
+
 The video is written with OpenCV's writer (``mp4v``) at the ``fps`` given, else the source's
 frame rate when it has one, else 25, to a temporary file beside ``out`` that is renamed at the
-end (``utils.io.atomic_path``); every frame is written at the first frame's size (rounded down to
-even sides, which the codec needs). A window opens only where one can: on Linux a display
-(``DISPLAY`` or ``WAYLAND_DISPLAY``) and an OpenCV with GUI support (opencv-python-headless has
-none); elsewhere one line says why and the video is still written. q or Esc in the window
-stops; so does Ctrl-C, and the video written so far is still finalised.
+end (``utils.io.atomic_path``), as is the JSON file; every frame is written at the first frame's
+size (rounded down to even sides, which the codec needs). A window opens only where one can: on
+Linux a display (``DISPLAY`` or ``WAYLAND_DISPLAY``) and an OpenCV with GUI support
+(opencv-python-headless has none); elsewhere one line says why and the files are still written.
+q or Esc in the window stops; so does Ctrl-C, and what was written so far is still finalised.
+
+Without a window the loop is pipelined (``VideoDemo(pipeline=True)``, the default): one thread
+reads the next frames, this one runs the network, a third tracks, draws and writes the frames in
+their order; with ``pipeline=False`` each frame is read, run and written before the next.
 """
 from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import math
 import os
+import queue
 import re
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from posenet.errors import DataError, PosenetError
+from omegaconf import DictConfig
+
+from posenet.config.loader import load_config
+from posenet.config.schema import VideoConfig
+from posenet.data.keypoints import COCO_PERSON, KeypointLayout
+from posenet.errors import ConfigError, DataError, PosenetError
 from posenet.inference.folder import EXTENSIONS, list_images
 from posenet.inference.predictor import as_rgb
+from posenet.portable.tracking import Tracker
 from posenet.utils.io import atomic_path
+from posenet.vis import draw_skeleton, person_color
 
 FOURCC = "mp4v"
 DEFAULT_FPS = 25.0
@@ -44,6 +67,8 @@ WINDOW = "posenet"
 QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27: Esc
 # The frame rate drawn on the frames and shown by the progress line is over this many last frames.
 FPS_WINDOW = 10
+# Frames read ahead of the network, and run frames waiting to be drawn and written (pipelined).
+PIPELINE_DEPTH = 4
 
 
 @contextlib.contextmanager
@@ -263,7 +288,149 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+# ----------------------------------------------------------------------------- people
+
+
+@dataclass
+class _VideoSection:
+    video: VideoConfig = field(default_factory=VideoConfig)
+
+
+def video_section(overrides: Sequence[str] = (), config: str | os.PathLike | None = None) -> DictConfig:
+    """The config's ``video`` section: of the file ``config`` (a run's config; default: the
+    schema's defaults) with ``overrides`` (key=value, ``video.*`` ones without a file)."""
+    if config is not None:
+        return load_config(config, list(overrides)).video
+    return load_config(None, list(overrides), schema=_VideoSection).video
+
+
+def make_tracker(predictor, tracking: Mapping | bool | None = True, fps: float = DEFAULT_FPS) -> Tracker | None:
+    """The ``Tracker`` of ``predictor``'s people (its layout's OKS sigmas, its keypoint
+    threshold) with the options of ``tracking`` (the config's ``video`` section or a dict of its
+    keys; True: the defaults); None where tracking is off (``video.track: false``, or
+    ``tracking`` False / None)."""
+    if tracking is None or tracking is False:
+        return None
+    section = video_section() if tracking is True else tracking
+    if not section.get("track", True):
+        return None
+    layout = getattr(predictor, "layout", None) or COCO_PERSON
+    try:
+        return Tracker.from_config(section, layout.sigmas, keypoint_threshold=float(predictor.keypoint_threshold),
+                                   fps=fps)
+    except ValueError as e:
+        raise ConfigError(f"video: {e}") from None
+
+
+def frame_people(predictor, prediction) -> list[dict]:
+    """The people of a frame that the video draws, tracks and writes: those whose box score
+    reaches the predictor's ``picture_box_threshold`` (as infer.py's pictures)."""
+    threshold = float(getattr(predictor, "picture_box_threshold", 0.0))
+    return [p for p in prediction.people if p["box_score"] >= threshold]
+
+
+def draw_people(bgr: np.ndarray, people: Sequence[Mapping], layout: KeypointLayout | None = None,
+                keypoint_threshold: float = 0.05) -> np.ndarray:
+    """A copy of ``bgr`` with each person's skeleton (keypoints at or above
+    ``keypoint_threshold``): the colour of its ``track_id`` and the id as a label above its
+    highest keypoint, or, for people without one, the colour of their place in the list."""
+    layout = layout or COCO_PERSON
+    out = np.array(bgr, dtype=np.uint8, order="C")  # a copy: ``bgr`` is left as it is
+    labels = []
+    for i, person in enumerate(people):
+        track_id = person.get("track_id")
+        color = person_color(i if track_id is None else int(track_id) - 1)
+        kps = np.array(person["keypoints"], dtype=np.float64)
+        found = kps[:, 2] >= keypoint_threshold
+        kps[:, 2] = np.where(found, 2.0, 0.0)
+        out = draw_skeleton(out, kps, color, layout)
+        if track_id is not None:
+            x1, y1 = (kps[found, 0].min(), kps[found, 1].min()) if found.any() else tuple(person["box"][:2])
+            labels.append((str(track_id), float(x1), float(y1), color))
+    h, w = out.shape[:2]
+    scale = max(0.35, min(1.0, max(h, w) / 900))
+    for text, x, y, color in labels:  # on top of every skeleton
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        x0 = int(np.clip(x, 0, max(0, w - tw - 2)))
+        y0 = int(np.clip(y - 4, th + 2, h - 1))
+        cv2.rectangle(out, (x0, y0 - th - 2), (x0 + tw + 2, y0 + base - 1), color, -1)
+        cv2.putText(out, text, (x0 + 1, y0 - 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (0, 0, 0) if sum(color) > 380 else (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def person_record(person: Mapping, digits: int = 2) -> dict:
+    """One person of a frame as JSON: ``track_id`` (null without tracking), ``score``,
+    ``box_score``, ``box`` [x1, y1, x2, y2] and ``keypoints`` [[x, y, score], ...] in image
+    pixels (coordinates to ``digits`` decimals, scores to 4)."""
+    kps = np.asarray(person["keypoints"], dtype=np.float64).reshape(-1, 3)
+    track_id = person.get("track_id")
+    return {"track_id": None if track_id is None else int(track_id),
+            "score": round(float(person["score"]), 4), "box_score": round(float(person["box_score"]), 4),
+            "box": [round(float(v), digits) for v in np.asarray(person["box"]).reshape(4)],
+            "keypoints": [[round(float(x), digits), round(float(y), digits), round(float(c), 4)] for x, y, c in kps]}
+
+
+class JsonLines:
+    """One JSON line per frame (``frame`` index, ``time`` in seconds, ``people``) at ``path``
+    (the temporary file), opened at the first frame."""
+
+    def __init__(self, path: Path):
+        self.path, self.file = path, None
+
+    def write(self, frame: int, time_s: float, people: Sequence[Mapping]) -> None:
+        if self.file is None:
+            self.file = open(self.path, "w")
+        record = {"frame": int(frame), "time": round(float(time_s), 6), "people": [person_record(p) for p in people]}
+        self.file.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def read_json_lines(path: str | os.PathLike) -> list[dict]:
+    """The frames of a ``--json`` file (what ``JsonLines`` wrote), keypoints and boxes as arrays."""
+    frames = []
+    with open(path) as f:
+        for line in f:
+            record = json.loads(line)
+            for person in record["people"]:
+                person["keypoints"] = np.asarray(person["keypoints"], dtype=np.float64).reshape(-1, 3)
+                person["box"] = np.asarray(person["box"], dtype=np.float64)
+            frames.append(record)
+    return frames
+
+
+def _check_output(path: Path, option: str, example: str) -> None:
+    """One line for an output path that cannot be written: a folder, a parent that is a file,
+    a folder without write permission. Missing parent folders are made when it is written."""
+    if path.is_dir():
+        raise PosenetError(f"{option} {path} is a folder: give a file name, e.g. {path / example}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise PosenetError(f"{option} {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PosenetError(f"{option} {path}: no permission to write in {parent}")
+
+
 # ----------------------------------------------------------------------------- the demo
+
+
+@dataclass
+class _Frame:
+    """A frame on its way through the loop."""
+
+    index: int
+    time: float
+    rgb: np.ndarray
+    prediction: object = None
+
+
+_END = object()
 
 
 class VideoDemo:
@@ -271,14 +438,20 @@ class VideoDemo:
     mistake on the command line costs nothing); ``run(predictor)`` then does the frames.
 
     ``out``: the video to write; ``show``: a window where one can open (else a line says why);
-    one of them is needed. ``fps``: the written video's frame rate (default: the source's, else
-    25); ``max_frames``: stop after that many frames.
+    ``json``: the people of every frame as JSON lines; one of them is needed. ``fps``: the written
+    video's frame rate and the time stamps' (default: the source's, else 25); ``max_frames``: stop
+    after that many frames. ``tracking``: the config's ``video`` section (track ids, smoothing;
+    True: its defaults; False: no track ids). ``pipeline``: the source read, the network run and
+    the frames drawn and written in three threads that overlap (False: one after the other;
+    frames are written in order either way; a window always runs the serial loop).
     """
 
     def __init__(self, source: str | os.PathLike | int, out: str | os.PathLike | None = None, show: bool = False,
                  fps: float | None = None, max_frames: int | None = None, progress: bool = True,
-                 log: Callable[[str], object] = print):
+                 log: Callable[[str], object] = print, json: str | os.PathLike | None = None,
+                 tracking: Mapping | bool | None = True, pipeline: bool = True):
         self.out = Path(out) if out is not None else None
+        self.json = Path(json) if json is not None else None
         if fps is not None and not (math.isfinite(fps) and fps > 0):
             raise PosenetError(f"--fps must be a positive number, got {fps}")
         if max_frames is not None and max_frames < 1:
@@ -287,19 +460,30 @@ class VideoDemo:
             raise PosenetError(f"--out {self.out} is a folder: give a video file name, e.g. {self.out / 'poses.mp4'}")
         if self.out is not None and not self.out.suffix:
             raise PosenetError(f"--out {self.out} has no extension: give a video file name, e.g. {self.out}.mp4")
+        if self.out is not None:
+            _check_output(self.out, "--out", "poses.mp4")
+        if self.json is not None:
+            _check_output(self.json, "--json", "poses.jsonl")
+            if self.out is not None and self.json.resolve() == self.out.resolve():
+                raise PosenetError(f"--json and --out are the same file {self.out}: give two names")
         self.window = None
         if show:
             problem = display_problem()
             if problem is None:
                 self.window = Window()
-            elif self.out is None:
+            elif self.out is None and self.json is None:
                 raise PosenetError(f"--show: no window can open: {problem}; give --out FILE.mp4 to write the video")
             else:
-                log(f"no window: {problem}; writing {self.out} only")
-        elif self.out is None:
-            raise PosenetError("nothing to do: give --out FILE.mp4 to write the video, --show to watch it, or both")
+                log(f"no window: {problem}; writing {self._written()} only")
+        elif self.out is None and self.json is None:
+            raise PosenetError("nothing to do: give --out FILE.mp4 to write the video, --show to watch it, "
+                               "--json FILE to write the poses, or several")
         self.fps, self.max_frames, self.progress, self.log = fps, max_frames, progress, log
+        self.tracking, self.pipeline = tracking, pipeline
         self.source = open_source(source, log)
+
+    def _written(self) -> str:
+        return " and ".join(str(p) for p in (self.out, self.json) if p is not None)
 
     def close(self) -> None:
         self.source.close()
@@ -319,61 +503,100 @@ class VideoDemo:
             return self.window.show(frame)
         except cv2.error as e:
             self.window = None
-            if self.out is None:
+            if self.out is None and self.json is None:
                 raise PosenetError(f"--show: no window can open: cv2.imshow failed ({_first_sentence(e)}); "
                                    "give --out FILE.mp4 to write the video") from None
-            self.log(f"no window: cv2.imshow failed ({_first_sentence(e)}); writing {self.out} only")
+            self.log(f"no window: cv2.imshow failed ({_first_sentence(e)}); writing {self._written()} only")
             return True
 
+    def _timed_frames(self, fps: float) -> Iterator[_Frame]:
+        """The source's frames with their index and time stamp: index / ``fps`` for files and
+        folders, seconds since the first frame for a camera."""
+        camera = getattr(self.source, "camera", False)
+        start = None
+        for index, rgb in enumerate(self.source.frames()):
+            if camera:
+                now = time.perf_counter()
+                start = now if start is None else start
+                t = now - start
+            else:
+                t = index / fps
+            yield _Frame(index, t, rgb)
+            if self.max_frames is not None and index + 1 >= self.max_frames:
+                return
+
     def run(self, predictor) -> dict:
-        """Every frame through ``predictor`` (``run(rgb)``, ``draw(rgb, prediction)["skeletons"]``);
-        returns the summary: frames, skipped, mean network and decoding ms, mean fps, the output."""
+        """Every frame through ``predictor`` (``run(rgb) -> Prediction``; its ``layout``,
+        ``keypoint_threshold`` and ``picture_box_threshold``), its people tracked, drawn and
+        written; returns the summary: frames, skipped, mean network and decoding ms, mean fps,
+        track ids given, the outputs."""
         source, out = self.source, self.out
         total = source.total
         if self.max_frames is not None:
             total = self.max_frames if total is None else min(total, self.max_frames)
         fps = self.fps or source.fps or DEFAULT_FPS
+        draw = out is not None or self.window is not None
+        pipelined = self.pipeline and self.window is None
+        outputs = [f"{out} at {fps:g} fps" if out else None, str(self.json) if self.json else None]
+        outputs = " and ".join(o for o in outputs if o)
         self.log(f"{source.name} ({f'{source.total} frames' if source.total is not None else 'a stream'}"
                  + (f", {source.fps:g} fps" if source.fps else "") + ")"
-                 + (f" -> {out} at {fps:g} fps" if out else "") + f"; {predictor.describe()}")
-        network, decode = [], []
-        interrupted = stopped = False
-        size = None
+                 + (f" -> {outputs}" if outputs else "") + f"; {predictor.describe()}")
+        tracker = make_tracker(predictor, self.tracking, fps)
+        layout = getattr(predictor, "layout", None)
+        keypoint_threshold = float(getattr(predictor, "keypoint_threshold", 0.05))
+        state = {"network": [], "decode": [], "people": 0, "size": None, "stopped": False}
         with contextlib.ExitStack() as stack:
-            writer = None
+            writer = lines = None
             if out is not None:
                 writer = VideoOutput(stack.enter_context(atomic_path(out, out.suffix)), fps, out)
                 stack.callback(writer.close)  # released before the rename
+            if self.json is not None:
+                lines = JsonLines(stack.enter_context(atomic_path(self.json, self.json.suffix)))
+                stack.callback(lines.close)
             bar = stack.enter_context(tqdm(total=total, desc="video", unit="frame", disable=not self.progress))
-            start = last = time.perf_counter()
             recent = collections.deque(maxlen=FPS_WINDOW)  # seconds per frame
-            try:
-                for rgb in source.frames():
-                    prediction = predictor.run(rgb)
-                    frame = predictor.draw(rgb, prediction)["skeletons"]
-                    network.append(float(prediction.timing["network_ms"]))
-                    decode.append(float(prediction.timing["decode_ms"]))
-                    now = time.perf_counter()
-                    recent.append(max(now - last, 1e-9))
-                    last = now
-                    rate = len(recent) / sum(recent)
+            last = [time.perf_counter()]
+
+            def finish(frame: _Frame) -> bool:
+                """Track, draw, write and show one predicted frame; False to stop."""
+                prediction = frame.prediction
+                people = frame_people(predictor, prediction)
+                if tracker is not None:
+                    people = tracker.update(people, frame.time)
+                network, decode = state["network"], state["decode"]
+                network.append(float(prediction.timing["network_ms"]))
+                decode.append(float(prediction.timing["decode_ms"]))
+                state["people"] += len(people)
+                now = time.perf_counter()
+                recent.append(max(now - last[0], 1e-9))
+                last[0] = now
+                rate = len(recent) / sum(recent)
+                if lines is not None:
+                    lines.write(frame.index, frame.time, people)
+                keep_going = True
+                if draw:
+                    bgr = draw_people(frame.rgb[:, :, ::-1], people, layout, keypoint_threshold)
                     text = f"network {network[-1]:.1f} ms  decode {decode[-1]:.1f} ms  {rate:.1f} FPS"
-                    frame = overlay(frame, text)
+                    bgr = overlay(bgr, text)
                     if writer is not None:
-                        writer.write(frame)
-                    size = writer.size if writer is not None else frame.shape[1::-1]
-                    bar.update(1)
-                    bar.set_postfix({"net": f"{network[-1]:.1f}ms", "dec": f"{decode[-1]:.1f}ms", "fps": f"{rate:.1f}"})
-                    if self.window is not None and not self._show(frame):
-                        stopped = True
-                        break
-                    if self.max_frames is not None and len(network) >= self.max_frames:
-                        break
-            except KeyboardInterrupt:
-                interrupted = True
+                        writer.write(bgr)
+                    state["size"] = writer.size if writer is not None else bgr.shape[1::-1]
+                    if self.window is not None and not self._show(bgr):
+                        state["stopped"], keep_going = True, False
+                elif state["size"] is None:
+                    state["size"] = frame.rgb.shape[1::-1]
+                bar.update(1)
+                bar.set_postfix({"net": f"{network[-1]:.1f}ms", "dec": f"{decode[-1]:.1f}ms", "fps": f"{rate:.1f}"})
+                return keep_going
+
+            start = time.perf_counter()
+            loop = self._pipelined if pipelined else self._serial
+            interrupted = loop(predictor, fps, finish)
             seconds = time.perf_counter() - start
-            if not network and not interrupted:
+            if not state["network"] and not interrupted:
                 raise PosenetError(f"no frames could be read from {source.name}")
+        network, decode, size = state["network"], state["decode"], state["size"]
         frames = len(network)
         summary = {
             "source": source.name, "frames": frames, "skipped": source.skipped,
@@ -381,15 +604,99 @@ class VideoDemo:
             "fps": frames / seconds if frames else None, "seconds": seconds,
             "width": size[0] if size else None, "height": size[1] if size else None,
             "out": str(out) if out is not None and frames else None,
-            "interrupted": interrupted, "stopped": stopped,
+            "json": str(self.json) if self.json is not None and frames else None,
+            "people": state["people"], "tracks": tracker.next_id - 1 if tracker is not None else None,
+            "pipelined": pipelined, "interrupted": interrupted, "stopped": state["stopped"],
         }
         if source.skipped:
             self.log(f"skipped {source.skipped} unreadable frame file(s)")
-        ended = " (interrupted)" if interrupted else " (stopped)" if stopped else ""
+        ended = " (interrupted)" if interrupted else " (stopped)" if state["stopped"] else ""
         timings = (f": network {summary['network_ms']:.1f} ms, decoding {summary['decode_ms']:.2f} ms per frame, "
                    f"{summary['fps']:.1f} FPS" if frames else "")
-        self.log(f"{frames} frames{ended}{timings} -> {summary['out'] or 'no video written'}")
+        tracks = f", {summary['tracks']} track ids" if summary["tracks"] is not None and frames else ""
+        written = " and ".join(p for p in (summary["out"], summary["json"]) if p) or "nothing written"
+        self.log(f"{frames} frames{ended}{timings}{tracks} -> {written}")
         return summary
+
+    def _serial(self, predictor, fps: float, finish: Callable[[_Frame], bool]) -> bool:
+        """Each frame read, run, then finished before the next is read; True if interrupted."""
+        try:
+            for frame in self._timed_frames(fps):
+                frame.prediction = predictor.run(frame.rgb)
+                if not finish(frame):
+                    break
+        except KeyboardInterrupt:
+            return True
+        return False
+
+    def _pipelined(self, predictor, fps: float, finish: Callable[[_Frame], bool]) -> bool:
+        """The source read in one thread, the predictor in this one, the frames finished in
+        order in a third, through bounded queues; on Ctrl-C the frames already run are still
+        finished. True if interrupted; an error of either thread is raised here."""
+        ahead: queue.Queue = queue.Queue(maxsize=PIPELINE_DEPTH)
+        done: queue.Queue = queue.Queue(maxsize=PIPELINE_DEPTH)
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def put(q: queue.Queue, item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def read() -> None:
+            try:
+                for frame in self._timed_frames(fps):
+                    if not put(ahead, frame):
+                        return
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                errors.append(e)
+            put(ahead, _END)
+
+        def write() -> None:
+            stopped = False
+            try:
+                while True:
+                    frame = done.get()
+                    if frame is _END:
+                        return
+                    if not stopped and not finish(frame):
+                        stopped = True
+                        stop.set()
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                errors.append(e)
+                stop.set()
+                while done.get() is not _END:  # let the main thread hand over the rest
+                    pass
+
+        reader = threading.Thread(target=read, name="video-read", daemon=True)
+        writer = threading.Thread(target=write, name="video-write", daemon=True)
+        reader.start()
+        writer.start()
+        interrupted = False
+        try:
+            while not stop.is_set():
+                try:
+                    frame = ahead.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if frame is _END:
+                    break
+                frame.prediction = predictor.run(frame.rgb)
+                done.put(frame)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            stop.set()
+            done.put(_END)
+            writer.join()
+            reader.join(timeout=5.0)
+        if errors:
+            raise errors[0]
+        return interrupted
 
 
 def run_video(predictor, source: str | os.PathLike | int, out: str | os.PathLike | None = None, show: bool = False,
@@ -399,5 +706,6 @@ def run_video(predictor, source: str | os.PathLike | int, out: str | os.PathLike
         return demo.run(predictor)
 
 
-__all__ = ["CaptureSource", "FolderSource", "FrameSource", "VideoDemo", "VideoOutput", "Window", "display_problem",
-           "open_source", "overlay", "run_video"]
+__all__ = ["CaptureSource", "FolderSource", "FrameSource", "JsonLines", "VideoDemo", "VideoOutput", "Window",
+           "display_problem", "draw_people", "frame_people", "make_tracker", "open_source", "overlay",
+           "person_record", "read_json_lines", "run_video", "video_section"]

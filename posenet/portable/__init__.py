@@ -13,6 +13,8 @@ needs. It imports nothing but numpy and its own modules (neither ``posenet`` nor
     prn_grid.py   the Pose Residual Network's box grids and their blur
     prn.py        the PRN grouping (its MLP in numpy) and the greedy baseline; pose scores
     paf.py        the part-affinity-field grouping of the OpenPose family
+    tracking.py   track ids across the frames of a video (OKS / box IoU, best first)
+    smoothing.py  the One-Euro filter: smoothed keypoints of a track
     model.py      PoseModel: the graph (onnxruntime) and the steps below, from its metadata
     __main__.py   the command line
 
@@ -90,10 +92,12 @@ from .paf import PafGrouping, PafPeople, people_boxes
 from .peaks import heatmap_peaks, max_filter_3x3
 from .prn import PoseResidualMLP, most_central_assign, pose_scores, prn_assign
 from .prn_grid import blur, blur_adjoint, blur_matrix, box_grid
+from .smoothing import OneEuroFilter
+from .tracking import Tracker, box_iou, keypoint_similarity
 
-__all__ = ["FAMILIES", "FLIP_FILL", "FORMAT", "GROUPINGS", "INPUT_SIDES", "PafGrouping", "PafPeople", "PoseModel",
-           "PoseResidualMLP", "VERSION", "anchors", "as_rgb", "best_first_matching", "blur", "blur_adjoint",
-           "blur_matrix", "box_grid", "check_metadata", "decode_boxes", "detect", "flip_back", "heatmap_peaks",
-           "input_geometry", "invert", "load", "max_filter_3x3", "most_central_assign", "nms", "paf_flip_index",
-           "people_boxes", "pose_scores", "prn_assign", "read_image", "scale_order", "to_grid_of", "to_json",
-           "transform_points", "warp_image"]
+__all__ = ["FAMILIES", "FLIP_FILL", "FORMAT", "GROUPINGS", "INPUT_SIDES", "OneEuroFilter", "PafGrouping", "PafPeople",
+           "PoseModel", "PoseResidualMLP", "Tracker", "VERSION", "anchors", "as_rgb", "best_first_matching", "blur",
+           "blur_adjoint", "blur_matrix", "box_grid", "box_iou", "check_metadata", "decode_boxes", "detect",
+           "flip_back", "heatmap_peaks", "input_geometry", "invert", "keypoint_similarity", "load", "max_filter_3x3",
+           "most_central_assign", "nms", "paf_flip_index", "people_boxes", "pose_scores", "prn_assign", "read_image",
+           "scale_order", "to_grid_of", "to_json", "transform_points", "warp_image"]
