@@ -9,10 +9,13 @@
                                        [--update-readme]
     python scripts/benchmark.py network [--config FILE | --port-equal] [--input-size 480] [--threads 2]
                                         [--skip compile ...] [--update-readme]
+    python scripts/benchmark.py int8 CKPT [CKPT ...] [--calibration-images 64] [--update-readme]
     python scripts/benchmark.py overfit [--images 16] [--metrics-out FILE] [--update-readme]
     python scripts/benchmark.py train [--config FILE] [--steps N] [--update-readme]
     python scripts/benchmark.py learning [--config FILE] [--budget-minutes M] [--update-readme]
     python scripts/benchmark.py memory [--config FILE] [--batch N] [--skip bf16] [--device cuda] [--update-readme]
+    python scripts/benchmark.py gpu --out DIR [--quick] [--device cpu] [--budget 420] [--skip PART ...] [--update-readme]
+    python scripts/benchmark.py track [--checkpoint CKPT] [--seeds 0 1 2] [--rounds 3] [video.key=value ...] [--update-readme]
 
 To add a benchmark, write ``add_<name>_parser(subparsers)`` that registers its options and a
 ``run`` function (``parser.set_defaults(run=...)``), and list it in SUBCOMMANDS.
@@ -255,6 +258,32 @@ def add_network_parser(subparsers) -> None:
     p.set_defaults(run=run_network)
 
 
+# --------------------------------------------------------------------------- int8
+
+
+def run_int8(args: argparse.Namespace) -> int:
+    from posenet.bench import int8
+
+    rows = int8.run(args.checkpoints, calibration_images=args.calibration_images)
+    command = "python scripts/benchmark.py int8 " + " ".join(os.path.relpath(c, REPO) for c in args.checkpoints)
+    _emit(int8.format_table(rows, command), args)
+    return 0
+
+
+def add_int8_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "int8",
+        help="end-to-end AP and network time of trained runs' int8 exports beside their float32 ones",
+        description="Export each checkpoint with its int8 network (export_onnx.py --dynamic --int8, calibrated on "
+        "its run's training images) and validate both graphs end to end on the run's validation split; prints "
+        "AP, the difference, network and decoding ms per image and the int8 maps' difference.",
+    )
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="trained runs' checkpoints (config.yaml beside each)")
+    p.add_argument("--calibration-images", type=int, default=64, help="calibration images per run (default 64)")
+    _add_output_options(p)
+    p.set_defaults(run=run_int8)
+
+
 # --------------------------------------------------------------------------- overfit
 
 
@@ -491,8 +520,186 @@ def add_prn_grid_parser(subparsers) -> None:
     p.set_defaults(run=run_prn_grid)
 
 
-SUBCOMMANDS = [add_nms_parser, add_data_parser, add_decode_parser, add_network_parser, add_overfit_parser,
-               add_train_parser, add_learning_parser, add_memory_parser, add_prn_grid_parser]
+# --------------------------------------------------------------------------- gpu
+
+
+def run_gpu(args: argparse.Namespace) -> int:
+    """``gpu``: the unattended check of a lent CUDA machine (posenet.bench.gpu); the table is the
+    docs block 'gpu', and OUT/gpu.json and OUT/gpu.md are written whatever happens."""
+    import json
+
+    import torch
+
+    if args.from_json:  # the table of a run made elsewhere (the GPU machine's OUT/gpu.json), e.g. into the docs
+        from posenet.bench.gpu import format_table
+
+        with open(args.from_json) as f:
+            result = json.load(f)
+        if args.update_readme and not str(result["settings"]["device"]).startswith("cuda"):
+            print(f"benchmark gpu: --update-readme needs a GPU run; {args.from_json} is a run on "
+                  f"{result['settings']['device']}", file=sys.stderr)
+            return 2
+        _emit(format_table(result), args)
+        return 0
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("benchmark gpu: no CUDA GPU is available here; run it on a machine with one, or check the command "
+              "on the CPU with --device cpu --quick", file=sys.stderr)
+        return 2
+    if args.update_readme and device.type != "cuda":
+        print("benchmark gpu: --update-readme needs --device cuda (the docs block holds GPU figures only)", file=sys.stderr)
+        return 2
+    from posenet.bench import gpu
+
+    settings = (gpu.quick_settings if args.quick else gpu.gpu_settings)(
+        device=args.device, budget_s=args.budget, skip=tuple(args.skip), data_root=args.data_root, steps=args.steps,
+        input_size=args.input_size, batches=tuple(args.batches) if args.batches else None)
+    result = gpu.run_check(settings, args.out)
+    print(f"benchmark gpu: results in {os.path.join(args.out, 'gpu.json')} and {os.path.join(args.out, 'gpu.md')}")
+    _emit(gpu.format_table(result), args)
+    return 0 if all(p["status"] in ("ok", "skipped") for p in result["parts"].values()) else 1
+
+
+def add_gpu_parser(subparsers) -> None:
+    from posenet.bench.gpu import PARTS
+
+    parts = list(PARTS)
+    p = subparsers.add_parser(
+        "gpu",
+        help="the check of a lent CUDA machine: build the extension, pytest -m cuda, training and inference speed",
+        description="In order, each part recorded and the next one run whatever happens, within a time budget: "
+        "build posenet._C for this GPU and probe its CUDA kernel; pytest -m cuda; 100 keypoint-stage training steps "
+        "of configs/coco2017_r50.yaml (bf16, channels_last) on coco-mini beside the repository (synthetic images "
+        "without it): samples/s and peak memory; MultiPoseNet and OpenPose (VGG19) inference at 512 px, batch 1 "
+        "and batched, fp32 and bf16; decoding per image on the CPU. Random weights. Writes OUT/gpu.json and "
+        "OUT/gpu.md after every part.",
+    )
+    p.add_argument("--out", default=os.path.join(REPO, "runs", "gpu"), help="results folder (default: runs/gpu)")
+    p.add_argument("--device", default="cuda", help="cuda[:N] (default), or cpu to check the command's path")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny settings (the small synthetic configs with 16 channels at 64 px, 3 training steps, "
+                   "inference batches 1 and 2)")
+    p.add_argument("--budget", type=float, help="seconds for the whole run (default: 420; parts get less once spent)")
+    p.add_argument("--skip", nargs="*", default=[], choices=parts, metavar="PART",
+                   help=f"parts to leave out: {', '.join(parts)}")
+    p.add_argument("--data-root", help="COCO 2017-layout training data (default: ../shared/data/coco-mini; "
+                   "synthetic images where it is absent, or with 'synthetic')")
+    p.add_argument("--steps", type=int, help="timed training steps (default: 100; --quick 3)")
+    p.add_argument("--input-size", type=int, help="inference input side (default: 512; --quick 64)")
+    p.add_argument("--batches", type=int, nargs="+", help="inference batches (default: 1 8 32; --quick 1 2)")
+    p.add_argument("--from-json", metavar="FILE", help="run nothing: the table of an earlier run's gpu.json (the GPU "
+                   "machine's, copied back), with --update-readme into the docs")
+    _add_output_options(p)
+    p.set_defaults(run=run_gpu)
+
+
+# --------------------------------------------------------------------------- folder
+
+
+def run_folder(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from posenet import families
+    from posenet.bench import folder_inference as bench
+    from posenet.config import build, load_config
+
+    if args.checkpoint:
+        cfg = build.run_config(args.checkpoint, args.config, args.overrides)
+    else:
+        cfg = load_config(args.config or FOLDER_CONFIG, ["model.pretrained=none", *args.overrides])
+    family = families.of(cfg)
+    cfg = bench.config_for(cfg, family, args.checkpoint, args.input_size)
+    result = bench.benchmark_folder(cfg, family, images=args.images, batches=args.batch, workers=args.workers,
+                                    threads=args.threads, rounds=args.rounds, checkpoint=args.checkpoint,
+                                    source=Path(args.source), device=args.device)
+    config = (os.path.relpath(args.config, REPO) if args.config else
+              "the config beside the checkpoint" if args.checkpoint else "configs/synthetic_small.yaml")
+    command = " ".join(["python scripts/benchmark.py folder",
+                        *([f"--config {os.path.relpath(args.config, REPO)}"] if args.config else []),
+                        *([f"--checkpoint {args.checkpoint}"] if args.checkpoint else []),
+                        f"--images {args.images} --batch {' '.join(map(str, args.batch))}",
+                        f"--workers {' '.join(map(str, args.workers))} --threads {args.threads}",
+                        f"--input-size {args.input_size} --rounds {args.rounds}",
+                        *([f"--device {args.device}"] if args.device != "cpu" else []), *args.overrides])
+    _emit(bench.format_folder_table(result, config, command, args.note), args)
+    return 0
+
+
+FOLDER_CONFIG = os.path.join(REPO, "configs", "synthetic_small.yaml")
+
+
+def add_folder_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "folder",
+        help="images/s of infer.py's folder inference: one image at a time against batches and loader workers",
+        description="Writes a temporary folder of 640x480 / 480x640 JPEGs (from coco-mini's val2017 photos, else "
+        "synthetic) and times infer_folder without pictures at each --batch and --workers, interleaved in rounds: "
+        "images/s of the whole run and steady, network and decoding ms per image, and whether the people equal "
+        "one image at a time's.",
+    )
+    p.add_argument("--config", help="config of the model (default: configs/synthetic_small.yaml, random "
+                   "initialisation; with --checkpoint: the config.yaml beside it)")
+    p.add_argument("--checkpoint", help="a checkpoint to run instead of a random initialisation")
+    p.add_argument("--images", type=int, default=100, help="images in the folder (default: 100)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 4, 8], help="batch sizes (default: 1 4 8)")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="loader workers (default: 0 2)")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default: 2)")
+    p.add_argument("--input-size", type=int, default=480, help="infer.input_size, the longer side (default: 480)")
+    p.add_argument("--rounds", type=int, default=3, help="timed runs of each setting, interleaved (default: 3)")
+    p.add_argument("--source", default=os.path.join(COCO_MINI, "val2017"),
+                   help="folder of photos to make the images from (default: ../shared/data/coco-mini/val2017; "
+                   "synthetic pictures where it is absent)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--note", default="", help="a sentence for the table header (e.g. the machine's load)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    _add_output_options(p)
+    p.set_defaults(run=run_folder)
+
+
+# --------------------------------------------------------------------------- track
+
+
+def run_track(args: argparse.Namespace) -> int:
+    from posenet.bench import common
+    from posenet.bench import tracking as bench
+    from posenet.inference.video import video_section
+
+    section = video_section([o for o in args.overrides if o.startswith("video.")])
+    smoothing = [tuple(float(v) for v in pair.split(",")) for pair in args.smoothing]
+    result = bench.run(section, args.checkpoint, [o for o in args.overrides if not o.startswith("video.")],
+                       seeds=args.seeds, rounds=args.rounds if args.checkpoint else 0, smoothing=smoothing)
+    machine = common.machine_info() if args.checkpoint else None
+    if machine and args.note:
+        machine["note"] = args.note
+    _emit(bench.format_table(result, machine), args)
+    return 0
+
+
+def add_track_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "track",
+        help="tracking and smoothing on synthetic videos with known identities, and the video loop's frames/s",
+        description="Writes synthetic videos (people walking across a scene, crossing, entering and leaving, one "
+        "standing still; ground-truth track ids) and tracks them with the video.* settings: ID switches and the "
+        "ground-truth persons with the right id, given the ground-truth poses (the tracker's ceiling) and, with "
+        "--checkpoint, the model's people; the still person's keypoint jitter with and without One-Euro smoothing; "
+        "frames/s of video.py's loop serial and pipelined (posenet/bench/tracking.py gives the protocol).",
+    )
+    p.add_argument("--checkpoint", help="a model to track the people of (e.g. runs/synthetic_small/prn/best.pt); "
+                   "without it, the ground-truth poses only")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the videos (default: 0 1 2)")
+    p.add_argument("--rounds", type=int, default=3, help="timed runs of each loop, interleaved (default: 3; 0: none)")
+    p.add_argument("--smoothing", nargs="*", default=["0.5,0.05", "2,0.05", "1,0"], metavar="MIN_CUTOFF,BETA",
+                   help="One-Euro settings to compare beside video.min_cutoff, video.beta (default: 0.5,0.05 2,0.05 1,0)")
+    p.add_argument("--note", default="", help="a sentence for the table's machine line (e.g. the machine's load)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="video.* and infer.* overrides")
+    _add_output_options(p)
+    p.set_defaults(run=run_track)
+
+
+SUBCOMMANDS = [add_nms_parser, add_data_parser, add_decode_parser, add_network_parser, add_int8_parser, add_overfit_parser,
+               add_train_parser, add_learning_parser, add_memory_parser, add_prn_grid_parser, add_gpu_parser,
+               add_folder_parser, add_track_parser]
 
 
 def main(argv=None) -> int:

@@ -176,10 +176,15 @@ GENERATED_BLOCKS: Dict[str, str] = {
     "decode-openpose": "python scripts/benchmark.py decode --config configs/openpose_vgg19.yaml model.pretrained=none "
                        "--update-readme",
     "network": "python scripts/benchmark.py network --port-equal --update-readme",
+    "int8": "python scripts/benchmark.py int8 runs/synthetic_small/prn/best.pt runs/openpose_synthetic_small/keypoint/best.pt "
+            "runs/overfit_coco_mini/prn/best.pt runs/overfit_openpose_coco_mini/keypoint/best.pt --update-readme",
     "train": "python scripts/benchmark.py train --update-readme",
     "data": "python scripts/benchmark.py data --update-readme",
     "data-scale": "python scripts/benchmark.py data --scale --update-readme",
+    "folder": "python scripts/benchmark.py folder --update-readme",
     "memory": "python scripts/benchmark.py memory --config configs/coco2017_r101.yaml --update-readme",
+    "gpu": "python scripts/benchmark.py gpu --out DIR --update-readme",
+    "track": "python scripts/benchmark.py track --checkpoint runs/synthetic_small/prn/best.pt --update-readme",
 }
 
 
