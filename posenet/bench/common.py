@@ -177,7 +177,7 @@ GENERATED_BLOCKS: Dict[str, str] = {
                        "--update-readme",
     "network": "python scripts/benchmark.py network --port-equal --update-readme",
     "int8": "python scripts/benchmark.py int8 runs/synthetic_small/prn/best.pt runs/openpose_synthetic_small/keypoint/best.pt "
-            "runs/overfit_coco_mini/prn/best.pt runs/overfit_openpose_coco_mini/keypoint/best.pt --update-readme",
+            "runs/overfit_coco_mini/prn/best.pt --update-readme",
     "train": "python scripts/benchmark.py train --update-readme",
     "data": "python scripts/benchmark.py data --update-readme",
     "data-scale": "python scripts/benchmark.py data --scale --update-readme",
