@@ -58,9 +58,6 @@ class RecordingSession:
         self.feeds.append({k: np.array(v, copy=True) for k, v in feed.items()})
         return self.session.run(names, feed)
 
-    def get_inputs(self):
-        return self.session.get_inputs()
-
 
 def calibration_feeds(meta: dict, base_dir: str | os.PathLike, images: Iterable, *, threads: int | None = None,
                       progress: bool = True, log=print) -> list[dict[str, np.ndarray]]:
@@ -87,16 +84,6 @@ def calibration_feeds(meta: dict, base_dir: str | os.PathLike, images: Iterable,
     return recorder.feeds
 
 
-class _Reader:
-    """onnxruntime's ``CalibrationDataReader`` over recorded feeds."""
-
-    def __init__(self, feeds: Sequence[dict]):
-        self._feeds = iter(feeds)
-
-    def get_next(self):
-        return next(self._feeds, None)
-
-
 def quantize_graph(float_path: str | os.PathLike, int8_path: str | os.PathLike, feeds: Sequence[dict], *,
                    per_channel: bool = True, reduce_range: bool = False, float_outputs: bool = True, exclude: Sequence[str] = ()) -> dict:
     """Write the int8 (QDQ) graph of ``float_path`` to ``int8_path`` (atomically), calibrated
@@ -110,7 +97,14 @@ def quantize_graph(float_path: str | os.PathLike, int8_path: str | os.PathLike, 
     if not feeds:
         raise ConfigError("no calibration inputs")
     float_path, int8_path = Path(float_path), Path(int8_path)
-    reader = type("Reader", (_Reader, CalibrationDataReader), {})(feeds)
+    class Reader(CalibrationDataReader):  # onnxruntime's reader over the recorded feeds
+        def __init__(self):
+            self._feeds = iter(feeds)
+
+        def get_next(self):
+            return next(self._feeds, None)
+
+    reader = Reader()
     model = onnx.load(str(float_path))
     types = {n.op_type for n in model.graph.node}
     names = {n.name for n in model.graph.node}
