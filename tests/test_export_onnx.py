@@ -389,6 +389,35 @@ def test_fixed_size_export(family, multiposenet, openpose, script_export, tmp_pa
     assert _same_people(torch_predictor.run(square), onnx_predictor.run(square)) > 0
 
 
+@pytest.mark.parametrize("family", ["multiposenet", "openpose"])
+def test_a_video_through_an_export_pipelined_and_serial(family, request, tmp_path):
+    """Both families' exports run a video (--runtime onnx's predictor): the pipelined loop, whose
+    network and decoding run in two threads, writes the serial loop's JSON lines, with track
+    ids, and its run_network steps give run's people."""
+    import cv2
+
+    from posenet.inference.video import read_json_lines, run_video
+
+    cfg, _, _, out, _ = request.getfixturevalue(family)
+    predictor = OnnxPredictor(out, ["infer.picture_box_threshold=0.0"])  # the random boxes score ~0.01
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    images = _val_images(cfg, 3)
+    for i, rgb in enumerate(images * 2):
+        cv2.imwrite(str(frames / f"{i:02d}.png"), np.ascontiguousarray(rgb[:, :, ::-1]))
+    texts = {}
+    for pipeline in (False, True):
+        path = tmp_path / f"{pipeline}.jsonl"
+        summary = run_video(predictor, frames, json=path, progress=False, log=lambda *_: None, pipeline=pipeline)
+        assert summary["frames"] == 6 and summary["pipelined"] == pipeline
+        texts[pipeline] = path.read_text()
+    assert texts[True] == texts[False]
+    people = [p for f in read_json_lines(tmp_path / "True.jsonl") for p in f["people"]]
+    assert people and all(isinstance(p["track_id"], int) for p in people)
+    whole, (decode,) = predictor.run(images[0]), predictor.run_network([images[0]])
+    assert _same_people(whole, decode()) == len(whole.people)
+
+
 @pytest.mark.slow
 def test_quickstart_runs_score_the_same_through_their_exports(tmp_path):
     """The trained quickstart runs (when present): AP of the export within 0.001 of the

@@ -13,10 +13,12 @@ The settings are the metadata's (``model.json``: what the exported run's config 
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -26,7 +28,7 @@ from posenet.evaluation import format_metrics
 from posenet.inference.groupings import GROUPINGS, PafFieldGrouping
 from posenet.inference.predictor import Prediction, as_rgb, draw_prediction
 from posenet.inference.scales_and_flip import INPUT_SIDES
-from posenet.portable.model import FORMAT, PoseModel, paf_options
+from posenet.portable.model import FORMAT, PoseModel, paf_options, timed
 
 # The metadata's ``infer`` keys an override may set, and their types; ``infer.grouping`` is
 # the export's (the PRN's weights are written only for it) and ``input_size`` of a fixed-size
@@ -147,15 +149,34 @@ class OnnxPredictor:
 
     def run(self, image) -> Prediction:
         """The people of one image (a path or an RGB / gray / RGBA array) and everything else."""
-        rgb = as_rgb(image)
-        try:
-            result = self.model.run(rgb)
-        except ValueError as e:
-            raise DataError(f"{self.path}: {e}") from None
+        return self.run_network([image])[0]()
+
+    def run_network(self, images: Sequence) -> list[Callable[[], Prediction]]:
+        """The network part of ``run`` for each image now (one at a time), and per image a
+        function that decodes it into its ``Prediction`` (as ``Predictor.run_network``)."""
+        pending = []
+        for image in images:
+            rgb = as_rgb(image)
+            with self._as_data_error():
+                (outputs, matrix, input_hw), network_ms = timed(self.model.network, rgb)
+            pending.append(functools.partial(self._decode, outputs, matrix, input_hw, rgb.shape[:2], network_ms))
+        return pending
+
+    def _decode(self, outputs, matrix, input_hw, image_size, network_ms: float) -> Prediction:
+        with self._as_data_error():
+            result, decode_ms = timed(self.model.decode, outputs, matrix, input_hw, image_size)
         return Prediction(result["people"], np.asarray(result["boxes"]).reshape(-1, 4),
                           np.asarray(result["box_scores"]).reshape(-1), result["heatmaps"],
-                          np.asarray(result["matrix"]), tuple(result["image_size"]), dict(result["timing"]),
+                          np.asarray(result["matrix"]), tuple(result["image_size"]),
+                          {"network_ms": network_ms, "decode_ms": decode_ms},
                           stride=int(result["stride"]), pafs=result.get("pafs"))
+
+    @contextlib.contextmanager
+    def _as_data_error(self):
+        try:
+            yield
+        except ValueError as e:
+            raise DataError(f"{self.path}: {e}") from None
 
     def predict(self, image) -> list[dict]:
         return self.run(image).people

@@ -21,8 +21,9 @@ A person is {"keypoints": (K, 3) x, y, score, "box": the extent of its found key
 """
 from __future__ import annotations
 
+import functools
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -152,20 +153,26 @@ class PafPredictor:
         scale (and one for the mirrored inputs), as ``Predictor.run_batch``: images whose inputs
         round up to the same multiple of the network's ``input_divisor`` give the people of one
         at a time; timings as there."""
+        return [decode() for decode in self.run_network(images)]
+
+    def run_network(self, images: Sequence) -> list[Callable[[], Prediction]]:
+        """``run_batch`` in two steps, as ``Predictor.run_network``: the network now, and per
+        image a function that decodes it."""
         items = [image if isinstance(image, PreparedImage) else as_rgb(image) for image in images]
         prepared, network_ms = timed(lambda: [self.prepare(item) for item in items])
         nets, ms = timed(self.network_batch, prepared)
-        network_ms += ms
+        network_ms = (network_ms + ms) / len(nets)
+        return [functools.partial(self._decode, net, p.image_size, network_ms) for net, p in zip(nets, prepared)]
+
+    def _decode(self, net, image_size: tuple[int, int], network_ms: float) -> Prediction:
+        maps, matrix, input_hw = net
         P = self.parts.layout.num_keypoints
-        predictions = []
-        for (maps, matrix, input_hw), p in zip(nets, prepared):
-            people, decode_ms = timed(self.group, maps, matrix, input_hw, p.image_size)
-            boxes = np.array([person["box"] for person in people]).reshape(-1, 4)
-            scores = np.array([person["score"] for person in people])
-            predictions.append(Prediction(people, boxes, scores, maps[:P].numpy(), matrix, p.image_size,
-                                          {"network_ms": network_ms / len(nets), "decode_ms": decode_ms},
-                                          stride=self.stride, pafs=maps[P + 1:].numpy()))
-        return predictions
+        people, decode_ms = timed(self.group, maps, matrix, input_hw, image_size)
+        boxes = np.array([person["box"] for person in people]).reshape(-1, 4)
+        scores = np.array([person["score"] for person in people])
+        return Prediction(people, boxes, scores, maps[:P].numpy(), matrix, image_size,
+                          {"network_ms": network_ms, "decode_ms": decode_ms}, stride=self.stride,
+                          pafs=maps[P + 1:].numpy())
 
     def _maps(self, batch: torch.Tensor):
         out = self.model(batch)

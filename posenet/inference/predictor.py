@@ -34,9 +34,10 @@ images of one key.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -335,16 +336,21 @@ class Predictor:
         per scale (and one for the mirrored inputs): see the module's note for what equals one
         at a time. Each image's ``network_ms`` is the batch's network time (preparing the
         images not prepared yet included) divided by the images; ``decode_ms`` is its own."""
+        return [decode() for decode in self.run_network(images)]
+
+    def run_network(self, images: Sequence) -> list[Callable[[], Prediction]]:
+        """``run_batch`` in two steps: the network part now, and per image a function that
+        decodes it into its ``Prediction`` when called (a video decodes one frame while the
+        network runs the next, ``posenet.inference.video``)."""
         items = [image if isinstance(image, PreparedImage) else as_rgb(image) for image in images]
         nets, network_ms = timed(lambda: self.network_batch([self.prepare(item) for item in items]))
-        predictions = []
-        for net in nets:
-            (people, image_boxes), decode_ms = timed(
-                lambda: self.group(*self.peaks(net), net.boxes, net.box_scores, net.matrix, net.image_size))
-            predictions.append(Prediction(people, image_boxes, net.box_scores.numpy(), net.heatmaps.numpy(),
-                                          net.matrix, net.image_size,
-                                          {"network_ms": network_ms / len(nets), "decode_ms": decode_ms}))
-        return predictions
+        return [functools.partial(self._decode, net, network_ms / len(nets)) for net in nets]
+
+    def _decode(self, net: "NetworkOutput", network_ms: float) -> Prediction:
+        (people, image_boxes), decode_ms = timed(
+            lambda: self.group(*self.peaks(net), net.boxes, net.box_scores, net.matrix, net.image_size))
+        return Prediction(people, image_boxes, net.box_scores.numpy(), net.heatmaps.numpy(), net.matrix,
+                          net.image_size, {"network_ms": network_ms, "decode_ms": decode_ms})
 
     def network(self, rgb: np.ndarray) -> "NetworkOutput":
         """The network part: heatmaps (flip and scales averaged) and the boxes above

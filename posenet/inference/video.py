@@ -25,8 +25,12 @@ Linux a display (``DISPLAY`` or ``WAYLAND_DISPLAY``) and an OpenCV with GUI supp
 q or Esc in the window stops; so does Ctrl-C, and what was written so far is still finalised.
 
 Without a window the loop is pipelined (``VideoDemo(pipeline=True)``, the default): one thread
-reads the next frames, this one runs the network, a third tracks, draws and writes the frames in
-their order; with ``pipeline=False`` each frame is read, run and written before the next.
+reads the next frames and makes them into network inputs (the predictor's ``prepare``: resizing
+per scale), this one runs the network (``run_network``), a third decodes, tracks, draws and writes
+the frames in their order; with ``pipeline=False`` each frame is read and run (``run``), then
+written before the next. A predictor without ``prepare`` / ``run_network`` is run whole
+(``run``) in the network's thread. The people are the same either way; in the pipelined loop a
+frame's ``network_ms`` leaves out its resizing, done while the network ran the frame before.
 """
 from __future__ import annotations
 
@@ -427,6 +431,8 @@ class _Frame:
     index: int
     time: float
     rgb: np.ndarray
+    inputs: object = None        # the network inputs of ``rgb`` (``predictor.prepare``), or ``rgb`` itself
+    decode: Callable | None = None  # gives ``prediction`` once the network has run
     prediction: object = None
 
 
@@ -630,9 +636,10 @@ class VideoDemo:
         return False
 
     def _pipelined(self, predictor, fps: float, finish: Callable[[_Frame], bool]) -> bool:
-        """The source read in one thread, the predictor in this one, the frames finished in
-        order in a third, through bounded queues; on Ctrl-C the frames already run are still
-        finished. True if interrupted; an error of either thread is raised here."""
+        """The source read and prepared in one thread, the network run in this one, the frames
+        decoded and finished in order in a third, through bounded queues; on Ctrl-C the frames
+        already run are still finished. True if interrupted; an error of either thread is raised
+        here."""
         ahead: queue.Queue = queue.Queue(maxsize=PIPELINE_DEPTH)
         done: queue.Queue = queue.Queue(maxsize=PIPELINE_DEPTH)
         stop = threading.Event()
@@ -647,9 +654,13 @@ class VideoDemo:
                     continue
             return False
 
+        prepare = getattr(predictor, "prepare", None)
+        run_network = getattr(predictor, "run_network", None)
+
         def read() -> None:
             try:
                 for frame in self._timed_frames(fps):
+                    frame.inputs = prepare(frame.rgb) if prepare is not None and run_network is not None else frame.rgb
                     if not put(ahead, frame):
                         return
             except BaseException as e:  # noqa: BLE001 - handed to the main thread
@@ -663,7 +674,11 @@ class VideoDemo:
                     frame = done.get()
                     if frame is _END:
                         return
-                    if not stopped and not finish(frame):
+                    if stopped:
+                        continue
+                    if frame.prediction is None:
+                        frame.prediction = frame.decode()
+                    if not finish(frame):
                         stopped = True
                         stop.set()
             except BaseException as e:  # noqa: BLE001 - handed to the main thread
@@ -685,7 +700,10 @@ class VideoDemo:
                     continue
                 if frame is _END:
                     break
-                frame.prediction = predictor.run(frame.rgb)
+                if run_network is not None:
+                    frame.decode = run_network([frame.inputs])[0]
+                else:
+                    frame.prediction = predictor.run(frame.rgb)
                 done.put(frame)
         except KeyboardInterrupt:
             interrupted = True
