@@ -454,6 +454,26 @@ def test_script_json_and_video_with_each_family(family, tiny_runs, clip, tmp_pat
     assert alone.read_text() == path.read_text() and f"-> {alone}" in result.stdout
 
 
+@pytest.mark.parametrize("family", sorted(TINY_RUNS))
+def test_pipelined_steps_give_the_serial_loops_people_with_each_family(family, tiny_runs, clip, tmp_path):
+    """The pipelined loop of a real predictor: frames resized in the reading thread, decoded after
+    the network in its thread (the CPU's way) or in the writing thread (a GPU's way), write the
+    serial loop's JSON lines."""
+    from posenet.families import load_predictor
+
+    predictor = load_predictor(tiny_runs[family])
+    assert not video.decodes_apart(predictor)  # a CPU predictor decodes in the network's thread
+    texts = []
+    for pipeline, apart in ((False, None), (True, None), (True, True)):
+        path = tmp_path / f"{pipeline}{apart}.jsonl"
+        summary = run_video(predictor, clip, json=path, progress=False, log=_quiet, pipeline=pipeline,
+                            decode_apart=apart)
+        assert summary["decoded_apart"] == bool(apart)
+        texts.append(path.read_text())
+    assert texts[0] == texts[1] == texts[2] and len(texts[0].splitlines()) == 6
+    assert [p for f in read_json_lines(tmp_path / "TrueTrue.jsonl") for p in f["people"]]
+
+
 def test_script_onnx_runtime_takes_the_video_keys_apart(clip, tmp_path, monkeypatch):
     """--runtime onnx: the export gets the infer.* overrides only, the tracker the video.* ones
     (the onnx predictor stands in for an export here; tests/test_export_onnx.py runs real ones)."""

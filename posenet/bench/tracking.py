@@ -23,8 +23,9 @@ or more (COCO's formula, the annotation's area, the ground truth's labelled keyp
 - error: the mean distance (px) of the matched persons' found keypoints to their labelled
   positions, every person (what smoothing costs walkers in lag).
 - frames/s: ``VideoDemo`` over the first video's frames writing the mp4 and the JSON lines,
-  serial and pipelined in interleaved rounds, the median of each (wall clock of the whole loop),
-  beside the network and decoding ms per frame (what the threads cannot overlap on one model).
+  serial, pipelined, and (on the CPU) pipelined with the decoding in the writing thread as on a
+  GPU, in interleaved rounds, the median of each (wall clock of the whole loop), beside the
+  network and decoding ms per frame (what the threads cannot overlap on one model).
 
 Counts are summed over the videos, pixel figures averaged over all their samples.
 """
@@ -45,7 +46,7 @@ from posenet.data.synthetic.video import SyntheticVideo, read_video_annotations,
 from posenet.errors import DataError
 from posenet.families import load_predictor
 from posenet.inference.predictor import as_rgb
-from posenet.inference.video import frame_people, run_video
+from posenet.inference.video import decodes_apart, frame_people, run_video
 from posenet.portable.matching import best_first_matching
 from posenet.portable.tracking import Tracker, keypoint_similarity
 
@@ -176,13 +177,18 @@ def make_video(folder: Path, seed: int = 0, **world) -> Path:
 
 def loop_speed(predictor, folder: Path, rounds: int = 3, progress: bool = False) -> dict:
     """Frames/s of ``VideoDemo`` over the frames in ``folder``, writing an mp4 and JSON lines,
-    serial and pipelined in interleaved rounds (the order alternating); the medians."""
-    samples: dict[str, list[dict]] = {"serial": [], "pipelined": []}
+    serial, pipelined and (where that is not the default) pipelined with the decoding in the
+    writing thread, in interleaved rounds (the order alternating); the medians."""
+    modes = {"serial": (False, None), "pipelined": (True, None), "decoding apart": (True, True)}
+    if decodes_apart(predictor):
+        del modes["decoding apart"]  # the default already
+    samples: dict[str, list[dict]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
-            for mode in (("serial", "pipelined") if r % 2 == 0 else ("pipelined", "serial")):
+            for mode in (list(modes) if r % 2 == 0 else list(modes)[::-1]):
+                pipeline, apart = modes[mode]
                 summary = run_video(predictor, folder, Path(tmp) / "poses.mp4", json=Path(tmp) / "poses.jsonl",
-                                    progress=progress, log=lambda *_: None, pipeline=mode == "pipelined")
+                                    progress=progress, log=lambda *_: None, pipeline=pipeline, decode_apart=apart)
                 samples[mode].append(summary)
     return {mode: {"fps": statistics.median(s["fps"] for s in runs), "samples": [s["fps"] for s in runs],
                    "network_ms": statistics.median(s["network_ms"] for s in runs),
@@ -304,7 +310,11 @@ def format_table(result: dict, machine: dict | None = None) -> str:
         lines += ["", "The video loop over the first video, writing the mp4 and the JSON lines (medians of "
                   f"{len(s['serial']['samples'])} interleaved rounds):", "",
                   "| loop | frames/s | ms per frame | network + decoding ms per frame |", "|---|---:|---:|---:|"]
-        for mode, name in (("serial", "serial (`--serial`)"), ("pipelined", "pipelined (the default)")):
+        names = {"serial": "serial (`--serial`)", "pipelined": "pipelined (the default)",
+                 "decoding apart": "pipelined, decoding in the writing thread (a GPU's way)"}
+        for mode, name in names.items():
+            if mode not in s:
+                continue
             row = s[mode]
             lines.append(f"| {name} | {row['fps']:.2f} | {1000 / row['fps']:.0f} | "
                          f"{row['network_ms']:.0f} + {row['decode_ms']:.0f} |")

@@ -26,7 +26,8 @@ q or Esc in the window stops; so does Ctrl-C, and what was written so far is sti
 
 Without a window the loop is pipelined (``VideoDemo(pipeline=True)``, the default): one thread
 reads the next frames and makes them into network inputs (the predictor's ``prepare``: resizing
-per scale), this one runs the network (``run_network``), a third decodes, tracks, draws and writes
+per scale), this one runs the network (``run_network``) and, on the CPU, the decoding, a third
+(decoding there where the network runs on a GPU: ``decodes_apart``) tracks, draws and writes
 the frames in their order; with ``pipeline=False`` each frame is read and run (``run``), then
 written before the next. A predictor without ``prepare`` / ``run_network`` is run whole
 (``run``) in the network's thread. The people are the same either way; in the pipelined loop a
@@ -450,12 +451,15 @@ class VideoDemo:
     True: its defaults; False: no track ids). ``pipeline``: the source read, the network run and
     the frames drawn and written in three threads that overlap (False: one after the other;
     frames are written in order either way; a window always runs the serial loop).
+    ``decode_apart``: in the pipelined loop, decode in the writing thread (True) or after the
+    network in its thread (False); default: ``decodes_apart(predictor)``.
     """
 
     def __init__(self, source: str | os.PathLike | int, out: str | os.PathLike | None = None, show: bool = False,
                  fps: float | None = None, max_frames: int | None = None, progress: bool = True,
                  log: Callable[[str], object] = print, json: str | os.PathLike | None = None,
-                 tracking: Mapping | bool | None = True, pipeline: bool = True):
+                 tracking: Mapping | bool | None = True, pipeline: bool = True,
+                 decode_apart: bool | None = None):
         self.out = Path(out) if out is not None else None
         self.json = Path(json) if json is not None else None
         if fps is not None and not (math.isfinite(fps) and fps > 0):
@@ -485,7 +489,7 @@ class VideoDemo:
             raise PosenetError("nothing to do: give --out FILE.mp4 to write the video, --show to watch it, "
                                "--json FILE to write the poses, or several")
         self.fps, self.max_frames, self.progress, self.log = fps, max_frames, progress, log
-        self.tracking, self.pipeline = tracking, pipeline
+        self.tracking, self.pipeline, self.decode_apart = tracking, pipeline, decode_apart
         self.source = open_source(source, log)
 
     def _written(self) -> str:
@@ -612,7 +616,10 @@ class VideoDemo:
             "out": str(out) if out is not None and frames else None,
             "json": str(self.json) if self.json is not None and frames else None,
             "people": state["people"], "tracks": tracker.next_id - 1 if tracker is not None else None,
-            "pipelined": pipelined, "interrupted": interrupted, "stopped": state["stopped"],
+            "pipelined": pipelined,
+            "decoded_apart": pipelined and (decodes_apart(predictor) if self.decode_apart is None
+                                            else bool(self.decode_apart)),
+            "interrupted": interrupted, "stopped": state["stopped"],
         }
         if source.skipped:
             self.log(f"skipped {source.skipped} unreadable frame file(s)")
@@ -637,9 +644,9 @@ class VideoDemo:
 
     def _pipelined(self, predictor, fps: float, finish: Callable[[_Frame], bool]) -> bool:
         """The source read and prepared in one thread, the network run in this one, the frames
-        decoded and finished in order in a third, through bounded queues; on Ctrl-C the frames
-        already run are still finished. True if interrupted; an error of either thread is raised
-        here."""
+        finished in order in a third (and decoded there, with ``decodes_apart``; here else),
+        through bounded queues; on Ctrl-C the frames already run are still finished. True if
+        interrupted; an error of either thread is raised here."""
         ahead: queue.Queue = queue.Queue(maxsize=PIPELINE_DEPTH)
         done: queue.Queue = queue.Queue(maxsize=PIPELINE_DEPTH)
         stop = threading.Event()
@@ -656,6 +663,7 @@ class VideoDemo:
 
         prepare = getattr(predictor, "prepare", None)
         run_network = getattr(predictor, "run_network", None)
+        apart = decodes_apart(predictor) if self.decode_apart is None else bool(self.decode_apart)
 
         def read() -> None:
             try:
@@ -702,6 +710,8 @@ class VideoDemo:
                     break
                 if run_network is not None:
                     frame.decode = run_network([frame.inputs])[0]
+                    if not apart:
+                        frame.prediction = frame.decode()
                 else:
                     frame.prediction = predictor.run(frame.rgb)
                 done.put(frame)
@@ -717,6 +727,15 @@ class VideoDemo:
         return interrupted
 
 
+def decodes_apart(predictor) -> bool:
+    """Whether the pipelined loop decodes a frame in the writing thread, while the network runs
+    the next: where the network runs on an accelerator (a predictor's ``device``). On the CPU
+    the network's threads take every core, and decoding beside them slowed the loop by a fifth
+    (docs/video.md), so it follows the network in its thread."""
+    device = getattr(predictor, "device", None)
+    return device is not None and getattr(device, "type", str(device)) != "cpu"
+
+
 def run_video(predictor, source: str | os.PathLike | int, out: str | os.PathLike | None = None, show: bool = False,
               **options) -> dict:
     """``VideoDemo(source, out, show, **options).run(predictor)``, closing the source."""
@@ -725,5 +744,5 @@ def run_video(predictor, source: str | os.PathLike | int, out: str | os.PathLike
 
 
 __all__ = ["CaptureSource", "FolderSource", "FrameSource", "JsonLines", "VideoDemo", "VideoOutput", "Window",
-           "display_problem", "draw_people", "frame_people", "make_tracker", "open_source", "overlay",
-           "person_record", "read_json_lines", "run_video", "video_section"]
+           "decodes_apart", "display_problem", "draw_people", "frame_people", "make_tracker", "open_source",
+           "overlay", "person_record", "read_json_lines", "run_video", "video_section"]
