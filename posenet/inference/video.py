@@ -617,8 +617,7 @@ class VideoDemo:
             "json": str(self.json) if self.json is not None and frames else None,
             "people": state["people"], "tracks": tracker.next_id - 1 if tracker is not None else None,
             "pipelined": pipelined,
-            "decoded_apart": pipelined and (decodes_apart(predictor) if self.decode_apart is None
-                                            else bool(self.decode_apart)),
+            "decoded_apart": pipelined and self._decoding_apart(predictor),
             "interrupted": interrupted, "stopped": state["stopped"],
         }
         if source.skipped:
@@ -630,6 +629,9 @@ class VideoDemo:
         written = " and ".join(p for p in (summary["out"], summary["json"]) if p) or "nothing written"
         self.log(f"{frames} frames{ended}{timings}{tracks} -> {written}")
         return summary
+
+    def _decoding_apart(self, predictor) -> bool:
+        return decodes_apart(predictor) if self.decode_apart is None else bool(self.decode_apart)
 
     def _serial(self, predictor, fps: float, finish: Callable[[_Frame], bool]) -> bool:
         """Each frame read, run, then finished before the next is read; True if interrupted."""
@@ -663,7 +665,7 @@ class VideoDemo:
 
         prepare = getattr(predictor, "prepare", None)
         run_network = getattr(predictor, "run_network", None)
-        apart = decodes_apart(predictor) if self.decode_apart is None else bool(self.decode_apart)
+        apart = self._decoding_apart(predictor)
 
         def read() -> None:
             try:
