@@ -149,3 +149,24 @@ def test_clear_errors(int8_export, tmp_path):
                         "--int8", "--calibration-dir", str(tmp_path / "missing"), check=False)
     assert result.returncode != 0 and "missing" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m.onnx").exists()  # refused before the export
+
+
+def test_the_int8_benchmark_measures_both_graphs_and_judges_by_family(int8_export):
+    """``benchmark.py int8``'s measurement of a run (both graphs validated end to end, the same
+    images) and its verdicts: every run, and each family alone (the default's condition)."""
+    from posenet.bench import int8 as bench
+
+    _, checkpoint, _, _ = int8_export
+    (row,) = bench.run([checkpoint], calibration_images=4, log=lambda *_: None)
+    assert row["family"] == "multiposenet" and row["quantization"]["calibration_images"] == 4
+    assert set(row["metrics"]) == {"float32", "int8"} and row["images"] > 0
+    assert all(0.0 <= m["AP"] <= 1.0 and m["network_ms"] > 0 for m in row["metrics"].values())
+    lossless = {**row, "metrics": {"float32": {**row["metrics"]["float32"], "AP": 0.5},
+                                   "int8": {**row["metrics"]["int8"], "AP": 0.499}}}
+    lossy = {**lossless, "family": "openpose", "metrics": {"float32": {**row["metrics"]["float32"], "AP": 0.7},
+                                                           "int8": {**row["metrics"]["int8"], "AP": 0.69}}}
+    table = bench.format_table([lossless, lossy], "python scripts/benchmark.py int8 A B")
+    assert "every run: **no** (largest loss 0.010)" in table
+    assert "By family: multiposenet yes (1 run(s), largest loss 0.001); openpose no (1 run(s), largest loss 0.010)" \
+        in table
+    assert "every run: **yes**" in bench.format_table([lossless], "c")

@@ -92,9 +92,14 @@ def format_table(rows: Sequence[dict], command: str) -> str:
             f"{f['AP50']:.3f} / {f['AP75']:.3f} | {q['AP50']:.3f} / {q['AP75']:.3f} | "
             f"{f.get('network_ms', float('nan')):.1f} → {q.get('network_ms', float('nan')):.1f} | "
             f"{d['max_abs']:.3f} / {d['mean_abs']:.4f} ({d['largest']:.2f}) |")
-    within = all(r["metrics"]["int8"]["AP"] >= r["metrics"]["float32"]["AP"] - TOLERANCE for r in rows)
+    losses = {}  # family -> its runs' AP losses
+    for r in rows:
+        losses.setdefault(r["family"], []).append(r["metrics"]["float32"]["AP"] - r["metrics"]["int8"]["AP"])
+    within = all(loss <= TOLERANCE for family in losses.values() for loss in family)
+    by_family = "; ".join(f"{family} {'yes' if max(loss) <= TOLERANCE else 'no'} ({len(loss)} run(s), largest "
+                          f"loss {max(loss):.3f})" for family, loss in sorted(losses.items()))
     lines += ["", f"int8 within {TOLERANCE} AP of float32 on every run: **{'yes' if within else 'no'}** "
-                  f"(largest loss {worst:.3f})."]
+                  f"(largest loss {worst:.3f}). By family: {by_family}."]
     return "\n".join(lines) + "\n"
 
 
