@@ -612,6 +612,8 @@ def run_folder(args: argparse.Namespace) -> int:
     result = bench.benchmark_folder(cfg, family, images=args.images, batches=args.batch, workers=args.workers,
                                     threads=args.threads, rounds=args.rounds, checkpoint=args.checkpoint,
                                     source=Path(args.source), device=args.device)
+    if result["source"] and os.path.abspath(result["source"]).startswith(os.path.dirname(REPO) + os.sep):
+        result["source"] = os.path.relpath(result["source"], REPO)  # beside the repository: no machine's path
     config = (os.path.relpath(args.config, REPO) if args.config else
               "the config beside the checkpoint" if args.checkpoint else "configs/synthetic_small.yaml")
     command = " ".join(["python scripts/benchmark.py folder",
