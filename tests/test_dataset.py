@@ -520,3 +520,5 @@ def test_loader_workers_run_single_threaded_opencv_and_the_benchmark_runs(coco_m
     assert result["num_samples"] == 40 and result["bad_samples"] == 0
     assert result["samples_per_s"] > 0 and result["decode_ms"] > 0 and result["targets_ms"] > 0
     assert "samples/s, DataLoader with 2 workers" in result["table"] and "| &nbsp;&nbsp;decode |" in result["table"]
+    rows = [line.split("|")[1] for line in result["table"].splitlines() if line.startswith("| ")]
+    assert len(rows) == len(set(rows)), rows  # each measure once

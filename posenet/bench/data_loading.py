@@ -197,8 +197,6 @@ def format_data_benchmark(result: dict) -> str:
         f"| samples/s including worker start-up | {r['samples_per_s_with_startup']:.1f} |",
         f"| samples loaded (bad) | {r['num_samples']} ({r['bad_samples']}) in {r['wall_s']:.1f} s |",
         f"| one process, 1 OpenCV thread: ms/sample | {r['sample_ms']:.2f} (= {per_worker:.0f} samples/s per core) |",
-        f"| &nbsp;&nbsp;decode | {r['decode_ms']:.2f} ms |",
-        f"| &nbsp;&nbsp;augment (matrix, image warp) | {r['augment_ms']:.2f} ms |",
         *split_rows(r),
         "",
         f"Machine: {r['cpu']}; torch {r['torch']}, OpenCV {r['opencv']}, numpy {r['numpy']}. "
