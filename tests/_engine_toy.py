@@ -157,6 +157,11 @@ def resume_in_process(out_dir: str, batch_size: int, epochs: int, split_at: int,
         np.random.seed(2000 + rank)
         torch.manual_seed(3000 + rank)
         main(str(Path(out_dir) / "split"), batch_size, epochs, dropout, resume=True)
+        if group:
+            # every rank done (rank 0 wrote final.pt after the others left fit) before any tears
+            # the group down: a gloo peer that destroys its side while the other still writes
+            # its last file can abort the process at exit
+            dist.barrier()
     finally:
         if group:
             dist.destroy_process_group()

@@ -469,7 +469,8 @@ def torchrun(tmp_path, *args: str) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), str(HERE / "_engine_toy.py"), *args]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
+    written = sorted(str(p.relative_to(tmp_path)) for p in Path(tmp_path).rglob("final.pt"))
+    assert result.returncode == 0, f"final weights written: {written}\n{result.stderr[-3000:]}"
 
 
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
