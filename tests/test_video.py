@@ -397,6 +397,31 @@ def test_draw_people_colours_and_labels_by_track_id():
     assert (bgr == 0).all()  # the input is left as it was
 
 
+def test_track_labels_stay_clear_of_the_timing_band():
+    """A person just below the top-left band the timing line is drawn in afterwards: its id
+    label, drawn above its highest keypoint, would be under the band; it goes below the band
+    instead. A person right of the band keeps its label where it was."""
+    from posenet.vis import person_color
+
+    bgr = np.zeros((120, 200, 3), np.uint8)
+    text = "network 40.0 ms  decode 3.0 ms  20.0 FPS"
+    band_w, band_h = video.overlay_band(bgr, text)
+    assert 0 < band_h < 40 and band_w < 200
+    person = {**_person(15, y=band_h + 2.0), "track_id": 1}  # the skeleton below the band
+
+    def coloured_rows(img):  # rows of the corner holding the person's colour (label or skeleton)
+        return np.flatnonzero((img[:, :band_w] == person_color(0)).all(-1).any(1))
+
+    plain = video.draw_people(bgr, [person])
+    clear = video.draw_people(bgr, [person], keep_clear=(band_w, band_h))
+    assert coloured_rows(plain).min() < band_h  # the label in the band's place
+    assert coloured_rows(clear).min() >= band_h
+    assert (video.overlay(clear.copy(), text) == clear)[band_h:].all()  # the band covers nothing of it
+    right = {**_person(band_w + 20, y=band_h + 2.0), "track_id": 1}
+    assert np.array_equal(video.draw_people(bgr, [right]),
+                          video.draw_people(bgr, [right], keep_clear=(band_w, band_h)))
+
+
 # ----------------------------------------------------------------------------- the script, both families
 
 

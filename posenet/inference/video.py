@@ -272,18 +272,30 @@ def _first_sentence(error: cv2.error) -> str:
     return text.strip().split(". ")[0].rstrip(".")
 
 
+def _band(width: int, height: int, text: str):
+    """The layout of ``overlay``'s band on a frame of ``width`` x ``height``: the font scale and
+    thickness, the padding, and the band's (width, height)."""
+    # the text grows with the frame's width (full size from 1280 px), smaller where it would not fit
+    width_at_1 = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)[0][0]
+    scale = max(0.25, min(1.0, max(0.45, width / 1280), 0.95 * width / width_at_1))
+    thickness = 1 if scale < 0.7 else 2
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    pad = max(2, th // 3)
+    return scale, thickness, pad, (min(width, tw + 2 * pad), min(height, th + base + 2 * pad))
+
+
+def overlay_band(bgr: np.ndarray, text: str) -> tuple[int, int]:
+    """(width, height) of the band ``overlay(bgr, text)`` draws at the top left."""
+    return _band(bgr.shape[1], bgr.shape[0], text)[3]
+
+
 def overlay(bgr: np.ndarray, text: str) -> np.ndarray:
     """``bgr`` with ``text`` in a small dark band at its top left (drawn in place when it can be)."""
     if not (bgr.flags.writeable and bgr.flags.c_contiguous):
         bgr = np.array(bgr, order="C")
-    h, w = bgr.shape[:2]
-    # the text grows with the frame's width (full size from 1280 px), smaller where it would not fit
-    width_at_1 = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 1.0, 1)[0][0]
-    scale = max(0.25, min(1.0, max(0.45, w / 1280), 0.95 * w / width_at_1))
-    thickness = 1 if scale < 0.7 else 2
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-    pad = max(2, th // 3)
-    cv2.rectangle(bgr, (0, 0), (min(w, tw + 2 * pad), min(h, th + base + 2 * pad)), (0, 0, 0), -1)
+    scale, thickness, pad, (bw, bh) = _band(bgr.shape[1], bgr.shape[0], text)
+    th = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0][1]
+    cv2.rectangle(bgr, (0, 0), (bw - 1, bh - 1), (0, 0, 0), -1)  # bw x bh pixels
     cv2.putText(bgr, text, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness,
                 cv2.LINE_AA)
     return bgr
@@ -335,10 +347,12 @@ def frame_people(predictor, prediction) -> list[dict]:
 
 
 def draw_people(bgr: np.ndarray, people: Sequence[Mapping], layout: KeypointLayout | None = None,
-                keypoint_threshold: float = 0.05) -> np.ndarray:
+                keypoint_threshold: float = 0.05, keep_clear: tuple[int, int] = (0, 0)) -> np.ndarray:
     """A copy of ``bgr`` with each person's skeleton (keypoints at or above
     ``keypoint_threshold``): the colour of its ``track_id`` and the id as a label above its
-    highest keypoint, or, for people without one, the colour of their place in the list."""
+    highest keypoint, or, for people without one, the colour of their place in the list.
+    ``keep_clear``: (width, height) of a top-left corner the labels stay below (``overlay``'s
+    band, drawn over the frame afterwards)."""
     layout = layout or COCO_PERSON
     out = np.array(bgr, dtype=np.uint8, order="C")  # a copy: ``bgr`` is left as it is
     labels = []
@@ -357,7 +371,8 @@ def draw_people(bgr: np.ndarray, people: Sequence[Mapping], layout: KeypointLayo
     for text, x, y, color in labels:  # on top of every skeleton
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         x0 = int(np.clip(x, 0, max(0, w - tw - 2)))
-        y0 = int(np.clip(y - 4, th + 2, h - 1))
+        top = keep_clear[1] if x0 < keep_clear[0] else 0
+        y0 = int(np.clip(y - 4, top + th + 2, h - 1))
         cv2.rectangle(out, (x0, y0 - th - 2), (x0 + tw + 2, y0 + base - 1), color, -1)
         cv2.putText(out, text, (x0 + 1, y0 - 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
                     (0, 0, 0) if sum(color) > 380 else (255, 255, 255), 1, cv2.LINE_AA)
@@ -586,8 +601,9 @@ class VideoDemo:
                     lines.write(frame.index, frame.time, people)
                 keep_going = True
                 if draw:
-                    bgr = draw_people(frame.rgb[:, :, ::-1], people, layout, keypoint_threshold)
                     text = f"network {network[-1]:.1f} ms  decode {decode[-1]:.1f} ms  {rate:.1f} FPS"
+                    bgr = draw_people(frame.rgb[:, :, ::-1], people, layout, keypoint_threshold,
+                                      keep_clear=overlay_band(frame.rgb, text))
                     bgr = overlay(bgr, text)
                     if writer is not None:
                         writer.write(bgr)
@@ -747,4 +763,4 @@ def run_video(predictor, source: str | os.PathLike | int, out: str | os.PathLike
 
 __all__ = ["CaptureSource", "FolderSource", "FrameSource", "JsonLines", "VideoDemo", "VideoOutput", "Window",
            "decodes_apart", "display_problem", "draw_people", "frame_people", "make_tracker", "open_source",
-           "overlay", "person_record", "read_json_lines", "run_video", "video_section"]
+           "overlay", "overlay_band", "person_record", "read_json_lines", "run_video", "video_section"]
