@@ -2,7 +2,8 @@
 #   make demo   set everything up, then run the main job on the embedded synthetic data
 #   make test   set everything up, then run the default test suite (what CI runs)
 # and, for whoever changes data, models, training, inference or evaluation:
-#   make test-slow     the learning proofs (both quickstarts, both families' 16-image overfits), about an hour
+#   make test-slow     the learning proofs (both quickstarts and their exports, both families'
+#                      16-image overfits): about half an hour on a CPU with native bf16, an hour without
 #   make test-compat   the default suite on torch 2.11 / torchvision 0.26 in .compat/
 # Set-up is idempotent: the virtual environment and the extension are rebuilt only when
 # requirements.txt, setup.py or the extension sources change.

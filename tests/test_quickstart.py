@@ -46,9 +46,9 @@ def test_quickstart_runs_every_stage_and_writes_its_outputs(tmp_path):
 @pytest.mark.slow
 def test_the_quickstart_model_works_on_its_own_world(tmp_path):
     """The real quickstart (configs/synthetic_small.yaml, nothing shrunk): the aims of the
-    quickstart table (docs/results.md) on the synthetic val split, each below its ceiling. About
-    10 minutes on two cores; the results do not depend on the machine's speed. Its figures and
-    times are printed (``pytest -rP`` shows them)."""
+    quickstart table (docs/results.md) on the synthetic val split, each below its ceiling, and
+    the same AP through its ONNX export. About 5 minutes on two cores; the results do not depend
+    on the machine's speed. Its figures and times are printed (``pytest -rP`` shows them)."""
     out, data = tmp_path / "run", tmp_path / "data"
     result = run_script("demo.py", f"output_dir={out}", f"data.root={data}", timeout=3600, threads=None)
     print("\n".join(line for line in result.stdout.splitlines() if line.startswith(("time:", "- "))))
@@ -56,13 +56,15 @@ def test_the_quickstart_model_works_on_its_own_world(tmp_path):
     assert stages["keypoint_ap_gt_boxes"] >= 0.5, stages
     assert stages["box_ap"] >= 0.6, stages
     assert stages["end_to_end_ap"] >= 0.4, stages
+    _export_scores_the_same(out / "prn" / "best.pt", tmp_path / "export")
 
 
 @pytest.mark.slow
 def test_the_openpose_quickstart_model_works_on_its_own_world(tmp_path):
     """The OpenPose family's quickstart (configs/openpose_synthetic_small.yaml, nothing shrunk):
     end-to-end AP at least 0.4 on the synthetic val split, below the ceiling of perfect maps;
-    its table and pictures written. About 8 minutes on two cores."""
+    its table and pictures written; the same AP through its ONNX export. About 3 minutes on two
+    cores."""
     out, data = tmp_path / "run", tmp_path / "data"
     result = run_script("demo.py", "--config", "configs/openpose_synthetic_small.yaml", f"output_dir={out}",
                         f"data.root={data}", timeout=3600, threads=None)
@@ -73,3 +75,20 @@ def test_the_openpose_quickstart_model_works_on_its_own_world(tmp_path):
     assert "| openpose | hourglass |" in (out / "results.md").read_text()
     assert len(list((out / "infer" / "synthetic_val" / "pictures").glob("*_pafs.jpg"))) == 100
     assert "pictures (test_images)" in result.stdout
+    _export_scores_the_same(out / "keypoint" / "best.pt", tmp_path / "export")
+
+
+def _export_scores_the_same(checkpoint, out_dir):
+    """A trained run's AP through its dynamic ONNX export (val_keypoint.py --runtime onnx)
+    within 0.001 of the checkpoint's, on 30 val images."""
+    out = out_dir / "model.onnx"
+    run_script("export_onnx.py", "--checkpoint", str(checkpoint), "--out", str(out), "--dynamic", threads=None)
+    config = str(checkpoint.parent / "config.yaml")
+    run_script("val_keypoint.py", "--config", config, "--checkpoint", str(checkpoint),
+               "--metrics-out", str(out_dir / "torch.json"), "eval.max_images=30", threads=None)
+    run_script("val_keypoint.py", "--config", config, "--runtime", "onnx", "--onnx", str(out),
+               "--metrics-out", str(out_dir / "onnx.json"), "eval.max_images=30", threads=None)
+    ours, theirs = (json.loads((out_dir / f"{n}.json").read_text()) for n in ("onnx", "torch"))
+    print(f"the ONNX export of {checkpoint.parent.name}/{checkpoint.name}: AP {ours['AP']:.4f} against the "
+          f"checkpoint's {theirs['AP']:.4f} (30 val images)")
+    assert theirs["AP"] > 0.3 and abs(ours["AP"] - theirs["AP"]) <= 1e-3
