@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from posenet.config import build, load_config
+from posenet.config import load_config
 from posenet.data.transforms import transform_points
 from posenet.engine.checkpoint import load_checkpoint
 from posenet.stages import detection, keypoint

@@ -122,8 +122,6 @@ def _cfg(name: str, *overrides):
 
 
 def test_predictions_are_unchanged_with_folding_and_channels_last():
-    from posenet.config import build
-
     cfg = _cfg("synthetic_small.yaml", "infer.grouping=greedy", "infer.input_size=64", "infer.box_threshold=0",
                "detection.score_threshold=0", "infer.flip=true", "infer.scales=[1.0,0.75]")
     model = posenet(frozen_bn=False)  # a loaded checkpoint's model: eval mode, trained statistics

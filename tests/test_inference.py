@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from posenet.config import build, load_config
+from posenet.config import load_config
 from posenet.errors import DataError, PosenetError
-from posenet.inference import Predictor, infer_folder
+from posenet.inference import infer_folder
 from posenet.inference.predictor import Predictor, as_rgb, draw_prediction
 from posenet.stages.end_to_end import EndToEndEvaluator
 

@@ -4,11 +4,6 @@ two gloo processes against one)."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +11,7 @@ import torch
 from torch import nn
 
 from posenet.codecs import KeypointHeatmapCodec
-from posenet.config import build, load_config
+from posenet.config import load_config
 from posenet.engine.checkpoint import load_checkpoint
 from posenet.inference import keypoints_in_boxes
 from posenet.stages.keypoint import KeypointEvaluator

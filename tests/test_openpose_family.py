@@ -1,7 +1,5 @@
 """The OpenPose family through the shared data path, config, scripts and inference."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest

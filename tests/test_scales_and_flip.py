@@ -11,7 +11,7 @@ import torch
 from posenet.config import build, load_config
 from posenet.data.keypoints import COCO_PERSON
 from posenet.data.transforms import invert, transform_points
-from posenet.inference import Predictor, flip_back, to_grid_of
+from posenet.inference import flip_back, to_grid_of
 from posenet.inference.paf_predictor import PafPredictor
 from posenet.inference.predictor import Predictor
 

@@ -6,8 +6,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -20,7 +18,7 @@ from posenet.data.keypoints import COCO_PERSON
 from posenet.data.synthetic import SyntheticCocoGenerator, write_synthetic_coco
 from posenet.vis import draw_coco_annotations, draw_skeleton, segmentation_to_mask
 
-from _scripts import REPO, run_script
+from _scripts import run_script
 NUM_TRAIN, NUM_VAL = 48, 16
 # pycocotools 2.0.11 warns about numpy 2 copy semantics inside its own decode().
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools.*")
