@@ -685,7 +685,8 @@ def add_track_parser(subparsers) -> None:
         "standing still; ground-truth track ids) and tracks them with the video.* settings: ID switches and the "
         "ground-truth persons with the right id, given the ground-truth poses (the tracker's ceiling) and, with "
         "--checkpoint, the model's people; the still person's keypoint jitter with and without One-Euro smoothing; "
-        "frames/s of video.py's loop serial and pipelined (posenet/bench/tracking.py gives the protocol).",
+        "frames/s of video.py's loop serial, pipelined and (on the CPU) pipelined with the decoding beside the "
+        "network (posenet/bench/tracking.py gives the protocol).",
     )
     p.add_argument("--checkpoint", help="a model to track the people of (e.g. runs/synthetic_small/prn/best.pt); "
                    "without it, the ground-truth poses only")

@@ -95,8 +95,7 @@ def match(people: Sequence[dict], persons: Sequence[dict], sigmas, threshold: fl
     gt = np.stack([p["keypoints"] for p in persons])
     gt_scores = gt.copy()
     gt_scores[:, :, 2] = (gt[:, :, 2] > 0).astype(np.float64)
-    predicted = np.stack([np.asarray(p["keypoints"], dtype=np.float64) for p in people])
-    predicted = predicted.copy()
+    predicted = np.stack([np.asarray(p["keypoints"], dtype=np.float64) for p in people])  # a copy
     predicted[:, :, 2] = 1.0  # COCO: every labelled keypoint counts, whatever the predicted score
     oks, common = keypoint_similarity(predicted, gt_scores, sigmas, [p["area"] for p in persons], 0.5)
     score = np.where((oks >= threshold) & (common > 0), oks, -np.inf)
@@ -245,8 +244,9 @@ def run(section, checkpoint: str | None = None, overrides: Sequence[str] = (), s
             files = [folder / name for name in info["files"]]
             still = list(info.get("still_track_ids", []))
             people = predicted_people(predictor, files, progress)
-            rows["model"].append(tracking_metrics(gt_frames, track(people, plain, fps)))
-            jitters.setdefault("none", []).append(still_jitter(gt_frames, track(people, plain, fps), still,
+            tracked = track(people, plain, fps)
+            rows["model"].append(tracking_metrics(gt_frames, tracked))
+            jitters.setdefault("none", []).append(still_jitter(gt_frames, tracked, still,
                                                                keypoint_threshold=plain.keypoint_threshold))
             for min_cutoff, beta in pairs:
                 smooth = Tracker(COCO_PERSON.sigmas, **base, **{**options, "smooth": True, "min_cutoff": min_cutoff,

@@ -59,15 +59,21 @@ class RecordingSession:
         return self.session.run(names, feed)
 
 
-def calibration_feeds(meta: dict, base_dir: str | os.PathLike, images: Iterable, *, threads: int | None = None,
-                      progress: bool = True, log=print) -> list[dict[str, np.ndarray]]:
-    """The graph inputs ``PoseModel.network`` makes of ``images`` (paths or RGB arrays; with
-    flip and several scales, several per image), recorded on the float32 graph of ``meta``.
-    Unreadable images are skipped with one line each; none readable is an error."""
+def float_session(meta: dict, base_dir: str | os.PathLike, threads: int | None = None):
+    """The onnxruntime session of the float32 graph of ``meta``; ConfigError if it cannot open."""
     try:
-        recorder = RecordingSession(PoseModel(meta, base_dir=base_dir, threads=threads).session)
+        return PoseModel(meta, base_dir=base_dir, threads=threads).session
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def calibration_feeds(meta: dict, base_dir: str | os.PathLike, images: Iterable, *, threads: int | None = None,
+                      progress: bool = True, log=print, session=None) -> list[dict[str, np.ndarray]]:
+    """The graph inputs ``PoseModel.network`` makes of ``images`` (paths or RGB arrays; with
+    flip and several scales, several per image), recorded on the float32 graph of ``meta``
+    (``session``: its session, if already open). Unreadable images are skipped with one line
+    each; none readable is an error."""
+    recorder = RecordingSession(session or float_session(meta, base_dir, threads))
     model = PoseModel(meta, session=recorder, base_dir=base_dir)
     images = list(images)
     used = 0
@@ -141,17 +147,17 @@ def quantize_graph(float_path: str | os.PathLike, int8_path: str | os.PathLike, 
 
 
 def map_differences(meta: dict, base_dir: str | os.PathLike, int8_graph: str, feeds: Sequence[dict],
-                    count: int = 8, threads: int | None = None) -> dict[str, dict]:
-    """How far the int8 graph's maps (heatmaps, and PAFs) are from the float graph's on the
-    first ``count`` of ``feeds``: per output, the largest absolute difference, the mean one and
-    the float maps' largest value."""
+                    count: int = 8, threads: int | None = None, session=None) -> dict[str, dict]:
+    """How far the int8 graph's maps (heatmaps, and PAFs) are from the float graph's (``session``:
+    its session, if already open) on the first ``count`` of ``feeds``: per output, the largest
+    absolute difference, the mean one and the float maps' largest value."""
     maps = [n for n in ("heatmaps", "pafs") if n in meta["outputs"]]
-    float_session = PoseModel(meta, base_dir=base_dir, threads=threads).session
+    reference = session or float_session(meta, base_dir, threads)
     int8_session = PoseModel({**meta, "onnx": int8_graph}, base_dir=base_dir, threads=threads).session
     found = {n: {"max_abs": 0.0, "mean_abs": [], "largest": 0.0} for n in maps}
     for feed in feeds[:count]:
         ours = dict(zip(meta["outputs"], int8_session.run(None, feed)))
-        ref = dict(zip(meta["outputs"], float_session.run(None, feed)))
+        ref = dict(zip(meta["outputs"], reference.run(None, feed)))
         for n in maps:
             diff = np.abs(ours[n] - ref[n])
             found[n]["max_abs"] = max(found[n]["max_abs"], float(diff.max()))
@@ -206,7 +212,8 @@ def quantize_export(metadata_file: str | os.PathLike, images: Iterable, *, per_c
         raise ConfigError(f"{meta_file}: already an int8 export; quantise the float one")
     base = meta_file.parent
     images = list(images)
-    feeds = calibration_feeds(meta, base, images, threads=threads, progress=progress, log=log)
+    session = float_session(meta, base, threads)  # calibration's and the differences' reference
+    feeds = calibration_feeds(meta, base, images, threads=threads, progress=progress, log=log, session=session)
     graph, meta_out = int8_paths(meta_file)
     entry = quantize_graph(base / meta.get("onnx", "model.onnx"), graph, feeds, per_channel=per_channel, reduce_range=reduce_range, float_outputs=float_outputs,
                            exclude=exclude)
@@ -214,7 +221,7 @@ def quantize_export(metadata_file: str | os.PathLike, images: Iterable, *, per_c
     if source:
         entry["calibration_source"] = source
     write_json_atomic(meta_out, {**meta, "onnx": graph.name, "quantization": entry}, indent=2)
-    differences = map_differences(meta, base, graph.name, feeds, threads=threads)
+    differences = map_differences(meta, base, graph.name, feeds, threads=threads, session=session)
     return {"files": {"onnx": str(graph), "metadata": str(meta_out)}, "quantization": entry,
             "differences": differences}
 
@@ -234,5 +241,5 @@ def training_images(cfg, count: int = 64) -> tuple[list[Path], str]:
     return paths, f"{len(paths)} images of the training split {cfg.data.train_split}"
 
 
-__all__ = ["RecordingSession", "calibration_feeds", "int8_paths", "quantize_export", "quantize_graph",
+__all__ = ["RecordingSession", "calibration_feeds", "float_session", "int8_paths", "quantize_export", "quantize_graph",
            "map_differences", "output_layers", "training_images"]

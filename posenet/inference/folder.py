@@ -192,10 +192,11 @@ def infer_folder(predictor: Predictor, images: str | os.PathLike, out: str | os.
         if batch_size == 1 or prepared is None:
             run([item])
             continue
-        group = groups.setdefault(batch_key(prepared, divisor), [])
+        key = batch_key(prepared, divisor)
+        group = groups.setdefault(key, [])
         group.append(item)
         if len(group) == batch_size:
-            run(groups.pop(batch_key(prepared, divisor)))
+            run(groups.pop(key))
         elif sum(map(len, groups.values())) >= 4 * batch_size:
             run(groups.pop(max(groups, key=lambda k: len(groups[k]))))
     for key in list(groups):

@@ -12,7 +12,7 @@ from posenet.data.synthetic.figure import (
     KEYPOINT_PARTS, PELVIS, POSE_KINDS, TORSO, VIEWS, Figure, sample_figure,
 )
 from posenet.data.synthetic.render import (
-    CROWD, LABEL_STRIDE, NoiseField, Outfit, draw_background, draw_clutter, draw_figure, finish_image,
+    CROWD, LABEL_STRIDE, NoiseField, Outfit, draw_background, draw_clutter, draw_figure, encode_jpeg, finish_image,
 )
 
 SPLIT_CODES = {"train": 0, "val": 1}
@@ -214,10 +214,7 @@ class SyntheticCocoGenerator:
 
     def encode(self, image: np.ndarray) -> bytes:
         """JPEG bytes of an image (single-channel JPEG for grayscale)."""
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-        if not ok:
-            raise RuntimeError("JPEG encoding failed")
-        return buf.tobytes()
+        return encode_jpeg(image, self.jpeg_quality)
 
     # ------------------------------------------------------------------ scene
 

@@ -428,6 +428,14 @@ def draw_clutter(rng: np.random.Generator, canvas: np.ndarray, label: np.ndarray
             label[y0:y1, x0:x1][sel] = value
 
 
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    """JPEG bytes of an image (single-channel JPEG for grayscale)."""
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
+
+
 def finish_image(rng: np.random.Generator, img: np.ndarray, noise_std: float,
                  blur_prob: float) -> np.ndarray:
     """Camera-like touches: exposure, optional blur, sensor noise."""

@@ -40,7 +40,8 @@ from tqdm import tqdm
 from posenet.data.keypoints import COCO_PERSON
 from posenet.data.synthetic.figure import BodyShape, Figure, PoseAngles, sample_pose
 from posenet.data.synthetic.generator import SyntheticCocoGenerator
-from posenet.data.synthetic.render import LABEL_STRIDE, NoiseField, Outfit, draw_background, draw_figure
+from posenet.data.synthetic.render import (LABEL_STRIDE, NoiseField, Outfit, draw_background, draw_figure,
+                                           encode_jpeg)
 from posenet.utils.io import write_text_atomic
 
 FRAMES_DIR = "frames"
@@ -206,10 +207,7 @@ class SyntheticVideo:
             yield VideoFrame(index, image, annotations)
 
     def encode(self, image: np.ndarray) -> bytes:
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-        if not ok:
-            raise RuntimeError("JPEG encoding failed")
-        return buf.tobytes()
+        return encode_jpeg(image, self.jpeg_quality)
 
 
 def write_synthetic_video(out_dir, seed: int = 0, video: SyntheticVideo | None = None, progress: bool = True) -> dict:
